@@ -1,0 +1,328 @@
+package squashfs
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// fileData is where a regular file's content landed. The writer goroutine
+// fills it; it is read only after the data phase has ended.
+type fileData struct {
+	start      uint64   // offset of the first data block in the image
+	sizes      []uint32 // one block-list entry per full (or last, without fragment) block
+	fragIndex  uint32
+	fragOffset uint32
+	sparse     uint64 // bytes stored as sparse (all-zero) blocks
+}
+
+type fragEntry struct {
+	start uint64
+	size  uint32
+}
+
+// job is one block on its way through compression to the output.
+type job struct {
+	in     []byte
+	out    []byte // compressed, or nil to store in as is
+	sparse bool   // all zeros: nothing is written, the entry is 0
+	pooled bool
+	err    error
+	done   chan struct{}
+	// written runs on the writer goroutine with the offset the block
+	// landed at and its block-list entry.
+	written func(pos uint64, entry uint32)
+}
+
+// dataWriter compresses blocks on several workers and writes them in the
+// order they were queued, so the output does not depend on scheduling.
+type dataWriter struct {
+	blockSize int
+	jobs      chan *job
+	order     chan *job
+	out       *bufio.Writer
+	pos       uint64
+	pool      sync.Pool
+	wg        sync.WaitGroup
+	finished  chan struct{}
+	werr      error // set by the writer goroutine, read after finished
+
+	mu     sync.Mutex
+	failed error // first error, visible to the producer early
+
+	frag    []byte
+	frags   []*fragEntry
+	dedupe  map[dedupeKey]*fileData
+	sizeCnt map[int64]int
+	stats   *Stats
+	prog    func(int64)
+	done    int64
+}
+
+type dedupeKey struct {
+	size int64
+	sum  [sha256.Size]byte
+}
+
+func newDataWriter(w io.Writer, pos uint64, o *Options, newEnc func() (encoder, error), st *Stats) (*dataWriter, error) {
+	d := &dataWriter{
+		blockSize: o.BlockSize,
+		jobs:      make(chan *job, o.Workers),
+		order:     make(chan *job, 2*o.Workers+2),
+		out:       bufio.NewWriterSize(w, 1<<20),
+		pos:       pos,
+		finished:  make(chan struct{}),
+		dedupe:    map[dedupeKey]*fileData{},
+		stats:     st,
+		prog:      o.Progress,
+	}
+	d.pool.New = func() any { return make([]byte, o.BlockSize) }
+	encs := make([]encoder, o.Workers)
+	for i := range encs {
+		e, err := newEnc()
+		if err != nil {
+			return nil, err
+		}
+		encs[i] = e
+	}
+	for _, e := range encs {
+		d.wg.Add(1)
+		go d.compress(e)
+	}
+	go d.write()
+	return d, nil
+}
+
+func (d *dataWriter) compress(e encoder) {
+	defer d.wg.Done()
+	for j := range d.jobs {
+		j.out, j.err = e.encode(j.in)
+		close(j.done)
+	}
+}
+
+func (d *dataWriter) fail(err error) {
+	d.mu.Lock()
+	if d.failed == nil {
+		d.failed = err
+	}
+	d.mu.Unlock()
+}
+
+func (d *dataWriter) err() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.failed
+}
+
+func (d *dataWriter) write() {
+	defer close(d.finished)
+	for j := range d.order {
+		<-j.done
+		if d.werr != nil {
+			continue // drain so the producer never blocks
+		}
+		if j.err != nil {
+			d.werr = fmt.Errorf("compress block: %w", j.err)
+			d.fail(d.werr)
+			continue
+		}
+		pos := d.pos
+		var entry uint32
+		var err error
+		switch {
+		case j.sparse:
+		case j.out != nil:
+			_, err = d.out.Write(j.out)
+			entry = uint32(len(j.out))
+		default:
+			_, err = d.out.Write(j.in)
+			entry = uint32(len(j.in)) | uncompressedBit
+		}
+		if err != nil {
+			d.werr = fmt.Errorf("write image: %w", err)
+			d.fail(d.werr)
+			continue
+		}
+		d.pos += uint64(entry &^ uncompressedBit)
+		j.written(pos, entry)
+		if j.pooled {
+			d.pool.Put(j.in[:cap(j.in)])
+		}
+	}
+}
+
+// queue hands a block to the workers and reserves its place in the output.
+func (d *dataWriter) queue(j *job) {
+	j.done = make(chan struct{})
+	d.order <- j
+	if j.sparse {
+		close(j.done)
+		return
+	}
+	d.jobs <- j
+}
+
+// addFile queues n's content: full blocks as data blocks, the tail (or a
+// file smaller than a block) packed into the current fragment.
+func (d *dataWriter) addFile(n *node) error {
+	size := n.entry.Size
+	if size == 0 {
+		n.data = &fileData{fragIndex: invalidFragment}
+		return nil
+	}
+	if d.sizeCnt[size] > 1 {
+		key, err := d.hashFile(n)
+		if err != nil {
+			return err
+		}
+		if fd, ok := d.dedupe[key]; ok {
+			n.data = fd
+			d.stats.DuplicateFiles++
+			d.progress(size)
+			return nil
+		}
+		defer func() { d.dedupe[key] = n.data }()
+	}
+	r, err := n.entry.Open()
+	if err != nil {
+		return fmt.Errorf("open %s: %w", n.entry.Path, err)
+	}
+	defer r.Close()
+
+	bs := int64(d.blockSize)
+	full := size / bs
+	tail := size % bs
+	fd := &fileData{fragIndex: invalidFragment, sizes: make([]uint32, full)}
+	n.data = fd
+	for i := int64(0); i < full; i++ {
+		if err := d.err(); err != nil {
+			return err
+		}
+		buf := d.pool.Get().([]byte)[:bs]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return readErr(n, err)
+		}
+		j := &job{in: buf, pooled: true, sparse: allZero(buf)}
+		i := i
+		j.written = func(pos uint64, entry uint32) {
+			if i == 0 {
+				fd.start = pos
+			}
+			fd.sizes[i] = entry
+			if entry == 0 {
+				fd.sparse += uint64(bs)
+			}
+		}
+		d.queue(j)
+		d.progress(bs)
+	}
+	if tail > 0 {
+		t := make([]byte, tail)
+		if _, err := io.ReadFull(r, t); err != nil {
+			return readErr(n, err)
+		}
+		d.addTail(fd, t)
+		d.progress(tail)
+	}
+	var one [1]byte
+	if m, _ := r.Read(one[:]); m > 0 {
+		return fmt.Errorf("read %s: file grew past its size of %d bytes while building", n.entry.Path, size)
+	}
+	return nil
+}
+
+func readErr(n *node, err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return fmt.Errorf("read %s: file shrank below its size of %d bytes while building", n.entry.Path, n.entry.Size)
+	}
+	return fmt.Errorf("read %s: %w", n.entry.Path, err)
+}
+
+func (d *dataWriter) hashFile(n *node) (dedupeKey, error) {
+	r, err := n.entry.Open()
+	if err != nil {
+		return dedupeKey{}, fmt.Errorf("open %s: %w", n.entry.Path, err)
+	}
+	defer r.Close()
+	h := sha256.New()
+	m, err := io.Copy(h, r)
+	if err != nil {
+		return dedupeKey{}, fmt.Errorf("read %s: %w", n.entry.Path, err)
+	}
+	if m != n.entry.Size {
+		return dedupeKey{}, fmt.Errorf("read %s: size changed from %d to %d bytes while building", n.entry.Path, n.entry.Size, m)
+	}
+	k := dedupeKey{size: m}
+	h.Sum(k.sum[:0])
+	return k, nil
+}
+
+func (d *dataWriter) addTail(fd *fileData, t []byte) {
+	if len(d.frag)+len(t) > d.blockSize {
+		d.flushFragment()
+	}
+	fd.fragIndex = uint32(len(d.frags))
+	fd.fragOffset = uint32(len(d.frag))
+	if d.frag == nil {
+		d.frag = make([]byte, 0, d.blockSize)
+	}
+	d.frag = append(d.frag, t...)
+}
+
+// flushFragment queues the fragment being filled. It runs only between
+// files, so a file's data blocks stay contiguous in the image.
+func (d *dataWriter) flushFragment() {
+	if len(d.frag) == 0 {
+		return
+	}
+	fe := &fragEntry{}
+	d.frags = append(d.frags, fe)
+	j := &job{in: d.frag}
+	j.written = func(pos uint64, entry uint32) {
+		fe.start = pos
+		fe.size = entry
+	}
+	d.queue(j)
+	d.frag = nil
+}
+
+func (d *dataWriter) progress(n int64) {
+	d.done += n
+	if d.prog != nil {
+		d.prog(d.done)
+	}
+}
+
+// close flushes the last fragment, waits for every block to be written and
+// returns the output position after the data.
+func (d *dataWriter) close() (uint64, error) {
+	d.flushFragment()
+	close(d.jobs)
+	close(d.order)
+	d.wg.Wait()
+	<-d.finished
+	if d.werr != nil {
+		return 0, d.werr
+	}
+	if err := d.out.Flush(); err != nil {
+		return 0, fmt.Errorf("write image: %w", err)
+	}
+	return d.pos, nil
+}
+
+// abort stops the workers after an error in the producer.
+func (d *dataWriter) abort() {
+	close(d.jobs)
+	close(d.order)
+	d.wg.Wait()
+	<-d.finished
+}
+
+var zeroBlock = make([]byte, MaxBlockSize)
+
+func allZero(b []byte) bool { return bytes.Equal(b, zeroBlock[:len(b)]) }
