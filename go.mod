@@ -7,3 +7,5 @@ require (
 	github.com/pierrec/lz4/v4 v4.1.33
 	github.com/ulikunitz/xz v0.5.15
 )
+
+require github.com/BurntSushi/toml v1.6.0
