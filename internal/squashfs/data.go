@@ -1,6 +1,7 @@
 package squashfs
 
 import (
+	"context"
 	"bufio"
 	"bytes"
 	"crypto/sha256"
@@ -41,6 +42,7 @@ type job struct {
 // dataWriter compresses blocks on several workers and writes them in the
 // order they were queued, so the output does not depend on scheduling.
 type dataWriter struct {
+	ctx       context.Context
 	blockSize int
 	jobs      chan *job
 	order     chan *job
@@ -68,8 +70,9 @@ type dedupeKey struct {
 	sum  [sha256.Size]byte
 }
 
-func newDataWriter(w io.Writer, pos uint64, o *Options, newEnc func() (encoder, error), st *Stats) (*dataWriter, error) {
+func newDataWriter(ctx context.Context, w io.Writer, pos uint64, o *Options, newEnc func() (encoder, error), st *Stats) (*dataWriter, error) {
 	d := &dataWriter{
+		ctx:       ctx,
 		blockSize: o.BlockSize,
 		jobs:      make(chan *job, o.Workers),
 		order:     make(chan *job, 2*o.Workers+2),
@@ -201,6 +204,9 @@ func (d *dataWriter) addFile(n *node) error {
 	n.data = fd
 	for i := int64(0); i < full; i++ {
 		if err := d.err(); err != nil {
+			return err
+		}
+		if err := d.ctx.Err(); err != nil {
 			return err
 		}
 		buf := d.pool.Get().([]byte)[:bs]

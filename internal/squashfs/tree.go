@@ -252,3 +252,12 @@ func (t *Tree) walkFiles(fn func(n *node) error) error {
 	}
 	return walk(t.root)
 }
+
+// ContentSize is the sum of the sizes of the tree's regular files, each
+// hardlinked file counted once.
+func (t *Tree) ContentSize() int64 {
+	t.seal()
+	var n int64
+	_ = t.walkFiles(func(f *node) error { n += f.entry.Size; return nil })
+	return n
+}

@@ -92,7 +92,7 @@ func Write(ctx context.Context, w io.WriteSeeker, t *Tree, o Options) (Stats, er
 		st.ContentBytes += n.entry.Size
 		return nil
 	})
-	d, err := newDataWriter(w, uint64(len(head)), &o, newEnc, &st)
+	d, err := newDataWriter(ctx, w, uint64(len(head)), &o, newEnc, &st)
 	if err != nil {
 		return st, err
 	}

@@ -1,0 +1,169 @@
+// Package build turns inputs — a binary, a rootfs directory, extra files —
+// and a manifest into a .cimg file. It reads as three steps, one per file:
+// stage (gather the tree and complete the manifest), pack (squashfs), and
+// seal (hash tree, manifest, signatures, footer), all into a temporary
+// file that is renamed over the output only once it is complete and on
+// disk.
+package build
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"cimg.dev/cimg/format"
+	"cimg.dev/cimg/internal/squashfs"
+	"cimg.dev/cimg/internal/stage"
+	"cimg.dev/cimg/manifest"
+)
+
+// Spec is one build.
+type Spec struct {
+	// Manifest is the decoded cimg.toml (or manifest.Default() when there
+	// is none); Build fills name, arch and command where it can and then
+	// validates it.
+	Manifest *manifest.Manifest
+	// BaseDir resolves relative paths of the manifest's [build] table.
+	BaseDir string
+
+	Binary     string   // an ELF program, staged at /usr/bin/NAME
+	Rootfs     string   // a directory that becomes the image root
+	Entrypoint string   // absolute path in the image to run
+	Add        []string // SRC:DST, files or directories
+
+	Compression string // zstd (default), xz, gzip, lz4
+	BlockSize   int
+	Level       int
+	Epoch       int64 // SOURCE_DATE_EPOCH: every timestamp in the image
+	KeepOwners  bool
+	KeepMtimes  bool
+	Signers     []ed25519.PrivateKey
+
+	Output string
+	// Progress, if set, gets content bytes packed so far and the total.
+	Progress func(done, total int64)
+}
+
+// Result describes the image written.
+type Result struct {
+	Output      string
+	Compression string
+	Size     int64
+	Footer   *format.Footer
+	Squashfs squashfs.Stats
+	Manifest *manifest.Manifest
+	Records  []stage.Record
+}
+
+// Build stages the inputs, packs and seals them into spec.Output. On any
+// error, or when ctx is cancelled, no output file is created or changed.
+func Build(ctx context.Context, spec Spec) (*Result, error) {
+	if spec.Output == "" {
+		return nil, fmt.Errorf("no output file given")
+	}
+	st, err := prepare(&spec)
+	if err != nil {
+		return nil, err
+	}
+	manifestBytes, err := spec.Manifest.Encode()
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Output: spec.Output, Manifest: spec.Manifest, Records: st.Records()}
+	err = writeAtomic(spec.Output, func(f *os.File) error {
+		sq, err := pack(ctx, f, st.Tree(), &spec)
+		if err != nil {
+			return err
+		}
+		res.Squashfs = sq
+		res.Compression = spec.Compression
+		res.Footer, res.Size, err = format.Finish(f, int64(sq.Size), format.FinishOptions{
+			Manifest: manifestBytes,
+			Signers:  spec.Signers,
+		})
+		if err != nil {
+			return fmt.Errorf("seal image: %w", err)
+		}
+		return f.Truncate(res.Size)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// writeAtomic runs write on a temporary file beside path, then syncs it,
+// renames it over path and syncs the directory, so path holds either its
+// old content or the complete new one, even across a power cut.
+func writeAtomic(path string, write func(*os.File) error) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("create output in %s: %w", dir, err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err = write(f); err != nil {
+		return err
+	}
+	if err = f.Chmod(0o644); err != nil {
+		return fmt.Errorf("chmod %s: %w", f.Name(), err)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", f.Name(), err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", f.Name(), err)
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("rename into %s: %w", path, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err = d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Sign copies the image at in to out (which may be the same path) with
+// signatures by keys added, atomically.
+func Sign(in, out string, keys []ed25519.PrivateKey) error {
+	src, err := os.Open(in)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	fi, err := src.Stat()
+	if err != nil {
+		return err
+	}
+	img, err := format.Open(src, fi.Size())
+	if err != nil {
+		return fmt.Errorf("%s: %w", in, err)
+	}
+	// Signing vouches for the payload: check it first.
+	if err := img.VerifyPayload(); err != nil {
+		return fmt.Errorf("%s: refusing to sign: %w", in, err)
+	}
+	return writeAtomic(out, func(f *os.File) error {
+		if _, err := io.Copy(f, io.NewSectionReader(src, 0, img.Footer.SigOffset)); err != nil {
+			return fmt.Errorf("copy %s: %w", in, err)
+		}
+		size, err := format.Resign(f, img, keys)
+		if err != nil {
+			return err
+		}
+		return f.Truncate(size)
+	})
+}

@@ -1,0 +1,323 @@
+// Command cimg-build packs an application into a signed, compressed,
+// read-only .cimg image, and inspects, verifies and signs images.
+//
+// This file is CLI wiring only; the work happens in package build.
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	flag "github.com/spf13/pflag"
+	"golang.org/x/term"
+
+	"cimg.dev/cimg/build"
+	"cimg.dev/cimg/format"
+	"cimg.dev/cimg/internal/inspect"
+	"cimg.dev/cimg/internal/keys"
+	"cimg.dev/cimg/manifest"
+)
+
+const usage = `cimg-build packs an application into a single .cimg image.
+
+Usage:
+  cimg-build [flags] [BINARY] -o APP.cimg      build an image
+  cimg-build inspect [--json] [--files] IMAGE  show sections, manifest, files
+  cimg-build verify [--key PUB]... IMAGE       check hash tree and signatures
+  cimg-build keygen NAME                       write NAME.key and NAME.pub
+  cimg-build sign --key KEY [-o OUT] IMAGE     add a signature
+  cimg-build help                              this text
+
+Build inputs (combine as needed):
+  BINARY                  an ELF program, packed as /usr/bin/NAME
+  -f, --manifest FILE     cimg.toml: manifest plus a [build] table of inputs
+      --rootfs DIR        a directory that becomes the image root
+      --entrypoint PATH   the program to run, as a path in the image
+      --add SRC:DST       add a host file or directory at DST (repeatable)
+
+Build flags:
+`
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "cimg-build: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "help", "-h", "--help":
+			fs := buildFlags(&build.Spec{}, new(buildOpts))
+			fs.SetOutput(os.Stdout)
+			fmt.Print(usage)
+			fs.PrintDefaults()
+			return nil
+		case "inspect":
+			return cmdInspect(args[1:])
+		case "verify":
+			return cmdVerify(args[1:])
+		case "keygen":
+			return cmdKeygen(args[1:])
+		case "sign":
+			return cmdSign(args[1:])
+		case "build":
+			args = args[1:]
+		}
+	}
+	return cmdBuild(args)
+}
+
+type buildOpts struct {
+	manifest, name, version, arch string
+	epoch                         string
+	sign                          []string
+	quiet                         bool
+}
+
+func buildFlags(s *build.Spec, o *buildOpts) *flag.FlagSet {
+	fs := flag.NewFlagSet("cimg-build", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	fs.StringVarP(&s.Output, "output", "o", "", "image file to write (written atomically)")
+	fs.StringVarP(&o.manifest, "manifest", "f", "", "manifest file (cimg.toml)")
+	fs.StringVar(&s.Rootfs, "rootfs", "", "directory to use as the image root")
+	fs.StringVar(&s.Entrypoint, "entrypoint", "", "absolute path in the image of the program to run")
+	fs.StringArrayVar(&s.Add, "add", nil, "SRC:DST: add a host file or directory (repeatable)")
+	fs.StringVar(&s.Compression, "compression", "", "zstd (default), xz, gzip or lz4")
+	fs.IntVar(&s.BlockSize, "block-size", 0, "squashfs block size, a power of two from 4096 to 1048576 (default 131072)")
+	fs.IntVar(&s.Level, "level", 0, "compression level (default: the compressor's best size)")
+	fs.StringVar(&o.epoch, "source-date-epoch", os.Getenv("SOURCE_DATE_EPOCH"), "timestamp for every file and the image, seconds since 1970 (default $SOURCE_DATE_EPOCH, else 0)")
+	fs.BoolVar(&s.KeepMtimes, "keep-mtimes", false, "keep the inputs' modification times instead of the epoch")
+	fs.BoolVar(&s.KeepOwners, "keep-owners", false, "keep the inputs' uid/gid instead of 0:0")
+	fs.StringVar(&o.name, "name", "", "app name (default: from the manifest or the binary)")
+	fs.StringVar(&o.version, "version", "", "app version (default: from the manifest, else 0.0.0)")
+	fs.StringVar(&o.arch, "arch", "", "target arch (default: from the binary)")
+	fs.StringArrayVar(&o.sign, "sign", nil, "sign with this private key file (repeatable)")
+	fs.BoolVarP(&o.quiet, "quiet", "q", false, "no progress bar or summary")
+	return fs
+}
+
+func cmdBuild(args []string) error {
+	var spec build.Spec
+	var o buildOpts
+	fs := buildFlags(&spec, &o)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch fs.NArg() {
+	case 0:
+	case 1:
+		spec.Binary = fs.Arg(0)
+	default:
+		return fmt.Errorf("one binary at a time (got %s); use --add for more files", strings.Join(fs.Args(), " "))
+	}
+	if spec.Output == "" {
+		return errors.New("no output: give -o APP.cimg")
+	}
+	if o.epoch != "" {
+		e, err := strconv.ParseInt(o.epoch, 10, 64)
+		if err != nil || e < 0 {
+			return fmt.Errorf("--source-date-epoch %q: want seconds since 1970", o.epoch)
+		}
+		spec.Epoch = e
+	}
+	if o.manifest != "" {
+		data, err := os.ReadFile(o.manifest)
+		if err != nil {
+			return err
+		}
+		if spec.Manifest, err = manifest.Decode(data, o.manifest); err != nil {
+			return err
+		}
+		spec.BaseDir = filepath.Dir(o.manifest)
+	} else {
+		d := manifest.Default()
+		spec.Manifest = &d
+	}
+	m := spec.Manifest
+	if o.name != "" {
+		m.Name = o.name
+	}
+	if o.version != "" {
+		m.Version = o.version
+	}
+	if o.arch != "" {
+		m.Arch = manifest.CanonicalArch(o.arch)
+	}
+	for _, k := range o.sign {
+		key, err := keys.LoadPrivate(k)
+		if err != nil {
+			return err
+		}
+		spec.Signers = append(spec.Signers, key)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var bar *progressbar.ProgressBar
+	if !o.quiet && term.IsTerminal(int(os.Stderr.Fd())) {
+		spec.Progress = func(done, total int64) {
+			// Only long builds get a bar: small ones finish before it helps.
+			if bar == nil && total > 64<<20 {
+				bar = progressbar.NewOptions64(total, progressbar.OptionSetWriter(os.Stderr),
+					progressbar.OptionShowBytes(true), progressbar.OptionSetDescription("packing"),
+					progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
+			}
+			if bar != nil {
+				bar.Set64(done)
+			}
+		}
+	}
+	start := time.Now()
+	res, err := build.Build(ctx, spec)
+	if bar != nil {
+		bar.Finish()
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted; %s not written", spec.Output)
+		}
+		return err
+	}
+	if !o.quiet {
+		fmt.Fprintf(os.Stderr, "wrote %s: %d bytes (%s, %d inodes, %d bytes of content) in %.2fs\n  app %s %s (%s), root hash %x\n",
+			res.Output, res.Size, res.Compression, res.Squashfs.Inodes,
+			res.Squashfs.ContentBytes, time.Since(start).Seconds(),
+			res.Manifest.Name, res.Manifest.Version, res.Manifest.Arch, res.Footer.RootHash)
+	}
+	return nil
+}
+
+func cmdInspect(args []string) error {
+	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "machine-readable output")
+	files := fs.Bool("files", false, "list every file in the image")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: cimg-build inspect [--json] [--files] IMAGE")
+	}
+	r, err := inspect.Open(fs.Arg(0), *files)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	return r.WriteText(os.Stdout)
+}
+
+func cmdVerify(args []string) error {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	keyFiles := fs.StringArray("key", nil, "trusted public key file (repeatable); with none, signatures are not checked")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: cimg-build verify [--key PUB]... IMAGE")
+	}
+	var trusted []ed25519.PublicKey
+	for _, k := range *keyFiles {
+		pub, err := keys.LoadPublic(k)
+		if err != nil {
+			return err
+		}
+		trusted = append(trusted, pub)
+	}
+	path := fs.Arg(0)
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	img, err := format.Open(f, fi.Size())
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	var signers []format.KeyID
+	if len(trusted) > 0 {
+		if signers, err = img.VerifySignatures(trusted); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	if err := img.VerifyPayload(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if _, err := manifest.Parse(img.Manifest, path+" (embedded manifest)"); err != nil {
+		return err
+	}
+	what := "hash tree and manifest intact; signatures not checked (no --key)"
+	if len(trusted) > 0 {
+		ids := make([]string, len(signers))
+		for i, s := range signers {
+			ids[i] = s.String()
+		}
+		what = "hash tree and manifest intact, signed by " + strings.Join(ids, ", ")
+	}
+	fmt.Printf("%s: OK: %s\n", path, what)
+	return nil
+}
+
+func cmdKeygen(args []string) error {
+	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
+		return errors.New("usage: cimg-build keygen NAME  (writes NAME.key, mode 0600, and NAME.pub)")
+	}
+	priv, pub, err := keys.Generate(args[0])
+	if err != nil {
+		return err
+	}
+	k, err := keys.LoadPublic(pub)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("wrote %s (keep it secret) and %s (key id %s)\n", priv, pub, format.KeyIDOf(k))
+	return nil
+}
+
+func cmdSign(args []string) error {
+	fs := flag.NewFlagSet("sign", flag.ContinueOnError)
+	keyFiles := fs.StringArray("key", nil, "private key file (repeatable)")
+	out := fs.StringP("output", "o", "", "write the signed image here (default: replace IMAGE atomically)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || len(*keyFiles) == 0 {
+		return errors.New("usage: cimg-build sign --key KEY [-o OUT] IMAGE")
+	}
+	var signers []ed25519.PrivateKey
+	for _, k := range *keyFiles {
+		key, err := keys.LoadPrivate(k)
+		if err != nil {
+			return err
+		}
+		signers = append(signers, key)
+	}
+	in := fs.Arg(0)
+	dst := *out
+	if dst == "" {
+		dst = in
+	}
+	return build.Sign(in, dst, signers)
+}
