@@ -51,11 +51,11 @@ type Spec struct {
 type Result struct {
 	Output      string
 	Compression string
-	Size     int64
-	Footer   *format.Footer
-	Squashfs squashfs.Stats
-	Manifest *manifest.Manifest
-	Records  []stage.Record
+	Size        int64
+	Footer      *format.Footer
+	Squashfs    squashfs.Stats
+	Manifest    *manifest.Manifest
+	Records     []stage.Record
 }
 
 // Build stages the inputs, packs and seals them into spec.Output. On any

@@ -95,6 +95,11 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 			m.Name = sanitizeName(path.Base(m.App.Command[0]))
 		}
 	}
+	// A command that is not in the image is the likelier mistake than
+	// anything Validate could say about it, so it goes first.
+	if len(m.App.Command) > 0 && strings.HasPrefix(m.App.Command[0], "/") && !st.Tree().Has(m.App.Command[0]) {
+		return nil, fmt.Errorf("app.command %s is not in the image (staged: binary %q, rootfs %q)", m.App.Command[0], spec.Binary, spec.Rootfs)
+	}
 	var elfArch, elfFrom string
 	if spec.Binary != "" {
 		elfFrom = spec.Binary
@@ -116,9 +121,6 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
-	}
-	if cmd := m.App.Command[0]; !st.Tree().Has(cmd) {
-		return nil, fmt.Errorf("app.command %s is not in the image (staged: binary %q, rootfs %q)", cmd, spec.Binary, spec.Rootfs)
 	}
 	return st, nil
 }

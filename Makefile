@@ -1,0 +1,62 @@
+# cimg: make (build), make demo (the main job), make test (everything).
+# Both demo and test install the Debian packages they need (as root).
+
+export PATH := $(PATH):/usr/local/go/bin
+export CGO_ENABLED := 0
+GO ?= go
+GOFLAGS_BUILD := -trimpath -ldflags "-s -w"
+
+TOOLS := bin/cimg-build
+TEST_DEPS := mksquashfs:squashfs-tools unsquashfs:squashfs-tools veritysetup:cryptsetup-bin
+BENCH_DEPS := $(TEST_DEPS) /usr/bin/time:time
+
+.PHONY: all build demo test test-short fuzz bench-build clean deps-test
+
+all: build
+
+build: $(TOOLS)
+
+bin/%: FORCE
+	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/$*
+
+bin/hello: FORCE
+	$(GO) build $(GOFLAGS_BUILD) -o $@ ./testdata/demo/hello
+
+FORCE:
+
+deps-test:
+	@scripts/deps.sh $(TEST_DEPS)
+
+# The main job: build the demo image from testdata, sign it, show it,
+# verify it, and list what is inside.
+demo: build bin/hello deps-test
+	@test -f bin/demo.key || bin/cimg-build keygen bin/demo
+	SOURCE_DATE_EPOCH=1700000000 bin/cimg-build -f testdata/demo/cimg.toml --sign bin/demo.key -o bin/hello.cimg
+	bin/cimg-build inspect --files bin/hello.cimg
+	bin/cimg-build verify --key bin/demo.pub bin/hello.cimg
+	@echo "--- the image is a plain squashfs: unsquashfs lists it, the kernel mounts it"
+	unsquashfs -lln bin/hello.cimg
+	scripts/demo-run.sh bin/hello.cimg
+
+# Every test, the slow tier (a > 4 GiB image) included. Needs root: the
+# tests mount images on real loop devices.
+test: deps-test
+	$(GO) vet ./...
+	$(GO) test -tags slow -count=1 -timeout 40m ./...
+
+# The fast tests only (no > 4 GiB image).
+test-short: deps-test
+	$(GO) test -count=1 ./...
+
+fuzz:
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s ./manifest
+	$(GO) test -run XXX -fuzz FuzzOpen -fuzztime 60s ./format
+	$(GO) test -run XXX -fuzz FuzzParseFooter -fuzztime 60s ./format
+
+# Build time, size and memory against mksquashfs on a ~300 MB tree.
+bench-build: build
+	@scripts/deps.sh $(BENCH_DEPS)
+	scripts/bench-build.sh
+
+clean:
+	rm -rf bin
