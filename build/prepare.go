@@ -168,6 +168,9 @@ func sanitizeName(s string) string {
 	if len(out) > 64 {
 		out = out[:64]
 	}
+	if out == "" {
+		out = "app"
+	}
 	return out
 }
 

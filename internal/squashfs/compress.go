@@ -56,9 +56,10 @@ func ParseCompression(s string) (Compression, error) {
 // encoder compresses one block at a time. Each worker owns one: encoders
 // keep state and are not safe for concurrent use.
 type encoder interface {
-	// encode returns the compressed form of src, or nil when it is not
-	// smaller than src (the block is then stored uncompressed).
-	encode(src []byte) ([]byte, error)
+	// encode appends the compressed form of src to dst[:0] and returns
+	// it, or returns nil when it is not smaller than src (the block is then
+	// stored uncompressed). dst lets callers recycle output buffers.
+	encode(dst, src []byte) ([]byte, error)
 }
 
 func newEncoder(c Compression, level, blockSize int) (encoder, error) {
@@ -125,8 +126,8 @@ func compressorOptions(c Compression, level int) []byte {
 
 type zstdEncoder struct{ enc *zstd.Encoder }
 
-func (e *zstdEncoder) encode(src []byte) ([]byte, error) {
-	out := e.enc.EncodeAll(src, make([]byte, 0, len(src)))
+func (e *zstdEncoder) encode(dst, src []byte) ([]byte, error) {
+	out := e.enc.EncodeAll(src, dst[:0])
 	if len(out) >= len(src) {
 		return nil, nil
 	}
@@ -134,33 +135,31 @@ func (e *zstdEncoder) encode(src []byte) ([]byte, error) {
 }
 
 type zlibEncoder struct {
-	w   *zlib.Writer
-	buf bytes.Buffer
+	w *zlib.Writer
 }
 
-func (e *zlibEncoder) encode(src []byte) ([]byte, error) {
-	e.buf.Reset()
-	e.w.Reset(&e.buf)
+func (e *zlibEncoder) encode(dst, src []byte) ([]byte, error) {
+	buf := bytes.NewBuffer(dst[:0])
+	e.w.Reset(buf)
 	if _, err := e.w.Write(src); err != nil {
 		return nil, err
 	}
 	if err := e.w.Close(); err != nil {
 		return nil, err
 	}
-	if e.buf.Len() >= len(src) {
+	if buf.Len() >= len(src) {
 		return nil, nil
 	}
-	return bytes.Clone(e.buf.Bytes()), nil
+	return buf.Bytes(), nil
 }
 
 type xzEncoder struct {
 	cfg xz.WriterConfig
-	buf bytes.Buffer
 }
 
-func (e *xzEncoder) encode(src []byte) ([]byte, error) {
-	e.buf.Reset()
-	w, err := e.cfg.NewWriter(&e.buf)
+func (e *xzEncoder) encode(dst, src []byte) ([]byte, error) {
+	buf := bytes.NewBuffer(dst[:0])
+	w, err := e.cfg.NewWriter(buf)
 	if err != nil {
 		return nil, err
 	}
@@ -170,10 +169,10 @@ func (e *xzEncoder) encode(src []byte) ([]byte, error) {
 	if err := w.Close(); err != nil {
 		return nil, err
 	}
-	if e.buf.Len() >= len(src) {
+	if buf.Len() >= len(src) {
 		return nil, nil
 	}
-	return bytes.Clone(e.buf.Bytes()), nil
+	return buf.Bytes(), nil
 }
 
 type lz4Encoder struct {
@@ -183,8 +182,14 @@ type lz4Encoder struct {
 	hcc   lz4.CompressorHC
 }
 
-func (e *lz4Encoder) encode(src []byte) ([]byte, error) {
-	dst := make([]byte, lz4.CompressBlockBound(len(src)))
+func (e *lz4Encoder) encode(dst, src []byte) ([]byte, error) {
+	// A destination smaller than the bound makes the encoder give up
+	// early on incompressible input, which is what we want: such a block
+	// is stored as is.
+	dst = dst[:cap(dst)]
+	if len(dst) < len(src) {
+		dst = make([]byte, len(src))
+	}
 	var n int
 	var err error
 	if e.hc {

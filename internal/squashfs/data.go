@@ -48,7 +48,8 @@ type dataWriter struct {
 	order     chan *job
 	out       *bufio.Writer
 	pos       uint64
-	pool      sync.Pool
+	pool      sync.Pool // input blocks
+	outPool   sync.Pool // compressed blocks
 	wg        sync.WaitGroup
 	finished  chan struct{}
 	werr      error // set by the writer goroutine, read after finished
@@ -56,6 +57,7 @@ type dataWriter struct {
 	mu     sync.Mutex
 	failed error // first error, visible to the producer early
 
+	encs    []encoder // the workers'; reused for metadata once they stop
 	frag    []byte
 	frags   []*fragEntry
 	dedupe  map[dedupeKey]*fileData
@@ -84,6 +86,7 @@ func newDataWriter(ctx context.Context, w io.Writer, pos uint64, o *Options, new
 		prog:      o.Progress,
 	}
 	d.pool.New = func() any { return make([]byte, o.BlockSize) }
+	d.outPool.New = func() any { return make([]byte, 0, o.BlockSize) }
 	encs := make([]encoder, o.Workers)
 	for i := range encs {
 		e, err := newEnc()
@@ -92,6 +95,7 @@ func newDataWriter(ctx context.Context, w io.Writer, pos uint64, o *Options, new
 		}
 		encs[i] = e
 	}
+	d.encs = encs
 	for _, e := range encs {
 		d.wg.Add(1)
 		go d.compress(e)
@@ -103,7 +107,11 @@ func newDataWriter(ctx context.Context, w io.Writer, pos uint64, o *Options, new
 func (d *dataWriter) compress(e encoder) {
 	defer d.wg.Done()
 	for j := range d.jobs {
-		j.out, j.err = e.encode(j.in)
+		buf := d.outPool.Get().([]byte)
+		j.out, j.err = e.encode(buf, j.in)
+		if j.out == nil {
+			d.outPool.Put(buf)
+		}
 		close(j.done)
 	}
 }
@@ -155,6 +163,9 @@ func (d *dataWriter) write() {
 		j.written(pos, entry)
 		if j.pooled {
 			d.pool.Put(j.in[:cap(j.in)])
+		}
+		if j.out != nil {
+			d.outPool.Put(j.out[:0])
 		}
 	}
 }

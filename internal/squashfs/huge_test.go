@@ -97,4 +97,3 @@ func TestOver4GiB(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
-

@@ -12,6 +12,7 @@ import (
 // directory references need before the block is compressed.
 type metaWriter struct {
 	enc    encoder
+	dst    []byte
 	out    bytes.Buffer // finished blocks, headers included
 	cur    []byte       // the block being filled
 	starts []uint64     // offset in out of every finished block
@@ -52,7 +53,10 @@ func (m *metaWriter) flush() {
 	}
 	m.starts = append(m.starts, uint64(m.out.Len()))
 	var hdr [2]byte
-	c, err := m.enc.encode(m.cur)
+	c, err := m.enc.encode(m.dst, m.cur)
+	if c != nil {
+		m.dst = c
+	}
 	if err != nil && m.err == nil {
 		m.err = err
 	}

@@ -113,10 +113,9 @@ func Write(ctx context.Context, w io.WriteSeeker, t *Tree, o Options) (Stats, er
 	}
 	st.Fragments = len(d.frags)
 
-	mw, err := newEnc()
-	if err != nil {
-		return st, err
-	}
+	// The workers have stopped: their first encoder compresses the
+	// metadata, rather than a new one (a zstd encoder holds ~35 MiB).
+	mw := d.encs[0]
 	b := &tableBuilder{
 		inodes: newMetaWriter(mw),
 		dirs:   newMetaWriter(mw),

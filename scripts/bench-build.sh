@@ -1,0 +1,78 @@
+#!/bin/bash
+# Build time, size and peak memory of cimg-build against mksquashfs on the
+# same ~300 MB tree (a copy of part of /usr/lib/x86_64-linux-gnu and
+# /usr/bin), same compressor and block size, mksquashfs with its default
+# thread count. Each cell is the median of RUNS runs after one warm-up
+# that fills the page cache for both tools.
+#
+# Output: a table on stdout and bench/results/build.csv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+COMPRESSORS=${COMPRESSORS:-zstd gzip xz lz4}
+BLOCK=${BLOCK:-131072}
+WORK=${WORK:-/tmp/cimg-bench-build}
+EPOCH=1700000000
+
+mkdir -p "$WORK" bench/results
+tree=$WORK/tree
+if [ ! -d "$tree" ]; then
+	echo "making the tree in $tree" >&2
+	mkdir -p "$tree/usr/lib" "$tree/usr/bin"
+	# Fill to ~300 MB from the host's libraries and programs, sorted so the
+	# same machine always makes the same tree.
+	budget=$((300 * 1000 * 1000))
+	total=0
+	while IFS= read -r f; do
+		sz=$(stat -c %s "$f")
+		[ $((total + sz)) -gt $budget ] && continue
+		rel=${f#/}
+		mkdir -p "$tree/$(dirname "$rel")"
+		cp -a "$f" "$tree/$rel"
+		total=$((total + sz))
+	done < <(find /usr/lib/x86_64-linux-gnu /usr/bin -maxdepth 2 -type f -size +0 | LC_ALL=C sort)
+fi
+bins=("$tree"/usr/bin/*)
+entry=/usr/bin/$(basename "${bins[0]}")
+tree_bytes=$(du -sb "$tree" | cut -f1)
+tree_files=$(find "$tree" -type f | wc -l)
+echo "tree: $tree_bytes bytes in $tree_files files; block size $BLOCK; $RUNS runs" >&2
+
+# measure CMD... → prints "seconds maxrss_kib"
+measure() {
+	/usr/bin/time -f "%e %M" -o "$WORK/time" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
+	cat "$WORK/time"
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+csv=bench/results/build.csv
+echo "tool,compression,block_size,run,seconds,max_rss_kib,image_bytes,squashfs_bytes,tree_bytes" > "$csv"
+printf "%-6s %-10s %8s %8s %12s %12s\n" comp tool seconds MiB-RSS image-bytes squashfs >&2
+for comp in $COMPRESSORS; do
+	for run in $(seq 0 "$RUNS"); do # run 0 is the warm-up
+		rm -f "$WORK/ref.sqfs" "$WORK/app.cimg"
+		read -r ms mm < <(measure mksquashfs "$tree" "$WORK/ref.sqfs" -comp "$comp" -b "$BLOCK" -noappend -no-progress -quiet \
+			-all-root -no-xattrs -mkfs-time $EPOCH -all-time $EPOCH)
+		read -r cs cm < <(measure bin/cimg-build --quiet --name bench --rootfs "$tree" --entrypoint "$entry" --compression "$comp" \
+			--block-size "$BLOCK" --source-date-epoch $EPOCH -o "$WORK/app.cimg")
+		msize=$(stat -c %s "$WORK/ref.sqfs")
+		csize=$(stat -c %s "$WORK/app.cimg")
+		csq=$(bin/cimg-build inspect --json "$WORK/app.cimg" | awk -F': ' '/"name": "squashfs"/{getline; getline; gsub(/[^0-9]/,"",$2); print $2; exit}')
+		[ "$run" = 0 ] && continue
+		echo "mksquashfs,$comp,$BLOCK,$run,$ms,$mm,$msize,$msize,$tree_bytes" >> "$csv"
+		echo "cimg-build,$comp,$BLOCK,$run,$cs,$cm,$csize,$csq,$tree_bytes" >> "$csv"
+	done
+done
+
+echo
+echo "| compression | mksquashfs s | cimg-build s | time ratio | mksquashfs size | cimg squashfs size | size ratio | mksquashfs RSS MiB | cimg-build RSS MiB | RSS ratio |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for comp in $COMPRESSORS; do
+	col() { awk -F, -v t="$1" -v c="$comp" -v f="$2" '$1==t && $2==c {print $f}' "$csv" | median; }
+	mt=$(col mksquashfs 5); ct=$(col cimg-build 5)
+	ms=$(col mksquashfs 8); cs=$(col cimg-build 8)
+	mr=$(col mksquashfs 6); cr=$(col cimg-build 6)
+	awk -v c="$comp" -v mt="$mt" -v ct="$ct" -v ms="$ms" -v cs="$cs" -v mr="$mr" -v cr="$cr" 'BEGIN {
+		printf "| %s | %.2f | %.2f | %.2f× | %d | %d | %.3f× | %.0f | %.0f | %.2f× |\n", c, mt, ct, ct/mt, ms, cs, cs/ms, mr/1024, cr/1024, cr/mr }'
+done
