@@ -45,6 +45,14 @@ type Spec struct {
 	Output string
 	// Progress, if set, gets content bytes packed so far and the total.
 	Progress func(done, total int64)
+	// Warn, if set, gets warnings: things that build but may not run.
+	Warn func(msg string)
+}
+
+func (s *Spec) warn(format string, args ...any) {
+	if s.Warn != nil {
+		s.Warn(fmt.Sprintf(format, args...))
+	}
 }
 
 // Result describes the image written.

@@ -47,6 +47,9 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 			spec.BlockSize = int(b.BlockSize)
 		}
 	}
+	if b := m.Build; b != nil && (len(b.Libs) > 0 || b.Sysroot != "") {
+		return nil, errors.New("build.libs and build.sysroot need the shared-library resolver, which this cimg-build does not have yet")
+	}
 	if spec.Binary == "" && spec.Rootfs == "" && len(spec.Add) == 0 {
 		return nil, errors.New("nothing to pack: give a binary, --rootfs, --add, or a manifest whose [build] names them")
 	}
@@ -75,6 +78,10 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 		src, dst, ok := strings.Cut(a, ":")
 		if !ok || src == "" || dst == "" {
 			return nil, fmt.Errorf("--add %q: want SRC:DST with DST an absolute path in the image", a)
+		}
+		if strings.HasSuffix(dst, "/") {
+			// As cp does: a trailing slash means "into this directory".
+			dst += filepath.Base(src)
 		}
 		if err := st.Add(src, dst, "added"); err != nil {
 			return nil, fmt.Errorf("--add %s: %w", a, err)
@@ -112,6 +119,9 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 			return nil, err
 		}
 		elfArch = a
+		if spec.Binary != "" && isDynamic(spec.Binary) {
+			spec.warn("%s is dynamically linked, and this cimg-build does not yet pack shared libraries: add them with --add or build from --rootfs", spec.Binary)
+		}
 	}
 	switch {
 	case m.Arch == "":
@@ -199,6 +209,21 @@ func ELFArch(p string) (string, error) {
 		return "armel", nil
 	}
 	return "", fmt.Errorf("%s: unsupported ELF machine %v (%v)", p, f.Machine, f.Class)
+}
+
+// isDynamic reports whether an ELF file asks for a program interpreter.
+func isDynamic(p string) bool {
+	f, err := elf.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	for _, ph := range f.Progs {
+		if ph.Type == elf.PT_INTERP {
+			return true
+		}
+	}
+	return false
 }
 
 // elfFlags reads e_flags, which debug/elf does not expose.

@@ -167,6 +167,7 @@ func cmdBuild(args []string) error {
 		spec.Signers = append(spec.Signers, key)
 	}
 
+	spec.Warn = func(msg string) { fmt.Fprintf(os.Stderr, "cimg-build: warning: %s\n", msg) }
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var bar *progressbar.ProgressBar
