@@ -49,8 +49,8 @@ func requireTool(t testing.TB, name string) string {
 	return p
 }
 
-// writeRandom writes n bytes from a seeded generator: incompressible.
-func writeRandom(t testing.TB, path string, n int64, seed uint64) {
+// writeStream writes the first n bytes of r to path.
+func writeStream(t testing.TB, path string, r io.Reader, n int64) {
 	t.Helper()
 	os.MkdirAll(filepath.Dir(path), 0o755)
 	f, err := os.Create(path)
@@ -59,8 +59,7 @@ func writeRandom(t testing.TB, path string, n int64, seed uint64) {
 	}
 	defer f.Close()
 	w := bufio.NewWriterSize(f, 1<<20)
-	rng := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)})
-	if _, err := io.CopyN(w, rng, n); err != nil {
+	if _, err := io.CopyN(w, r, n); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Flush(); err != nil {
@@ -68,31 +67,35 @@ func writeRandom(t testing.TB, path string, n int64, seed uint64) {
 	}
 }
 
-// writeCompressible writes n bytes of text-like data: words from a small
-// vocabulary with random numbers, which compresses roughly 4:1.
-func writeCompressible(t testing.TB, path string, n int64, seed uint64) {
-	t.Helper()
-	os.MkdirAll(filepath.Dir(path), 0o755)
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	w := bufio.NewWriterSize(f, 1<<20)
-	rng := rand.New(rand.NewPCG(seed, 1))
-	words := strings.Fields("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et dolore magna aliqua sensor gateway reading value")
-	var written int64
-	for written < n {
-		line := fmt.Sprintf("%s %s %d %s\n", words[rng.IntN(len(words))], words[rng.IntN(len(words))], rng.Uint32(), words[rng.IntN(len(words))])
-		if int64(len(line)) > n-written {
-			line = line[:n-written]
+// writeRandom writes n bytes from a seeded generator: incompressible.
+func writeRandom(t testing.TB, path string, n int64, seed uint64) {
+	writeStream(t, path, rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)}), n)
+}
+
+// textStream yields text-like data: words from a small vocabulary with
+// random numbers, which compresses roughly 4:1.
+type textStream struct {
+	rng  *rand.Rand
+	line []byte
+}
+
+var words = strings.Fields("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et dolore magna aliqua sensor gateway reading value")
+
+func (s *textStream) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		if len(s.line) == 0 {
+			s.line = fmt.Appendf(s.line[:0], "%s %s %d %s\n", words[s.rng.IntN(len(words))], words[s.rng.IntN(len(words))], s.rng.Uint32(), words[s.rng.IntN(len(words))])
 		}
-		w.WriteString(line)
-		written += int64(len(line))
+		c := copy(p[n:], s.line)
+		s.line = s.line[c:]
+		n += c
 	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	return n, nil
+}
+
+func writeCompressible(t testing.TB, path string, n int64, seed uint64) {
+	writeStream(t, path, &textStream{rng: rand.New(rand.NewPCG(seed, 1))}, n)
 }
 
 func mustWrite(t testing.TB, path, content string, mode os.FileMode) {
