@@ -29,7 +29,9 @@ type Spec struct {
 	// BaseDir resolves relative paths of the manifest's [build] table.
 	BaseDir string
 
-	Binary     string   // an ELF program, staged at /usr/bin/NAME
+	Binary     string   // an ELF program, staged at /usr/bin/NAME with its closure
+	Sysroot    string   // target root the closure comes from (default /)
+	Libs       []string // dlopen'd libraries to pack with their closures
 	Rootfs     string   // a directory that becomes the image root
 	Entrypoint string   // absolute path in the image to run
 	Add        []string // SRC:DST, files or directories

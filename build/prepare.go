@@ -46,9 +46,10 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 		if spec.BlockSize == 0 {
 			spec.BlockSize = int(b.BlockSize)
 		}
-	}
-	if b := m.Build; b != nil && (len(b.Libs) > 0 || b.Sysroot != "") {
-		return nil, errors.New("build.libs and build.sysroot need the shared-library resolver, which this cimg-build does not have yet")
+		if spec.Sysroot == "" {
+			spec.Sysroot = rel(b.Sysroot)
+		}
+		spec.Libs = append(append([]string(nil), b.Libs...), spec.Libs...)
 	}
 	if spec.Binary == "" && spec.Rootfs == "" && len(spec.Add) == 0 {
 		return nil, errors.New("nothing to pack: give a binary, --rootfs, --add, or a manifest whose [build] names them")
@@ -119,9 +120,15 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 			return nil, err
 		}
 		elfArch = a
-		if spec.Binary != "" && isDynamic(spec.Binary) {
-			spec.warn("%s is dynamically linked, and this cimg-build does not yet pack shared libraries: add them with --add or build from --rootfs", spec.Binary)
+	}
+	if spec.Binary != "" {
+		// The closure: the interpreter and every library the target
+		// loader will map, from the sysroot (or the host's /).
+		if err := stageClosure(st, spec, binPath); err != nil {
+			return nil, err
 		}
+	} else if len(spec.Libs) > 0 {
+		return nil, errors.New("--lib needs a binary whose closure it extends")
 	}
 	switch {
 	case m.Arch == "":
@@ -130,6 +137,9 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 		return nil, fmt.Errorf("manifest says arch %q but %s is an %s binary", m.Arch, elfFrom, elfArch)
 	}
 	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	if err := writeProvenance(st); err != nil {
 		return nil, err
 	}
 	return st, nil
@@ -209,21 +219,6 @@ func ELFArch(p string) (string, error) {
 		return "armel", nil
 	}
 	return "", fmt.Errorf("%s: unsupported ELF machine %v (%v)", p, f.Machine, f.Class)
-}
-
-// isDynamic reports whether an ELF file asks for a program interpreter.
-func isDynamic(p string) bool {
-	f, err := elf.Open(p)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	for _, ph := range f.Progs {
-		if ph.Type == elf.PT_INTERP {
-			return true
-		}
-	}
-	return false
 }
 
 // elfFlags reads e_flags, which debug/elf does not expose.

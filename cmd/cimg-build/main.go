@@ -40,7 +40,9 @@ Usage:
   cimg-build help                              this text
 
 Build inputs (combine as needed):
-  BINARY                  an ELF program, packed as /usr/bin/NAME
+  BINARY                  an ELF program, packed as /usr/bin/NAME with its libraries
+      --sysroot DIR       take those libraries from a target root (cross builds)
+      --lib NAME          also pack a dlopen'd library and its closure (repeatable)
   -f, --manifest FILE     cimg.toml: manifest plus a [build] table of inputs
       --rootfs DIR        a directory that becomes the image root
       --entrypoint PATH   the program to run, as a path in the image
@@ -98,6 +100,8 @@ func buildFlags(s *build.Spec, o *buildOpts) *flag.FlagSet {
 	fs.StringVar(&s.Rootfs, "rootfs", "", "directory to use as the image root")
 	fs.StringVar(&s.Entrypoint, "entrypoint", "", "absolute path in the image of the program to run")
 	fs.StringArrayVar(&s.Add, "add", nil, "SRC:DST: add a host file or directory (repeatable)")
+	fs.StringVar(&s.Sysroot, "sysroot", "", "target root to take the binary's shared libraries from (default /)")
+	fs.StringArrayVar(&s.Libs, "lib", nil, "a dlopen'd library (SONAME or path in the sysroot) to pack with its closure (repeatable)")
 	fs.StringVar(&s.Compression, "compression", "", "zstd (default), xz, gzip or lz4")
 	fs.IntVar(&s.BlockSize, "block-size", 0, "squashfs block size, a power of two from 4096 to 1048576 (default 131072)")
 	fs.IntVar(&s.Level, "level", 0, "compression level (default: the compressor's best size)")

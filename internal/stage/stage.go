@@ -10,6 +10,7 @@
 package stage
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -116,6 +117,24 @@ func (s *Stager) add(e squashfs.Entry, r Record) error {
 	s.records[r.Path] = r
 	s.order = append(s.order, r.Path)
 	return nil
+}
+
+// AddBytes stages generated content at dst.
+func (s *Stager) AddBytes(dst string, content []byte, mode fs.FileMode, reason string) error {
+	dst, err := ImagePath(dst)
+	if err != nil {
+		return err
+	}
+	if err := s.MkdirAll(path.Dir(dst), reason); err != nil {
+		return err
+	}
+	if s.tree.Has(dst) {
+		return fmt.Errorf("%s is in the image already (from %s)", dst, s.records[dst].Source)
+	}
+	data := append([]byte(nil), content...)
+	return s.add(squashfs.Entry{Path: dst, Mode: mode.Perm(), Size: int64(len(data)), Mtime: s.opts.Epoch,
+		Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }},
+		Record{Path: dst, Reason: reason})
 }
 
 // Add copies the host path src (a file, symlink or whole directory) to dst
