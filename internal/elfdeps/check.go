@@ -119,4 +119,3 @@ func NSSUsers(res *Result) []string {
 	}
 	return users
 }
-

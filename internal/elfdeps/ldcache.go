@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 )
 
@@ -195,4 +196,13 @@ func libcmp(a, b string) int {
 		return -int(b[j])
 	}
 	return 0
+}
+
+// ParseCacheFile reads and parses an ld.so.cache file.
+func ParseCacheFile(p string, bo binary.ByteOrder) ([]CacheEntry, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCache(b, bo)
 }

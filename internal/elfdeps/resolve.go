@@ -349,6 +349,9 @@ func (r *resolver) tryPath(fs fsys, p string) (*Object, []string, error) {
 }
 
 func (r *resolver) origin(o *Object) string {
+	if o == nil {
+		return "$ORIGIN" // not expandable: the dir is dropped
+	}
 	if o.Reason == "program" {
 		return path.Dir(o.Real) // the kernel's realpath of the executable
 	}
