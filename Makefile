@@ -7,7 +7,10 @@ GO ?= go
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w"
 
 TOOLS := bin/cimg-build
-TEST_DEPS := mksquashfs:squashfs-tools unsquashfs:squashfs-tools veritysetup:cryptsetup-bin
+TEST_DEPS := mksquashfs:squashfs-tools unsquashfs:squashfs-tools veritysetup:cryptsetup-bin \
+	gcc:gcc curl:curl sqlite3:sqlite3 python3.11:python3.11 \
+	arm-linux-gnueabihf-gcc:crossbuild-essential-armhf aarch64-linux-gnu-gcc:crossbuild-essential-arm64 \
+	qemu-arm-static:qemu-user-static update-binfmts:binfmt-support
 BENCH_DEPS := $(TEST_DEPS) /usr/bin/time:time
 
 .PHONY: all build demo test test-short fuzz bench-build clean deps-test

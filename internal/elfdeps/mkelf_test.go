@@ -2,10 +2,10 @@ package elfdeps
 
 import (
 	"bytes"
-	"os/exec"
 	"debug/elf"
 	"encoding/binary"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"testing"

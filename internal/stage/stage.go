@@ -125,7 +125,7 @@ func (s *Stager) AddBytes(dst string, content []byte, mode fs.FileMode, reason s
 	if err != nil {
 		return err
 	}
-	if err := s.MkdirAll(path.Dir(dst), reason); err != nil {
+	if err := s.MkdirAll(path.Dir(dst), "parent directory"); err != nil {
 		return err
 	}
 	if s.tree.Has(dst) {
@@ -148,7 +148,7 @@ func (s *Stager) Add(src, dst, reason string) error {
 	if err != nil {
 		return fmt.Errorf("input %s: %w", src, err)
 	}
-	if err := s.MkdirAll(path.Dir(dst), reason); err != nil {
+	if err := s.MkdirAll(path.Dir(dst), "parent directory"); err != nil {
 		return err
 	}
 	if !fi.IsDir() {
