@@ -1,6 +1,7 @@
 package inspect
 
 import (
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -20,6 +21,34 @@ type File struct {
 	GID    uint32 `json:"gid"`
 	Size   int64  `json:"size"`
 	Target string `json:"target,omitempty"`
+	// Source and Reason come from the image's provenance record: the host
+	// (or sysroot) path it was packed from and why it is there.
+	Source string `json:"source,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// provenancePath is where cimg-build records what went in and why (kept
+// in step with build.ProvenancePath; inspect must not import build).
+const provenancePath = ".cimg/provenance.json"
+
+func addProvenance(sq *dsquash.FileSystem, files []File) {
+	b, err := sq.ReadFile(provenancePath)
+	if err != nil {
+		return // images from other tools have none
+	}
+	var recs []struct{ Path, Source, Reason string }
+	if json.Unmarshal(b, &recs) != nil {
+		return
+	}
+	by := map[string]int{}
+	for i, r := range recs {
+		by[r.Path] = i
+	}
+	for i := range files {
+		if j, ok := by[files[i].Path]; ok {
+			files[i].Source, files[i].Reason = recs[j].Source, recs[j].Reason
+		}
+	}
 }
 
 // listFiles walks the payload with go-diskfs. Its reader has no lz4
@@ -68,5 +97,6 @@ func listFiles(f *os.File, size int64, info squashfs.Info) ([]File, error) {
 	if err := walk("."); err != nil {
 		return nil, err
 	}
+	addProvenance(sq, out)
 	return out, nil
 }

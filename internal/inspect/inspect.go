@@ -127,7 +127,14 @@ func (r *Report) WriteText(w io.Writer) error {
 			if f.Target != "" {
 				name += " -> " + f.Target
 			}
-			fmt.Fprintf(tw, "  %s\t%d/%d\t%d\t%s\n", f.Mode, f.UID, f.GID, f.Size, name)
+			why := ""
+			switch {
+			case f.Source != "":
+				why = "<- " + f.Source + " (" + f.Reason + ")"
+			case f.Reason != "":
+				why = "(" + f.Reason + ")"
+			}
+			fmt.Fprintf(tw, "  %s\t%d/%d\t%d\t%s\t%s\n", f.Mode, f.UID, f.GID, f.Size, name, why)
 		}
 		tw.Flush()
 	}
