@@ -33,6 +33,8 @@ type Spec struct {
 	Sysroot    string   // target root the closure comes from (default /)
 	Libs       []string // dlopen'd libraries to pack with their closures
 	Rootfs     string   // a directory that becomes the image root
+	FromOCI    string   // an OCI image layout directory or docker-archive tarball
+	Platform   string   // os/arch[/variant] to pick from a multi-platform OCI index
 	Entrypoint string   // absolute path in the image to run
 	Add        []string // SRC:DST, files or directories
 
@@ -49,6 +51,8 @@ type Spec struct {
 	Progress func(done, total int64)
 	// Warn, if set, gets warnings: things that build but may not run.
 	Warn func(msg string)
+
+	cleanup []func() // temporary state of the inputs, dropped when Build returns
 }
 
 func (s *Spec) warn(format string, args ...any) {
@@ -74,6 +78,11 @@ func Build(ctx context.Context, spec Spec) (*Result, error) {
 	if spec.Output == "" {
 		return nil, fmt.Errorf("no output file given")
 	}
+	defer func() {
+		for _, f := range spec.cleanup {
+			f()
+		}
+	}()
 	st, err := prepare(&spec)
 	if err != nil {
 		return nil, err

@@ -51,8 +51,8 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 		}
 		spec.Libs = append(append([]string(nil), b.Libs...), spec.Libs...)
 	}
-	if spec.Binary == "" && spec.Rootfs == "" && len(spec.Add) == 0 {
-		return nil, errors.New("nothing to pack: give a binary, --rootfs, --add, or a manifest whose [build] names them")
+	if spec.Binary == "" && spec.Rootfs == "" && spec.FromOCI == "" && len(spec.Add) == 0 {
+		return nil, errors.New("nothing to pack: give a binary, --rootfs, --from-oci, --add, or a manifest whose [build] names them")
 	}
 
 	st := stage.New(stage.Options{Epoch: spec.Epoch, KeepOwners: spec.KeepOwners, KeepMtimes: spec.KeepMtimes})
@@ -65,6 +65,14 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 			return nil, fmt.Errorf("rootfs %s is not a directory", spec.Rootfs)
 		}
 		if err := st.Add(spec.Rootfs, "/", "rootfs"); err != nil {
+			return nil, err
+		}
+	}
+	if spec.FromOCI != "" {
+		if spec.Rootfs != "" {
+			return nil, errors.New("--from-oci and --rootfs both give the image root: choose one")
+		}
+		if err := importOCI(st, spec); err != nil {
 			return nil, err
 		}
 	}

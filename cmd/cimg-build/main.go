@@ -45,6 +45,8 @@ Build inputs (combine as needed):
       --lib NAME          also pack a dlopen'd library and its closure (repeatable)
   -f, --manifest FILE     cimg.toml: manifest plus a [build] table of inputs
       --rootfs DIR        a directory that becomes the image root
+      --from-oci PATH     an OCI image layout dir or docker-archive tarball, flattened
+      --platform P        which platform of a multi-platform OCI image (linux/arm/v7)
       --entrypoint PATH   the program to run, as a path in the image
       --add SRC:DST       add a host file or directory at DST (repeatable)
 
@@ -99,6 +101,8 @@ func buildFlags(s *build.Spec, o *buildOpts) *flag.FlagSet {
 	fs.StringVarP(&o.manifest, "manifest", "f", "", "manifest file (cimg.toml)")
 	fs.StringVar(&s.Rootfs, "rootfs", "", "directory to use as the image root")
 	fs.StringVar(&s.Entrypoint, "entrypoint", "", "absolute path in the image of the program to run")
+	fs.StringVar(&s.FromOCI, "from-oci", "", "import an OCI image layout directory or docker-archive tarball as the root")
+	fs.StringVar(&s.Platform, "platform", "", "with --from-oci: os/arch[/variant] to pick, e.g. linux/arm/v7")
 	fs.StringArrayVar(&s.Add, "add", nil, "SRC:DST: add a host file or directory (repeatable)")
 	fs.StringVar(&s.Sysroot, "sysroot", "", "target root to take the binary's shared libraries from (default /)")
 	fs.StringArrayVar(&s.Libs, "lib", nil, "a dlopen'd library (SONAME or path in the sysroot) to pack with its closure (repeatable)")

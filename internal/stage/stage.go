@@ -119,6 +119,26 @@ func (s *Stager) add(e squashfs.Entry, r Record) error {
 	return nil
 }
 
+// AddEntry stages a prepared entry (from an archive, say), creating
+// missing parent directories.
+func (s *Stager) AddEntry(e squashfs.Entry, r Record) error {
+	p, err := ImagePath(e.Path)
+	if err != nil {
+		return err
+	}
+	if err := s.MkdirAll(path.Dir(p), "parent directory"); err != nil {
+		return err
+	}
+	e.Path, r.Path = p, p
+	if e.Mode.IsDir() && s.tree.IsDir(p) {
+		return nil
+	}
+	if err := s.add(e, r); err != nil {
+		return fmt.Errorf("%s: %w", r.Source, err)
+	}
+	return nil
+}
+
 // AddBytes stages generated content at dst.
 func (s *Stager) AddBytes(dst string, content []byte, mode fs.FileMode, reason string) error {
 	dst, err := ImagePath(dst)
