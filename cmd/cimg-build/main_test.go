@@ -291,3 +291,32 @@ func copyFile(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+// TestProgressBarOnTerminal: a long build shows a progress bar when
+// stderr is a terminal (script(1) gives it one), and --quiet silences it.
+func TestProgressBarOnTerminal(t *testing.T) {
+	script, err := exec.LookPath("script")
+	if err != nil {
+		t.Fatal("script(1) not found: install bsdutils")
+	}
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	os.MkdirAll(root, 0o755)
+	copyFile(t, helloBin, filepath.Join(root, "app"))
+	f, _ := os.Create(filepath.Join(root, "big"))
+	io.CopyN(f, rand.NewChaCha8([32]byte{1}), 96<<20)
+	f.Close()
+	for _, quiet := range []bool{false, true} {
+		cmdline := cimgBuild + " --rootfs " + root + " --entrypoint /app --compression lz4 -o " + filepath.Join(dir, "out.cimg")
+		if quiet {
+			cmdline += " --quiet"
+		}
+		out, err := exec.Command(script, "-qec", cmdline, "/dev/null").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if has := strings.Contains(string(out), "packing"); has == quiet {
+			t.Errorf("quiet=%v: progress bar shown=%v:\n%q", quiet, has, out)
+		}
+	}
+}
