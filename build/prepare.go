@@ -147,6 +147,19 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
+	// Mount points: squashfs is read-only, so whatever the launcher (or a
+	// manifest mount) mounts on must exist in the image already.
+	points := []string{"/proc", "/dev", "/tmp", "/run"}
+	for _, mt := range m.Mounts {
+		points = append(points, mt.Target)
+	}
+	for _, p := range points {
+		if !st.Tree().Has(p) {
+			if err := st.MkdirAll(p, "mount point"); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if err := writeProvenance(st); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,85 @@
+// Command cimg-run verifies, mounts, isolates and runs .cimg images.
+//
+// This file is CLI wiring only; the launch sequence is in package
+// launcher.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	flag "github.com/spf13/pflag"
+
+	"cimg.dev/cimg/launcher"
+)
+
+const usage = `cimg-run runs a .cimg image in the foreground, isolated, and exits with its status.
+
+Usage:
+  cimg-run [flags] IMAGE [-- ARGS...]   run the image (ARGS replace the manifest's args)
+  cimg-run gc                           unmount cached images no instance uses
+  cimg-run help                         this text
+
+Flags:
+`
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == launcher.ChildArg {
+		launcher.ChildMain() // never returns
+	}
+	code, err := run(os.Args[1:])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cimg-run: %v\n", err)
+		if code == 0 {
+			code = 125 // as container runtimes do: the launcher, not the app, failed
+		}
+	}
+	os.Exit(code)
+}
+
+func run(args []string) (int, error) {
+	var o launcher.Options
+	fs := flag.NewFlagSet("cimg-run", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
+	fs.StringArrayVar(&o.KeyFiles, "key", nil, "trusted public key file, besides /etc/cimg/keys/*.pub (repeatable)")
+	verify := fs.String("verify", "auto", "payload check: auto (once per boot per file) or always")
+	fs.StringVar(&o.StateDir, "state-dir", "/run/cimg", "root-only directory for the mount cache")
+	fs.DurationVar(&o.StopTimeout, "stop-timeout", 10*time.Second, "after SIGTERM/SIGINT, SIGKILL the app's cgroup this much later")
+	fs.SetInterspersed(false)
+	if len(args) > 0 {
+		switch args[0] {
+		case "help", "-h", "--help":
+			fs.SetOutput(os.Stdout)
+			fs.Usage()
+			return 0, nil
+		case "gc":
+			done, err := launcher.GC("/run/cimg")
+			for _, d := range done {
+				fmt.Println("unmounted", d)
+			}
+			return 0, err
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2, err
+	}
+	if fs.NArg() < 1 {
+		return 2, errors.New("usage: cimg-run [flags] IMAGE [-- ARGS...]")
+	}
+	switch *verify {
+	case "auto":
+	case "always":
+		o.VerifyAlways = true
+	default:
+		return 2, fmt.Errorf("--verify %q: want auto or always", *verify)
+	}
+	o.Image = fs.Arg(0)
+	o.Args = fs.Args()[1:]
+	if len(o.Args) > 0 && o.Args[0] == "--" {
+		o.Args = o.Args[1:]
+	}
+	o.Warn = func(m string) { fmt.Fprintf(os.Stderr, "cimg-run: warning: %s\n", m) }
+	return launcher.Run(o)
+}

@@ -1,0 +1,95 @@
+// Package loop attaches a file descriptor to a loop device, read-only and
+// auto-clearing, allocating the device only through /dev/loop-control
+// (never by guessing a free /dev/loopN, which races with other users).
+//
+// LOOP_CONFIGURE (Linux 5.8) does it in one ioctl; older kernels get
+// LOOP_SET_FD followed by LOOP_SET_STATUS64. Another process may grab the
+// same free device between GET_FREE and the attach (EBUSY): that retries,
+// a bounded number of times.
+package loop
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNoDevice means no loop device could be allocated.
+var ErrNoDevice = errors.New("no free loop device")
+
+// Device is an attached loop device; it is cleared automatically when the
+// last user (mount or open fd) goes away.
+type Device struct {
+	Path string
+	f    *os.File
+}
+
+// Close drops this process's hold on the device; with autoclear the
+// kernel detaches it once nothing else (a mount) uses it.
+func (d *Device) Close() error { return d.f.Close() }
+
+const maxTries = 16
+
+// Attach binds [offset, offset+size) of the file behind fd to a new loop
+// device, read-only and autoclear.
+func Attach(fd uintptr, offset, size int64) (*Device, error) {
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/loop-control: %w (is the loop module loaded? modprobe loop)", err)
+	}
+	defer ctl.Close()
+	for try := 0; try < maxTries; try++ {
+		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
+		if err != nil {
+			if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.ENODEV) {
+				return nil, fmt.Errorf("%w: loop devices exhausted (raise max_loop, or free some with losetup -D)", ErrNoDevice)
+			}
+			return nil, fmt.Errorf("LOOP_CTL_GET_FREE: %w", err)
+		}
+		path := fmt.Sprintf("/dev/loop%d", n)
+		dev, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				// udev has not made the node yet; it appears shortly.
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			return nil, fmt.Errorf("open %s: %w", path, err)
+		}
+		err = configure(int(dev.Fd()), int(fd), offset, size)
+		if err == nil {
+			return &Device{Path: path, f: dev}, nil
+		}
+		dev.Close()
+		if errors.Is(err, unix.EBUSY) {
+			continue // taken between GET_FREE and our attach
+		}
+		return nil, fmt.Errorf("attach %s: %w", path, err)
+	}
+	return nil, fmt.Errorf("%w: every free device was taken by someone else %d times in a row", ErrNoDevice, maxTries)
+}
+
+func configure(dev, fd int, offset, size int64) error {
+	info := unix.LoopInfo64{
+		Offset:    uint64(offset),
+		Sizelimit: uint64(size),
+		Flags:     unix.LO_FLAGS_READ_ONLY | unix.LO_FLAGS_AUTOCLEAR,
+	}
+	err := unix.IoctlLoopConfigure(dev, &unix.LoopConfig{Fd: uint32(fd), Info: info})
+	if err == nil || !(errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTTY)) {
+		return err
+	}
+	// Kernels before 5.8: two steps. A failure between them leaves an
+	// attached device, so it is detached again.
+	if err := unix.IoctlSetInt(dev, unix.LOOP_SET_FD, fd); err != nil {
+		return err
+	}
+	if err := unix.IoctlLoopSetStatus64(dev, &info); err != nil {
+		unix.IoctlSetInt(dev, unix.LOOP_CLR_FD, 0)
+		return err
+	}
+	return nil
+}

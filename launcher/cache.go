@@ -1,0 +1,169 @@
+package launcher
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"cimg.dev/cimg/format"
+	"cimg.dev/cimg/internal/loop"
+	"cimg.dev/cimg/internal/squashfs"
+)
+
+// The mount cache: an image's squashfs is mounted once, keyed by its
+// verified root hash, and every instance bind-mounts it into its own
+// mount namespace. squashfs keeps decompressed pages per mount, so a kept
+// mount is what makes the second start of a real app warm.
+
+// cacheDir is the mount point of the image with this root hash.
+func cacheDir(state string, root [32]byte) string {
+	return filepath.Join(state, "images", hex.EncodeToString(root[:16]))
+}
+
+// isMounted reports whether dir is a squashfs mount point.
+func isMounted(dir string) bool {
+	var st, parent unix.Stat_t
+	if unix.Stat(dir, &st) != nil || unix.Stat(filepath.Dir(dir), &parent) != nil {
+		return false
+	}
+	var fs unix.Statfs_t
+	return st.Dev != parent.Dev && unix.Statfs(dir, &fs) == nil && fs.Type == unix.SQUASHFS_MAGIC
+}
+
+// mountCached returns the cache mount of img, creating it when absent:
+// payload verified (unless this boot verified it already), the same fd
+// loop-attached, squashfs mounted read-only. A lock file serialises
+// concurrent first launches of one image.
+func mountCached(state string, f *os.File, img *format.Image, verifyAlways bool) (string, error) {
+	dir := cacheDir(state, img.Footer.RootHash)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return "", fmt.Errorf("mount cache %s: %w", filepath.Dir(dir), err)
+	}
+	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("mount cache lock: %w", err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		return "", fmt.Errorf("mount cache lock: %w", err)
+	}
+	if isMounted(dir) && !verifyAlways {
+		return dir, nil
+	}
+	// Nothing reaches mount(2) before the payload is known good.
+	if err := verifyPayload(state, f, img, verifyAlways); err != nil {
+		return "", err
+	}
+	if isMounted(dir) {
+		return dir, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("mount cache %s: %w", dir, err)
+	}
+	dev, err := loop.Attach(f.Fd(), 0, img.Footer.PayloadSize)
+	if err != nil {
+		return "", fmt.Errorf("loop-attach %s: %w", f.Name(), err)
+	}
+	defer dev.Close() // autoclear: the mount holds the device from here on
+	if err := unix.Mount(dev.Path, dir, "squashfs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
+		return "", mountAdvice(dev.Path, dir, f, err)
+	}
+	return dir, nil
+}
+
+// mountAdvice turns a failed squashfs mount into what to do about it.
+func mountAdvice(dev, dir string, f *os.File, err error) error {
+	base := fmt.Errorf("mount squashfs %s on %s: %w", dev, dir, err)
+	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENODEV) {
+		return base
+	}
+	fsys, _ := os.ReadFile("/proc/filesystems")
+	if !strings.Contains(string(fsys), "squashfs") {
+		return fmt.Errorf("%w: the kernel has no squashfs (CONFIG_SQUASHFS; modprobe squashfs)", base)
+	}
+	info, ierr := squashfs.ReadInfo(f)
+	if ierr == nil {
+		opt := map[squashfs.Compression]string{squashfs.Zstd: "CONFIG_SQUASHFS_ZSTD", squashfs.XZ: "CONFIG_SQUASHFS_XZ",
+			squashfs.LZ4: "CONFIG_SQUASHFS_LZ4", squashfs.Gzip: "CONFIG_SQUASHFS_ZLIB"}[info.Compression]
+		return fmt.Errorf("%w: does the kernel have squashfs %s? (%s)", base, info.Compression, opt)
+	}
+	return base
+}
+
+// verifyPayload checks the hash tree in user space, once per boot per
+// file: the result is remembered in state keyed by device, inode, size,
+// ctime and root hash, any of which changes when the file does.
+func verifyPayload(state string, f *os.File, img *format.Image, always bool) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return err
+	}
+	key := fmt.Sprintf("%x-%x-%x-%d.%d-%s", st.Dev, st.Ino, st.Size, st.Ctim.Sec, st.Ctim.Nsec, hex.EncodeToString(img.Footer.RootHash[:16]))
+	mark := filepath.Join(state, "verified", key)
+	if !always {
+		if _, err := os.Stat(mark); err == nil {
+			return nil
+		}
+	}
+	if err := img.VerifyPayload(); err != nil {
+		return fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	if err := os.MkdirAll(filepath.Dir(mark), 0o700); err == nil {
+		os.WriteFile(mark, nil, 0o600)
+	}
+	return nil
+}
+
+// GC unmounts cached images no instance uses. It returns what it
+// unmounted.
+func GC(state string) ([]string, error) {
+	dirs, _ := filepath.Glob(filepath.Join(state, "images", "*"))
+	var done []string
+	var errs []error
+	for _, d := range dirs {
+		if strings.HasSuffix(d, ".lock") || !isMounted(d) {
+			continue
+		}
+		if inUse(d) {
+			continue
+		}
+		if err := unix.Unmount(d, 0); err != nil {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", d, err))
+			continue
+		}
+		os.Remove(d)
+		done = append(done, d)
+	}
+	return done, errors.Join(errs...)
+}
+
+// inUse reports whether any other mount namespace mounts the filesystem
+// at dir: an instance's bind of it shows up in its processes' mountinfo
+// under the same device number.
+func inUse(dir string) bool {
+	var st unix.Stat_t
+	if unix.Stat(dir, &st) != nil {
+		return false
+	}
+	devField := fmt.Sprintf(" %d:%d ", unix.Major(st.Dev), unix.Minor(st.Dev))
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	seen := map[string]bool{self: true}
+	pids, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range pids {
+		ns, err := os.Readlink(p + "/ns/mnt")
+		if err != nil || seen[ns] {
+			continue
+		}
+		seen[ns] = true
+		b, _ := os.ReadFile(p + "/mountinfo")
+		if strings.Contains(string(b), devField) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,269 @@
+package launcher
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"cimg.dev/cimg/manifest"
+)
+
+// cgroupRoot is where cgroup filesystems are mounted.
+var cgroupRoot = "/sys/fs/cgroup"
+
+// Cgroup is the app's cgroup: one directory on a cgroup v2 host, one per
+// controller on a v1 (or hybrid) host.
+type Cgroup struct {
+	V2   bool
+	Dirs map[string]string // controller ("" for v2) → directory
+}
+
+// isV2 reports whether /sys/fs/cgroup itself is cgroup2 (a pure v2 host).
+// On hybrid hosts the v2 mount lives elsewhere and holds few controllers;
+// limits go to the v1 hierarchies.
+func isV2() bool {
+	var st unix.Statfs_t
+	return unix.Statfs(cgroupRoot, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
+}
+
+// controllersFor lists the controllers a manifest's limits need.
+func controllersFor(l manifest.Limits) []string {
+	var c []string
+	if l.Memory > 0 || l.MemorySwap > 0 {
+		c = append(c, "memory")
+	}
+	if l.Pids > 0 {
+		c = append(c, "pids")
+	}
+	if l.CPU > 0 || l.CPUWeight > 0 {
+		c = append(c, "cpu")
+	}
+	if l.Cpuset != "" {
+		c = append(c, "cpuset")
+	}
+	return c
+}
+
+// NewCgroup creates the cgroup for instance id and writes the limits. It
+// always creates one (with the pids and memory controllers at least
+// where they exist), so that stop can kill the whole app.
+func NewCgroup(id string, l manifest.Limits) (*Cgroup, error) {
+	cg := &Cgroup{V2: isV2(), Dirs: map[string]string{}}
+	ctrls := controllersFor(l)
+	if cg.V2 {
+		return cg, cg.setupV2(id, l, ctrls)
+	}
+	// v1: the controllers asked for, and pids and memory for accounting
+	// and killing where the kernel has them.
+	want := map[string]bool{"pids": true, "memory": true}
+	for _, c := range ctrls {
+		want[c] = true
+	}
+	for c := range want {
+		base := filepath.Join(cgroupRoot, c)
+		if _, err := os.Stat(filepath.Join(base, "cgroup.procs")); err != nil {
+			if contains(ctrls, c) {
+				cg.Remove()
+				return nil, fmt.Errorf("cgroup v1 controller %s is not mounted at %s but the manifest sets limits on it (CONFIG_CGROUP_%s? mount it, or drop the limit)", c, base, strings.ToUpper(c))
+			}
+			continue
+		}
+		dir := filepath.Join(base, "cimg", id)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			cg.Remove()
+			return nil, fmt.Errorf("create cgroup %s: %w", dir, err)
+		}
+		cg.Dirs[c] = dir
+		if c == "cpuset" {
+			// A v1 cpuset is empty until cpus and mems are set; inherit.
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				for _, d := range []string{filepath.Join(base, "cimg"), dir} {
+					parent, _ := os.ReadFile(filepath.Join(filepath.Dir(d), f))
+					os.WriteFile(filepath.Join(d, f), parent, 0)
+				}
+			}
+		}
+	}
+	return cg, cg.limitsV1(l)
+}
+
+func (cg *Cgroup) setupV2(id string, l manifest.Limits, ctrls []string) error {
+	parent := filepath.Join(cgroupRoot, "cimg")
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("create cgroup %s: %w", parent, err)
+	}
+	avail, _ := os.ReadFile(filepath.Join(cgroupRoot, "cgroup.controllers"))
+	for _, c := range ctrls {
+		if !strings.Contains(" "+strings.TrimSpace(string(avail))+" ", " "+c+" ") {
+			return fmt.Errorf("cgroup v2 controller %s is not available (cgroup.controllers: %q)", c, strings.TrimSpace(string(avail)))
+		}
+	}
+	enable := ""
+	for _, c := range []string{"memory", "pids", "cpu", "cpuset"} {
+		if strings.Contains(string(avail), c) {
+			enable += " +" + c
+		}
+	}
+	for _, d := range []string{cgroupRoot, parent} {
+		if enable != "" {
+			if err := os.WriteFile(filepath.Join(d, "cgroup.subtree_control"), []byte(strings.TrimSpace(enable)), 0); err != nil {
+				return fmt.Errorf("enable controllers in %s: %w", d, err)
+			}
+		}
+	}
+	dir := filepath.Join(parent, id)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return fmt.Errorf("create cgroup %s: %w", dir, err)
+	}
+	cg.Dirs[""] = dir
+	w := func(f, v string) error {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(v), 0); err != nil {
+			return fmt.Errorf("cgroup %s: write %q: %w", filepath.Join(dir, f), v, err)
+		}
+		return nil
+	}
+	var errs []error
+	if l.Memory > 0 {
+		errs = append(errs, w("memory.max", strconv.FormatInt(int64(l.Memory), 10)))
+		swap := int64(0)
+		if l.MemorySwap > 0 {
+			swap = int64(l.MemorySwap - l.Memory)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "memory.swap.max")); err == nil {
+			errs = append(errs, w("memory.swap.max", strconv.FormatInt(swap, 10)))
+		}
+	}
+	if l.Pids > 0 {
+		errs = append(errs, w("pids.max", strconv.FormatInt(l.Pids, 10)))
+	}
+	if l.CPU > 0 {
+		const period = 100000
+		errs = append(errs, w("cpu.max", fmt.Sprintf("%d %d", int64(float64(l.CPU)*period), period)))
+	}
+	if l.CPUWeight > 0 {
+		errs = append(errs, w("cpu.weight", strconv.FormatInt(l.CPUWeight, 10)))
+	}
+	if l.Cpuset != "" {
+		errs = append(errs, w("cpuset.cpus", l.Cpuset))
+	}
+	return errors.Join(errs...)
+}
+
+func (cg *Cgroup) limitsV1(l manifest.Limits) error {
+	w := func(ctrl, f, v string) error {
+		dir, ok := cg.Dirs[ctrl]
+		if !ok {
+			return nil
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(v), 0); err != nil {
+			return fmt.Errorf("cgroup %s: write %q: %w", filepath.Join(dir, f), v, err)
+		}
+		return nil
+	}
+	var errs []error
+	if l.Memory > 0 {
+		errs = append(errs, w("memory", "memory.limit_in_bytes", strconv.FormatInt(int64(l.Memory), 10)))
+		memsw := l.Memory // no swap unless memory_swap allows it
+		if l.MemorySwap > 0 {
+			memsw = l.MemorySwap
+		}
+		if _, err := os.Stat(filepath.Join(cg.Dirs["memory"], "memory.memsw.limit_in_bytes")); err == nil {
+			errs = append(errs, w("memory", "memory.memsw.limit_in_bytes", strconv.FormatInt(int64(memsw), 10)))
+		}
+	}
+	if l.Pids > 0 {
+		errs = append(errs, w("pids", "pids.max", strconv.FormatInt(l.Pids, 10)))
+	}
+	if l.CPU > 0 {
+		const period = 100000
+		errs = append(errs, w("cpu", "cpu.cfs_period_us", strconv.Itoa(period)),
+			w("cpu", "cpu.cfs_quota_us", strconv.FormatInt(int64(float64(l.CPU)*period), 10)))
+	}
+	if l.CPUWeight > 0 {
+		// v2 weight 1..10000 (default 100) → v1 shares 2..262144 (default 1024).
+		errs = append(errs, w("cpu", "cpu.shares", strconv.FormatInt(2+((l.CPUWeight-1)*262142)/9999, 10)))
+	}
+	if l.Cpuset != "" {
+		errs = append(errs, w("cpuset", "cpuset.cpus", l.Cpuset))
+	}
+	return errors.Join(errs...)
+}
+
+// Add moves pid into the cgroup (v1; v2 uses CLONE_INTO_CGROUP).
+func (cg *Cgroup) Add(pid int) error {
+	for c, dir := range cg.Dirs {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+			return fmt.Errorf("join cgroup %s (%s): %w", dir, c, err)
+		}
+	}
+	return nil
+}
+
+// OOMKilled reports whether the kernel's OOM killer struck in the cgroup.
+func (cg *Cgroup) OOMKilled() bool {
+	if cg.V2 {
+		b, _ := os.ReadFile(filepath.Join(cg.Dirs[""], "memory.events"))
+		return counter(string(b), "oom_kill") > 0
+	}
+	b, _ := os.ReadFile(filepath.Join(cg.Dirs["memory"], "memory.oom_control"))
+	return counter(string(b), "oom_kill") > 0
+}
+
+func counter(s, key string) int {
+	for _, line := range strings.Split(s, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == key {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	return 0
+}
+
+// Kill sends sig to every process in the cgroup.
+func (cg *Cgroup) Kill(sig syscall.Signal) {
+	for _, dir := range cg.Dirs {
+		b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				syscall.Kill(pid, sig)
+			}
+		}
+	}
+}
+
+// Remove kills what is left and removes the directories.
+func (cg *Cgroup) Remove() error {
+	var errs []error
+	for _, dir := range cg.Dirs {
+		var err error
+		for i := 0; i < 100; i++ {
+			if err = os.Remove(dir); err == nil || os.IsNotExist(err) {
+				err = nil
+				break
+			}
+			cg.Kill(syscall.SIGKILL)
+			time.Sleep(5 * time.Millisecond)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", dir, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

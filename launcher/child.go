@@ -1,0 +1,274 @@
+package launcher
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	configFD = 3 // the parent's config pipe
+	errorFD  = 4 // our setup-error pipe; closed by execve on success
+)
+
+// ChildMain is the child side: PID 1 of fresh mount, pid, uts and ipc
+// namespaces. It never returns: it execs the app or exits 1 after
+// writing why to the error pipe.
+func ChildMain() {
+	// Capabilities, no_new_privs and the cgroup namespace are per thread:
+	// everything from here to execve runs on this one.
+	runtime.LockOSThread()
+	errPipe := os.NewFile(errorFD, "error pipe")
+	fail := func(err error) {
+		fmt.Fprint(errPipe, err.Error())
+		os.Exit(1)
+	}
+	var c Config
+	if err := json.NewDecoder(os.NewFile(configFD, "config pipe")).Decode(&c); err != nil {
+		fail(fmt.Errorf("read config: %w", err))
+	}
+	if err := setup(&c); err != nil {
+		fail(err)
+	}
+	// Last: execve. On success the error pipe closes (close-on-exec),
+	// which tells the parent setup succeeded.
+	err := syscall.Exec(c.Argv[0], c.Argv, c.Env)
+	fail(fmt.Errorf("exec %s: %w", c.Argv[0], err))
+}
+
+// setup builds the app's world, top to bottom. The image is assembled on
+// STATE/root, a directory of the host that only this namespace mounts on.
+func setup(c *Config) error {
+	root := filepath.Join(filepath.Dir(filepath.Dir(c.Root)), "root")
+
+	// A private / first: nothing we mount may propagate to the host.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make / private: %w", err)
+	}
+	// The cgroup namespace after the parent moved us into our cgroup, so
+	// the app sees its own cgroup as / (v1 hosts; v2 cloned into it).
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+		return fmt.Errorf("unshare cgroup namespace: %w", err)
+	}
+	// The image: a read-only bind of the cached squashfs mount.
+	if err := unix.Mount(c.Root, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind %s on %s: %w", c.Root, root, err)
+	}
+	if err := unix.Mount("", root, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return fmt.Errorf("remount %s read-only: %w", root, err)
+	}
+	// Mount points must be real directories of the image: a symlink
+	// there could point a mount anywhere on the host.
+	for _, d := range []string{"/proc", "/dev", "/tmp", "/run"} {
+		if err := realDir(root, d); err != nil {
+			return err
+		}
+	}
+	// /proc of our pid namespace, before pivot_root while the host's is
+	// still visible... and so that the app sees only its own processes.
+	if err := unix.Mount("proc", filepath.Join(root, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
+	}
+	if err := setupDev(filepath.Join(root, "dev"), c.ShmSize); err != nil {
+		return err
+	}
+	for _, t := range []struct {
+		dir  string
+		size int64
+	}{{"/tmp", c.TmpSize}, {"/run", c.RunSize}} {
+		if err := tmpfs(filepath.Join(root, t.dir), t.size, 0o1777); err != nil {
+			return err
+		}
+	}
+	for _, m := range c.Mounts {
+		if err := mountOne(root, m); err != nil {
+			return err
+		}
+	}
+	// Names and network of the new namespaces.
+	if c.Hostname != "" {
+		if err := unix.Sethostname([]byte(c.Hostname)); err != nil {
+			return fmt.Errorf("sethostname: %w", err)
+		}
+	}
+	if c.NetNone {
+		if err := loopbackUp(); err != nil {
+			return err
+		}
+	}
+	// Switch root and drop the old one, so no host path stays reachable.
+	if err := pivot(root); err != nil {
+		return err
+	}
+	// Every inherited fd above stderr closes at exec (the error pipe
+	// still works until then).
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fmt.Errorf("close_range: %w", err)
+	}
+	if err := os.Chdir(c.Workdir); err != nil {
+		return fmt.Errorf("chdir %s: %w", c.Workdir, err)
+	}
+	for _, r := range c.Rlimits {
+		if err := unix.Setrlimit(r.Resource, &unix.Rlimit{Cur: r.Soft, Max: r.Hard}); err != nil {
+			return fmt.Errorf("setrlimit %d: %w", r.Resource, err)
+		}
+	}
+	// Privileges: bounding set, identity, capability sets, ambient.
+	if err := beforeSetuid(c.Keep); err != nil {
+		return err
+	}
+	groups := make([]int, len(c.Groups))
+	for i, g := range c.Groups {
+		groups[i] = int(g)
+	}
+	if err := syscall.Setgroups(groups); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := syscall.Setgid(int(c.GID)); err != nil {
+		return fmt.Errorf("setgid %d: %w", c.GID, err)
+	}
+	if err := syscall.Setuid(int(c.UID)); err != nil {
+		return fmt.Errorf("setuid %d: %w", c.UID, err)
+	}
+	if err := afterSetuid(c.Keep); err != nil {
+		return err
+	}
+	if c.NoNewPrivs {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("no_new_privs: %w", err)
+		}
+	}
+	return nil
+}
+
+// realDir checks that p inside root is a directory reached without any
+// symlink.
+func realDir(root, p string) error {
+	cur := root
+	for _, part := range strings.Split(strings.Trim(p, "/"), "/") {
+		cur = filepath.Join(cur, part)
+		fi, err := os.Lstat(cur)
+		if err != nil {
+			return fmt.Errorf("image has no %s directory to mount on (rebuild it with cimg-build, which creates the mount points): %w", p, err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("image's %s is a %s, not a directory: refusing to mount over it", p, fi.Mode().Type())
+		}
+	}
+	return nil
+}
+
+func tmpfs(dir string, size int64, mode uint32) error {
+	opts := fmt.Sprintf("mode=%o", mode)
+	if size > 0 {
+		opts += fmt.Sprintf(",size=%d", size)
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		return fmt.Errorf("mount tmpfs on %s: %w", dir, err)
+	}
+	return nil
+}
+
+// setupDev makes a fresh /dev: the standard nodes, devpts and /dev/shm,
+// nothing of the host's.
+func setupDev(dev string, shmSize int64) error {
+	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=65536"); err != nil {
+		return fmt.Errorf("mount tmpfs on /dev: %w", err)
+	}
+	for _, n := range []struct {
+		name         string
+		major, minor uint32
+	}{{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}} {
+		p := filepath.Join(dev, n.name)
+		if err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(n.major, n.minor))); err != nil {
+			return fmt.Errorf("mknod %s: %w", p, err)
+		}
+		if err := os.Chmod(p, 0o666); err != nil { // past the umask
+			return err
+		}
+	}
+	for _, d := range []string{"pts", "shm"} {
+		if err := os.Mkdir(filepath.Join(dev, d), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := unix.Mount("devpts", filepath.Join(dev, "pts"), "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
+		return fmt.Errorf("mount devpts: %w", err)
+	}
+	if err := tmpfs(filepath.Join(dev, "shm"), shmSize, 0o1777); err != nil {
+		return err
+	}
+	for name, target := range map[string]string{"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+		"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
+		if err := os.Symlink(target, filepath.Join(dev, name)); err != nil {
+			return err
+		}
+	}
+	return unix.Mount("", dev, "", unix.MS_REMOUNT|unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=65536")
+}
+
+func mountOne(root string, m Mount) error {
+	if err := realDir(root, m.Target); err != nil {
+		return err
+	}
+	dst := filepath.Join(root, m.Target)
+	switch m.Type {
+	case "tmpfs":
+		return tmpfs(dst, m.Size, m.Mode)
+	case "bind":
+		if err := unix.Mount(m.Source, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s on %s: %w", m.Source, m.Target, err)
+		}
+		flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_NOSUID | unix.MS_NODEV)
+		if m.ReadOnly {
+			flags |= unix.MS_RDONLY
+		}
+		if err := unix.Mount("", dst, "", flags, ""); err != nil {
+			return fmt.Errorf("remount %s: %w", m.Target, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("mount type %q is not supported by this launcher yet", m.Type)
+}
+
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socket for lo: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("get lo flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	return nil
+}
+
+// pivot makes root the new / and detaches the old one: pivot_root(".",
+// ".") stacks the old root on top of the new, and the lazy unmount takes
+// it away without needing a directory for it inside the image.
+func pivot(root string) error {
+	if err := unix.Chdir(root); err != nil {
+		return fmt.Errorf("chdir %s: %w", root, err)
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root %s: %w", root, err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach the old root: %w", err)
+	}
+	return unix.Chdir("/")
+}
