@@ -37,9 +37,11 @@ demo: build bin/hello deps-test
 	SOURCE_DATE_EPOCH=1700000000 bin/cimg-build -f testdata/demo/cimg.toml --sign bin/demo.key -o bin/hello.cimg
 	bin/cimg-build inspect --files bin/hello.cimg
 	bin/cimg-build verify --key bin/demo.pub bin/hello.cimg
-	@echo "--- the image is a plain squashfs: unsquashfs lists it, the kernel mounts it"
+	@echo "--- the image is a plain squashfs: unsquashfs lists it"
 	unsquashfs -lln bin/hello.cimg
-	scripts/demo-run.sh bin/hello.cimg
+	@echo "--- and cimg-run runs it: verified, mounted, isolated"
+	bin/cimg-run --key bin/demo.pub bin/hello.cimg
+	bin/cimg-run --key bin/demo.pub bin/hello.cimg -- from the command line
 
 # Every test, the slow tier (a > 4 GiB image) included. Needs root: the
 # tests mount images on real loop devices.

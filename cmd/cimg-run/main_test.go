@@ -1,0 +1,354 @@
+package main
+
+// Launcher tests, for real: images built by cimg-build, started by the
+// cimg-run binary, with a probe program inside reporting what it sees.
+// They need root (CI runs as root) and fail, not skip, without it.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"cimg.dev/cimg/internal/mounttest"
+)
+
+var cimgRun, cimgBuild, probe string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "cimg-run-test")
+	if err != nil {
+		panic(err)
+	}
+	os.Chmod(dir, 0o755) // the not-root test runs cimg-run as nobody
+	cimgRun, cimgBuild, probe = filepath.Join(dir, "cimg-run"), filepath.Join(dir, "cimg-build"), filepath.Join(dir, "probe")
+	for out, pkg := range map[string]string{cimgRun: ".", cimgBuild: "../cimg-build", probe: "../../testdata/probe"} {
+		cmd := exec.Command("go", "build", "-o", out, pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", pkg, err, b)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// probeImage builds an image of the probe with the given manifest body
+// (name, arch and command are filled in).
+func probeImage(t *testing.T, manifestBody string, extra ...string) string {
+	t.Helper()
+	mounttest.RequireRoot(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	os.MkdirAll(filepath.Join(root, "usr/bin"), 0o755)
+	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+	b, _ := os.ReadFile(probe)
+	os.WriteFile(filepath.Join(root, "usr/bin/probe"), b, 0o755)
+	os.WriteFile(filepath.Join(root, "usr/bin/probe-suid"), b, 0o755)
+	os.Chmod(filepath.Join(root, "usr/bin/probe-suid"), 0o4755)
+	mf := filepath.Join(dir, "cimg.toml")
+	os.WriteFile(mf, []byte("name = \"probe\"\n"+manifestBody), 0o644)
+	img := filepath.Join(dir, "probe.cimg")
+	args := append([]string{"-q", "-f", mf, "--rootfs", root, "--entrypoint", "/usr/bin/probe", "-o", img}, extra...)
+	if out, err := exec.Command(cimgBuild, args...).CombinedOutput(); err != nil {
+		t.Fatalf("cimg-build: %v\n%s", err, out)
+	}
+	return img
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func runImage(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+type probeReport struct {
+	PID         int
+	IDs         []int
+	Groups      []int
+	Status      map[string]string
+	Hostname    string
+	Cwd         string
+	Env         []string
+	FDs         []string
+	Mounts      []string
+	Cgroup      string
+	NoFile      [2]uint64
+	Core        [2]uint64
+	WriteErrors map[string]string `json:"write_errors"`
+	Setuid      string            `json:"setuid_result"`
+}
+
+func TestProbeSeesWhatTheManifestSays(t *testing.T) {
+	img := probeImage(t, `
+hostname = "probe-host"
+[app]
+command = ["/usr/bin/probe"]
+workdir = "/usr/bin"
+user = 1000
+group = 1000
+groups = [20]
+[app.env]
+FOO = "bar"
+[limits]
+memory = "64MiB"
+pids = 32
+[limits.rlimits]
+nofile = { soft = 1024, hard = 2048 }
+core = { soft = 0, hard = 4096 }
+[security]
+capabilities = ["CAP_NET_BIND_SERVICE"]
+`)
+	// Host fds 3..20 on host directories must not reach the app.
+	cmd := exec.Command(cimgRun, img)
+	for i := 3; i <= 20; i++ {
+		f, err := os.Open("/etc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+	}
+	res := runImage(t, cmd)
+	if res.code != 0 {
+		t.Fatalf("exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	var r probeReport
+	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil {
+		t.Fatalf("%v\n%s", err, res.stdout)
+	}
+	check := func(what string, got, want any) {
+		t.Helper()
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: got %v, want %v", what, got, want)
+		}
+	}
+	check("pid", r.PID, 1)
+	check("uid/euid/gid/egid", r.IDs, []int{1000, 1000, 1000, 1000})
+	check("groups", r.Groups, []int{20})
+	const netBind = "0000000000000400"
+	for _, set := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
+		check(set, r.Status[set], netBind)
+	}
+	check("NoNewPrivs", r.Status["NoNewPrivs"], "1")
+	check("hostname", r.Hostname, "probe-host")
+	check("cwd", r.Cwd, "/usr/bin")
+	check("nofile hard", r.NoFile[1], 2048)
+	check("core", r.Core, [2]uint64{0, 4096})
+	env := strings.Join(r.Env, " ")
+	if !strings.Contains(env, "FOO=bar") || !strings.Contains(env, "PATH=") {
+		t.Errorf("env %v", r.Env)
+	}
+	for _, fd := range r.FDs {
+		n, target, _ := strings.Cut(fd, "=")
+		// The probe's own fds (Go's epoll, its readdir of /proc/self/fd)
+		// are anonymous or in /proc; a leaked host fd names a host path.
+		if i, _ := strconv.Atoi(n); i > 2 && strings.HasPrefix(target, "/") && !strings.HasPrefix(target, "/proc/") {
+			t.Errorf("fd %s leaked into the app", fd)
+		}
+	}
+	mounts := " " + strings.Join(r.Mounts, " ") + " "
+	for _, want := range []string{" / ", " /proc ", " /dev ", " /dev/pts ", " /dev/shm ", " /tmp ", " /run "} {
+		if !strings.Contains(mounts, want) {
+			t.Errorf("mount %s missing: %v", want, r.Mounts)
+		}
+	}
+	for _, bad := range []string{"/work", "/run/cimg", "/sys", "/home"} {
+		if strings.Contains(mounts, " "+bad) {
+			t.Errorf("host mount %s visible: %v", bad, r.Mounts)
+		}
+	}
+	for _, line := range strings.Split(r.Cgroup, "\n") {
+		if f := strings.SplitN(line, ":", 3); len(f) == 3 && (strings.Contains(f[1], "memory") || strings.Contains(f[1], "pids")) && f[2] != "/" {
+			t.Errorf("cgroup %q: the app should see its own cgroup as /", line)
+		}
+	}
+	for p, e := range r.WriteErrors {
+		if e == "" {
+			t.Errorf("the app could write %s", p)
+		}
+	}
+	check("setuid-root probe's euid", r.Setuid, "1000")
+}
+
+func TestExitStatusAndSignals(t *testing.T) {
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n")
+	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "7")); res.code != 7 {
+		t.Errorf("exit 7: got %d %s", res.code, res.stderr)
+	}
+	cmd := exec.Command(cimgRun, img, "--", "sleep")
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
+	cmd.Process.Signal(syscall.SIGUSR1)
+	cmd.Wait()
+	if !strings.Contains(out.String(), "got user defined signal 1") {
+		t.Errorf("SIGUSR1 not forwarded: %q", out.String())
+	}
+}
+
+func TestCgroupLimitsAppliedAndRemoved(t *testing.T) {
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"48MiB\"\npids = 16\ncpu = 0.5\n")
+	cmd := exec.Command(cimgRun, img, "--", "sleep")
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
+	id := "probe-" + strconv.Itoa(cmd.Process.Pid)
+	for f, want := range map[string]string{
+		"memory/cimg/" + id + "/memory.limit_in_bytes": strconv.Itoa(48 << 20),
+		"pids/cimg/" + id + "/pids.max":                "16",
+		"cpu/cimg/" + id + "/cpu.cfs_quota_us":         "50000",
+	} {
+		b, err := os.ReadFile("/sys/fs/cgroup/" + f)
+		if err != nil || strings.TrimSpace(string(b)) != want {
+			t.Errorf("%s = %q (%v), want %s", f, b, err, want)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	for _, c := range []string{"memory", "pids", "cpu"} {
+		if _, err := os.Stat("/sys/fs/cgroup/" + c + "/cimg/" + id); err == nil {
+			t.Errorf("cgroup %s/cimg/%s left behind", c, id)
+		}
+	}
+}
+
+func TestMemoryHogIsOOMKilled(t *testing.T) {
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"32MiB\"\n")
+	res := runImage(t, exec.Command(cimgRun, img, "--", "hog"))
+	if res.code != 128+9 || !strings.Contains(res.stderr, "OOM killer") {
+		t.Errorf("hog: exit %d, stderr %q", res.code, res.stderr)
+	}
+}
+
+func TestForkBombStopsAtPidsMax(t *testing.T) {
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\npids = 12\n")
+	res := runImage(t, exec.Command(cimgRun, img, "--", "forkbomb"))
+	var n int
+	fmt.Sscanf(res.stdout, "started %d", &n)
+	if n == 0 || n >= 12 {
+		t.Errorf("fork bomb started %d children under pids.max 12 (%q %q)", n, res.stdout, res.stderr)
+	}
+}
+
+// counts is what a launch must not leave behind.
+func counts(t *testing.T) map[string]int {
+	lo, _ := exec.Command("losetup", "-a").Output()
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	cg, _ := os.ReadDir("/sys/fs/cgroup/memory/cimg")
+	fds, _ := os.ReadDir("/proc/self/fd")
+	return map[string]int{"loop devices": strings.Count(string(lo), "\n"), "mounts": strings.Count(string(mi), "\n"),
+		"cgroups": len(cg), "fds": len(fds)}
+}
+
+func TestSequentialLaunchesLeakNothing(t *testing.T) {
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"32MiB\"\n")
+	// The first launch creates the cache mount, which is meant to stay.
+	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 {
+		t.Fatalf("%+v", res)
+	}
+	before := counts(t)
+	for i := 0; i < 100; i++ {
+		if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "3")); res.code != 3 {
+			t.Fatalf("launch %d: %+v", i, res)
+		}
+	}
+	if after := counts(t); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("after 100 launches: %v, before: %v", after, before)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "k")
+	if out, err := exec.Command(cimgBuild, "keygen", key).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n")
+	signed := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n", "--sign", key+".key")
+	other := filepath.Join(dir, "other")
+	exec.Command(cimgBuild, "keygen", other).Run()
+	tampered := filepath.Join(dir, "tampered.cimg")
+	b, _ := os.ReadFile(img)
+	b[100000] ^= 1
+	os.WriteFile(tampered, b, 0o644)
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unsigned with a key", []string{"--key", key + ".pub", img}, "unsigned"},
+		{"signed by another key", []string{"--key", other + ".pub", signed}, "untrusted"},
+		{"tampered payload", []string{"--verify", "always", tampered}, "payload"},
+		{"not an image", []string{"/etc/passwd"}, "not a cimg image"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := runImage(t, exec.Command(cimgRun, tc.args...))
+			if res.code != 125 || !strings.Contains(res.stderr, tc.want) || strings.Count(strings.TrimSpace(res.stderr), "\n") > 1 {
+				t.Errorf("exit %d, stderr %q; want 125 and %q", res.code, res.stderr, tc.want)
+			}
+		})
+	}
+	if res := runImage(t, exec.Command(cimgRun, "--key", key+".pub", signed, "--", "exit", "0")); res.code != 0 {
+		t.Errorf("signed image with its key: %+v", res)
+	}
+	nobody := exec.Command(cimgRun, img)
+	nobody.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if res := runImage(t, nobody); res.code != 125 || !strings.Contains(res.stderr, "must run as root") {
+		t.Errorf("as nobody: %+v", res)
+	}
+}
+
+func TestWrongArchRefused(t *testing.T) {
+	mounttest.RequireRoot(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	os.MkdirAll(filepath.Join(root, "bin"), 0o755)
+	os.WriteFile(filepath.Join(root, "bin/app"), []byte("#!/bin/sh\n"), 0o755)
+	img := filepath.Join(dir, "arm.cimg")
+	if out, err := exec.Command(cimgBuild, "-q", "--rootfs", root, "--entrypoint", "/bin/app", "--arch", "arm64", "-o", img).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	if res := runImage(t, exec.Command(cimgRun, img)); res.code != 125 || !strings.Contains(res.stderr, "built for arm64, this machine is amd64") {
+		t.Errorf("%+v", res)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("timed out waiting")
+}

@@ -1,0 +1,127 @@
+// probe runs inside a test image and prints, as JSON, what the launcher
+// gave it: identity, capabilities, namespaces' view, mounts, fds, limits.
+// With the argument "sleep" it waits for a signal first (so the test can
+// look at it from outside); "exit N" exits with N; "hog" allocates until
+// killed; "forkbomb" forks until it cannot.
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+type report struct {
+	PID          int               `json:"pid"`
+	UID, GID     int               `json:"-"`
+	IDs          []int             `json:"ids"` // uid, euid, gid, egid
+	Groups       []int             `json:"groups"`
+	Status       map[string]string `json:"status"` // Cap*, NoNewPrivs, Seccomp
+	Hostname     string            `json:"hostname"`
+	Cwd          string            `json:"cwd"`
+	Env          []string          `json:"env"`
+	FDs          []string          `json:"fds"`
+	Mounts       []string          `json:"mounts"`
+	Cgroup       string            `json:"cgroup"`
+	NoFile       [2]uint64         `json:"nofile"` // the Go runtime raises the soft limit: compare Max
+	Core         [2]uint64         `json:"core"`
+	WriteErrors  map[string]string `json:"write_errors"`
+	SetuidResult string            `json:"setuid_result"`
+}
+
+func main() {
+	args := os.Args[1:]
+	if len(args) > 0 {
+		switch args[0] {
+		case "exit":
+			n, _ := strconv.Atoi(args[1])
+			os.Exit(n)
+		case "sleep":
+			c := make(chan os.Signal, 1)
+			signal.Notify(c, syscall.SIGTERM, syscall.SIGUSR1)
+			os.Stdout.WriteString("ready\n")
+			s := <-c
+			os.Stdout.WriteString("got " + s.String() + "\n")
+			os.Exit(0)
+		case "hog":
+			var keep [][]byte
+			for {
+				b := make([]byte, 1<<20)
+				for i := range b {
+					b[i] = 1
+				}
+				keep = append(keep, b)
+			}
+		case "forkbomb":
+			n := 0
+			for ; n < 1000; n++ {
+				cmd := exec.Command("/proc/self/exe", "sleep")
+				if err := cmd.Start(); err != nil {
+					break
+				}
+			}
+			os.Stdout.WriteString("started " + strconv.Itoa(n) + "\n")
+			os.Exit(0)
+		case "euid":
+			os.Stdout.WriteString(strconv.Itoa(os.Geteuid()) + "\n")
+			os.Exit(0)
+		}
+	}
+	r := report{PID: os.Getpid(), Status: map[string]string{}, WriteErrors: map[string]string{}}
+	r.IDs = []int{os.Getuid(), os.Geteuid(), os.Getgid(), os.Getegid()}
+	r.Groups, _ = os.Getgroups()
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			k, v, _ := strings.Cut(l, ":")
+			if strings.HasPrefix(k, "Cap") || k == "NoNewPrivs" || k == "Seccomp" {
+				r.Status[k] = strings.TrimSpace(v)
+			}
+		}
+	}
+	r.Hostname, _ = os.Hostname()
+	r.Cwd, _ = os.Getwd()
+	r.Env = os.Environ()
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		t, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		r.FDs = append(r.FDs, e.Name()+"="+t)
+	}
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			f := strings.Fields(l)
+			if len(f) > 4 {
+				r.Mounts = append(r.Mounts, f[4])
+			}
+		}
+	}
+	cg, _ := os.ReadFile("/proc/self/cgroup")
+	r.Cgroup = strings.TrimSpace(string(cg))
+	var rl syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
+	r.NoFile = [2]uint64{rl.Cur, rl.Max}
+	syscall.Getrlimit(syscall.RLIMIT_CORE, &rl)
+	r.Core = [2]uint64{rl.Cur, rl.Max}
+	for _, p := range []string{"/proc/sys/kernel/core_pattern", "/proc/sysrq-trigger", "/usr/bin/probe", "/etc/newfile"} {
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o644)
+		if err == nil {
+			f.Close()
+			r.WriteErrors[p] = ""
+		} else {
+			r.WriteErrors[p] = err.Error()
+		}
+	}
+	// A setuid-root copy of ourselves, if the image has one: with
+	// no_new_privs (and nosuid) it must not run as root.
+	if _, err := os.Stat("/usr/bin/probe-suid"); err == nil {
+		out, err := exec.Command("/usr/bin/probe-suid", "euid").Output()
+		r.SetuidResult = strings.TrimSpace(string(out))
+		if err != nil {
+			r.SetuidResult += " (" + err.Error() + ")"
+		}
+	}
+	json.NewEncoder(os.Stdout).Encode(r)
+}
