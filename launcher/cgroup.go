@@ -56,6 +56,9 @@ func controllersFor(l manifest.Limits) []string {
 // where they exist), so that stop can kill the whole app.
 func NewCgroup(id string, l manifest.Limits) (*Cgroup, error) {
 	cg := &Cgroup{V2: isV2(), Dirs: map[string]string{}}
+	// A launcher killed with SIGKILL cannot remove its cgroup; the next
+	// launch does.
+	removeStale()
 	ctrls := controllersFor(l)
 	if cg.V2 {
 		return cg, cg.setupV2(id, l, ctrls)
@@ -266,4 +269,31 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// removeStale removes instance cgroups whose launcher is gone. Names end
+// in the launcher's pid; one whose pid is dead (or reused by another
+// program) and which holds no process is stale.
+func removeStale() {
+	dirs, _ := filepath.Glob(filepath.Join(cgroupRoot, "cimg", "*"))
+	more, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", "cimg", "*"))
+	for _, d := range append(dirs, more...) {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			continue
+		}
+		i := strings.LastIndexByte(filepath.Base(d), '-')
+		pid, err := strconv.Atoi(filepath.Base(d)[i+1:])
+		if i < 0 || err != nil || launcherAlive(pid) {
+			continue
+		}
+		stale := &Cgroup{Dirs: map[string]string{"": d}}
+		stale.Kill(syscall.SIGKILL)
+		stale.Remove()
+	}
+}
+
+// launcherAlive reports whether pid is a running cimg-run.
+func launcherAlive(pid int) bool {
+	exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
+	return err == nil && strings.Contains(filepath.Base(exe), "cimg-run")
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"math/rand/v2"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -351,4 +352,89 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 	t.Fatal("timed out waiting")
+}
+
+// TestKilledLaunchesLeakNothing SIGKILLs cimg-run at random moments of
+// its setup; the next launch cleans up whatever a killed one left.
+func TestKilledLaunchesLeakNothing(t *testing.T) {
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"32MiB\"\npids = 8\n")
+	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 {
+		t.Fatalf("%+v", res)
+	}
+	before := counts(t)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 200; i++ {
+		cmd := exec.Command(cimgRun, img, "--", "exit", "0")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(rng.IntN(12000)) * time.Microsecond)
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	// The next launch removes stale cgroups; wait for the killed
+	// children's namespaces to be torn down.
+	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 {
+		t.Fatalf("%+v", res)
+	}
+	var after map[string]int
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if after = counts(t); fmt.Sprint(after) == fmt.Sprint(before) {
+			break
+		}
+	}
+	if fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("after 200 killed launches: %v, before: %v", after, before)
+	}
+	// Orphans of a killed launcher are reaped by the host's init; give
+	// it a moment, then none of ours may be left as zombies.
+	z := 0
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if z = zombies(t); z == 0 {
+			break
+		}
+	}
+	if z > 0 {
+		t.Errorf("%d cimg-run or probe zombies", z)
+	}
+}
+
+func zombies(t *testing.T) int {
+	n := 0
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, s := range stats {
+		b, _ := os.ReadFile(s)
+		i := bytes.LastIndexByte(b, ')')
+		if i > 0 && len(b) > i+2 && b[i+2] == 'Z' && (bytes.Contains(b[:i], []byte("(cimg-run")) || bytes.Contains(b[:i], []byte("(probe"))) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestConcurrentLaunches: 50 launches of one image at once all succeed
+// (the first ones race to create the mount cache).
+func TestConcurrentLaunches(t *testing.T) {
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n")
+	exec.Command(cimgRun, "gc").Run()
+	errs := make(chan string, 50)
+	for i := 0; i < 50; i++ {
+		go func(i int) {
+			out, err := exec.Command(cimgRun, img, "--", "exit", strconv.Itoa(i%5)).CombinedOutput()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+			if code != i%5 {
+				errs <- fmt.Sprintf("launch %d: exit %d: %s", i, code, out)
+				return
+			}
+			errs <- ""
+		}(i)
+	}
+	for i := 0; i < 50; i++ {
+		if e := <-errs; e != "" {
+			t.Error(e)
+		}
+	}
 }
