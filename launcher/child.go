@@ -119,6 +119,14 @@ func setup(c *Config) error {
 			return fmt.Errorf("setrlimit %d: %w", r.Resource, err)
 		}
 	}
+	// Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, which
+	// is about to go: then the filter goes in now (it lets through every
+	// call made from here to execve). With it, as late as possible.
+	if !c.NoNewPrivs {
+		if err := loadSeccomp(c.Seccomp); err != nil {
+			return err
+		}
+	}
 	// Privileges: bounding set, identity, capability sets, ambient.
 	if err := beforeSetuid(c.Keep); err != nil {
 		return err
@@ -143,6 +151,8 @@ func setup(c *Config) error {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			return fmt.Errorf("no_new_privs: %w", err)
 		}
+		// Seccomp last: nothing after it but execve.
+		return loadSeccomp(c.Seccomp)
 	}
 	return nil
 }

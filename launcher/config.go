@@ -24,6 +24,7 @@ type Config struct {
 	NetNone    bool
 	Keep       []int // capabilities kept; every other one is dropped
 	NoNewPrivs bool
+	Seccomp    string // "default" or "unconfined"
 	Rlimits    []Rlimit
 	TmpSize    int64
 	RunSize    int64

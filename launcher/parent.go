@@ -89,9 +89,6 @@ func Run(o Options) (int, error) {
 			return 0, fmt.Errorf("%s: %w", o.Image, err)
 		}
 	}
-	if m.Security.Seccomp == "default" && o.Warn != nil {
-		o.Warn("seccomp: this cimg-run does not enforce the default profile yet; the app runs without a syscall filter")
-	}
 	// The mount cache: verify and mount on first use, bind later.
 	if err := os.MkdirAll(filepath.Join(o.StateDir, "root"), 0o700); err != nil {
 		return 0, err
@@ -227,6 +224,7 @@ func childConfig(m *manifest.Manifest, root string, args []string) (*Config, err
 		Hostname:   m.Hostname,
 		NetNone:    m.Namespaces.Network == "none",
 		NoNewPrivs: m.Security.NoNewPrivileges,
+		Seccomp:    m.Security.Seccomp,
 		TmpSize:    int64(m.Limits.TmpSize),
 		RunSize:    int64(m.Limits.RunSize),
 		ShmSize:    int64(m.Limits.ShmSize),

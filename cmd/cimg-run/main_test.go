@@ -154,6 +154,7 @@ capabilities = ["CAP_NET_BIND_SERVICE"]
 		check(set, r.Status[set], netBind)
 	}
 	check("NoNewPrivs", r.Status["NoNewPrivs"], "1")
+	check("Seccomp", r.Status["Seccomp"], "2")
 	check("hostname", r.Hostname, "probe-host")
 	check("cwd", r.Cwd, "/usr/bin")
 	check("nofile hard", r.NoFile[1], 2048)
@@ -435,6 +436,22 @@ func TestConcurrentLaunches(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		if e := <-errs; e != "" {
 			t.Error(e)
+		}
+	}
+}
+
+// TestSeccompDefaultProfile: even with CAP_SYS_ADMIN kept, the default
+// profile refuses unshare and keyctl; "unconfined" lets them through.
+func TestSeccompDefaultProfile(t *testing.T) {
+	for _, tc := range []struct{ profile, nnp, want string }{
+		{"default", "true", "unshare=operation not permitted keyctl=operation not permitted"},
+		{"default", "false", "unshare=operation not permitted keyctl=operation not permitted"},
+		{"unconfined", "true", "unshare=ok"},
+	} {
+		img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[security]\ncapabilities = [\"CAP_SYS_ADMIN\"]\nseccomp = \""+tc.profile+"\"\nno_new_privileges = "+tc.nnp+"\n")
+		res := runImage(t, exec.Command(cimgRun, img, "--", "syscalls"))
+		if res.code != 0 || !strings.HasPrefix(res.stdout, tc.want) {
+			t.Errorf("%s (nnp %s): %q %q, want %q", tc.profile, tc.nnp, res.stdout, res.stderr, tc.want)
 		}
 	}
 }
