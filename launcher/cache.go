@@ -12,7 +12,6 @@ import (
 
 	"cimg.dev/cimg/format"
 	"cimg.dev/cimg/internal/loop"
-	"cimg.dev/cimg/internal/squashfs"
 )
 
 // The mount cache: an image's squashfs is mounted once, keyed by its
@@ -86,11 +85,15 @@ func mountAdvice(dev, dir string, f *os.File, err error) error {
 	if !strings.Contains(string(fsys), "squashfs") {
 		return fmt.Errorf("%w: the kernel has no squashfs (CONFIG_SQUASHFS; modprobe squashfs)", base)
 	}
-	info, ierr := squashfs.ReadInfo(f)
-	if ierr == nil {
-		opt := map[squashfs.Compression]string{squashfs.Zstd: "CONFIG_SQUASHFS_ZSTD", squashfs.XZ: "CONFIG_SQUASHFS_XZ",
-			squashfs.LZ4: "CONFIG_SQUASHFS_LZ4", squashfs.Gzip: "CONFIG_SQUASHFS_ZLIB"}[info.Compression]
-		return fmt.Errorf("%w: does the kernel have squashfs %s? (%s)", base, info.Compression, opt)
+	// The compressor id sits at offset 20 of the superblock; reading it
+	// here keeps the squashfs writer and its encoders out of cimg-run.
+	var id [2]byte
+	if _, err := f.ReadAt(id[:], 20); err == nil {
+		names := map[byte][2]string{1: {"gzip", "CONFIG_SQUASHFS_ZLIB"}, 4: {"xz", "CONFIG_SQUASHFS_XZ"},
+			5: {"lz4", "CONFIG_SQUASHFS_LZ4"}, 6: {"zstd", "CONFIG_SQUASHFS_ZSTD"}}
+		if n, ok := names[id[0]]; ok && id[1] == 0 {
+			return fmt.Errorf("%w: does the kernel have squashfs %s? (%s)", base, n[0], n[1])
+		}
 	}
 	return base
 }

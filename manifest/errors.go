@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Error is one problem in a manifest, at a key path and, when the key is
@@ -44,15 +45,21 @@ func (e *Errors) Error() string {
 	return strings.Join(lines, "\n")
 }
 
+// lazyRegexp compiles on first use: the launcher parses manifests on
+// every start, and most of these are needed only for errors.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
+
 func (m *Manifest) errAt(key, format string, args ...any) *Error {
 	return &Error{Source: m.source, Line: findLine(m.text, key), Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
 var (
-	tableHdr = regexp.MustCompile(`^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$`)
-	arrayHdr = regexp.MustCompile(`^\s*\[\[\s*([^\[\]]+?)\s*\]\]\s*(#.*)?$`)
-	keyLine  = regexp.MustCompile(`^\s*((?:[A-Za-z0-9_-]+|"[^"]*")(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"))*)\s*=`)
-	indexRe  = regexp.MustCompile(`\[(\d+)\]`)
+	tableHdr = lazyRegexp(`^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$`)
+	arrayHdr = lazyRegexp(`^\s*\[\[\s*([^\[\]]+?)\s*\]\]\s*(#.*)?$`)
+	keyLine  = lazyRegexp(`^\s*((?:[A-Za-z0-9_-]+|"[^"]*")(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"))*)\s*=`)
+	indexRe  = lazyRegexp(`\[(\d+)\]`)
 )
 
 func normKey(k string) string {
@@ -74,7 +81,7 @@ func findLine(text []byte, key string) int {
 	// Only array-of-table indexes matter for placing a key; an index on
 	// the last part (an element of an inline array) points at its key.
 	want := key
-	if loc := indexRe.FindAllStringIndex(want, -1); len(loc) > 0 {
+	if loc := indexRe().FindAllStringIndex(want, -1); len(loc) > 0 {
 		last := loc[len(loc)-1]
 		if last[1] == len(want) {
 			want = want[:last[0]]
@@ -84,14 +91,14 @@ func findLine(text []byte, key string) int {
 	strip := !strings.Contains(want, "[")
 	match := func(k string) string {
 		if strip {
-			return indexRe.ReplaceAllString(k, "")
+			return indexRe().ReplaceAllString(k, "")
 		}
 		return k
 	}
 	table := ""
 	counts := map[string]int{}
 	for i, line := range strings.Split(string(text), "\n") {
-		if m := arrayHdr.FindStringSubmatch(line); m != nil {
+		if m := arrayHdr().FindStringSubmatch(line); m != nil {
 			name := normKey(m[1])
 			table = name + "[" + strconv.Itoa(counts[name]) + "]"
 			counts[name]++
@@ -100,14 +107,14 @@ func findLine(text []byte, key string) int {
 			}
 			continue
 		}
-		if m := tableHdr.FindStringSubmatch(line); m != nil {
+		if m := tableHdr().FindStringSubmatch(line); m != nil {
 			table = normKey(m[1])
 			if table == want {
 				return i + 1
 			}
 			continue
 		}
-		if m := keyLine.FindStringSubmatch(line); m != nil {
+		if m := keyLine().FindStringSubmatch(line); m != nil {
 			full := normKey(m[1])
 			if table != "" {
 				full = table + "." + full

@@ -3,19 +3,18 @@ package manifest
 import (
 	"fmt"
 	"path"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 )
 
 var (
-	nameRe     = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
-	envKeyRe   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	volumeRe   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-	hostnameRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
-	cpusetRe   = regexp.MustCompile(`^\d+(-\d+)?(,\d+(-\d+)?)*$`)
-	octalRe    = regexp.MustCompile(`^[0-7]{3,4}$`)
+	nameRe     = lazyRegexp(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+	envKeyRe   = lazyRegexp(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	volumeRe   = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	hostnameRe = lazyRegexp(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
+	cpusetRe   = lazyRegexp(`^\d+(-\d+)?(,\d+(-\d+)?)*$`)
+	octalRe    = lazyRegexp(`^[0-7]{3,4}$`)
 )
 
 // Validate checks the whole manifest and returns every problem it finds
@@ -84,7 +83,7 @@ func (v *validator) top() {
 	m := v.m
 	if m.Name == "" {
 		v.add("name", "is required")
-	} else if !nameRe.MatchString(m.Name) {
+	} else if !nameRe().MatchString(m.Name) {
 		v.add("name", "%q: use 1-64 of a-z 0-9 . _ - starting with a letter or digit", m.Name)
 	}
 	if m.Version == "" || strings.ContainsAny(m.Version, " \t\n/") {
@@ -95,7 +94,7 @@ func (v *validator) top() {
 	} else if _, ok := Arches[m.Arch]; !ok {
 		v.add("arch", "unknown architecture %q (want one of %s)", m.Arch, strings.Join(sortedKeys(Arches), ", "))
 	}
-	if m.Hostname != "" && (len(m.Hostname) > 64 || !hostnameRe.MatchString(m.Hostname)) {
+	if m.Hostname != "" && (len(m.Hostname) > 64 || !hostnameRe().MatchString(m.Hostname)) {
 		v.add("hostname", "%q is not a valid hostname", m.Hostname)
 	}
 }
@@ -108,7 +107,7 @@ func (v *validator) app() {
 		v.imagePath("app.command[0]", a.Command[0])
 	}
 	for k, val := range a.Env {
-		if !envKeyRe.MatchString(k) {
+		if !envKeyRe().MatchString(k) {
 			v.add("app.env."+k, "%q is not a valid environment variable name", k)
 		}
 		if strings.ContainsRune(val, 0) {
@@ -152,7 +151,7 @@ func (v *validator) limits() {
 	if (l.CPUWeight != 0 || defined("limits.cpu_weight")) && (l.CPUWeight < 1 || l.CPUWeight > 10000) {
 		v.add("limits.cpu_weight", "%d is outside 1..10000", l.CPUWeight)
 	}
-	if l.Cpuset != "" && !cpusetRe.MatchString(l.Cpuset) {
+	if l.Cpuset != "" && !cpusetRe().MatchString(l.Cpuset) {
 		v.add("limits.cpuset", "%q: want a CPU list like 0-1,3", l.Cpuset)
 	}
 	for _, name := range sortedKeys(l.Rlimits) {
@@ -222,7 +221,7 @@ func (v *validator) mounts() {
 		targets[mt.Target] = i
 		switch mt.Type {
 		case "volume":
-			if !volumeRe.MatchString(mt.Source) {
+			if !volumeRe().MatchString(mt.Source) {
 				v.add(key+".source", "%q: a volume needs a name of a-z A-Z 0-9 . _ -", mt.Source)
 			}
 		case "bind":
@@ -236,11 +235,11 @@ func (v *validator) mounts() {
 			if mt.Size <= 0 {
 				v.add(key+".size", "a tmpfs needs a size greater than 0, like \"16MiB\"")
 			}
-			if mt.Mode != "" && !octalRe.MatchString(mt.Mode) {
+			if mt.Mode != "" && !octalRe().MatchString(mt.Mode) {
 				v.add(key+".mode", "%q: want octal like \"1777\"", mt.Mode)
 			}
 		case "overlay":
-			if mt.Source != "" && !volumeRe.MatchString(mt.Source) {
+			if mt.Source != "" && !volumeRe().MatchString(mt.Source) {
 				v.add(key+".source", "%q: an overlay keeps its layer in a volume named a-z A-Z 0-9 . _ -", mt.Source)
 			}
 		default:
