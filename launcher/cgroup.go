@@ -246,14 +246,21 @@ func (cg *Cgroup) Kill(sig syscall.Signal) {
 func (cg *Cgroup) Remove() error {
 	var errs []error
 	for _, dir := range cg.Dirs {
+		// Right after the app is reaped the kernel may still count it for
+		// a moment (EBUSY): retry with a short, growing pause.
 		var err error
-		for i := 0; i < 100; i++ {
+		pause := 50 * time.Microsecond
+		for deadline := time.Now().Add(2 * time.Second); ; {
 			if err = os.Remove(dir); err == nil || os.IsNotExist(err) {
 				err = nil
 				break
 			}
+			if time.Now().After(deadline) {
+				break
+			}
 			cg.Kill(syscall.SIGKILL)
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(pause)
+			pause = min(2*pause, 5*time.Millisecond)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", dir, err))
