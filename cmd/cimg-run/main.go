@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"text/tabwriter"
 	"time"
 
 	flag "github.com/spf13/pflag"
@@ -20,6 +21,7 @@ const usage = `cimg-run runs a .cimg image in the foreground, isolated, and exit
 Usage:
   cimg-run [flags] IMAGE [-- ARGS...]   run the image (ARGS replace the manifest's args)
   cimg-run gc                           unmount cached images no instance uses
+  cimg-run doctor                       the kernel features cimg uses, and what is missing
   cimg-run help                         this text
 
 Flags:
@@ -54,6 +56,8 @@ func run(args []string) (int, error) {
 			fs.SetOutput(os.Stdout)
 			fs.Usage()
 			return 0, nil
+		case "doctor":
+			return doctor()
 		case "gc":
 			done, err := launcher.GC("/run/cimg")
 			for _, d := range done {
@@ -82,4 +86,22 @@ func run(args []string) (int, error) {
 	}
 	o.Warn = func(m string) { fmt.Fprintf(os.Stderr, "cimg-run: warning: %s\n", m) }
 	return launcher.Run(o)
+}
+
+func doctor() (int, error) {
+	code := 0
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "feature\tstatus\tdetail")
+	for _, c := range launcher.Doctor() {
+		status := "ok"
+		switch {
+		case !c.OK && c.Required:
+			status, code = "MISSING", 1
+		case !c.OK:
+			status = "absent (optional)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Feature, status, c.Detail)
+	}
+	tw.Flush()
+	return code, nil
 }

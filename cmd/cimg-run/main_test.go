@@ -455,3 +455,17 @@ func TestSeccompDefaultProfile(t *testing.T) {
 		}
 	}
 }
+
+func TestDoctor(t *testing.T) {
+	mounttest.RequireRoot(t)
+	res := runImage(t, exec.Command(cimgRun, "doctor"))
+	// This machine has everything required (dm-verity is optional).
+	if res.code != 0 {
+		t.Errorf("doctor: exit %d\n%s", res.code, res.stdout)
+	}
+	for _, want := range []string{"squashfs zstd", "pid namespace", "cgroup memory", "seccomp filters", "device-mapper"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("doctor does not report %q:\n%s", want, res.stdout)
+		}
+	}
+}

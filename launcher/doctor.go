@@ -1,0 +1,121 @@
+package launcher
+
+import (
+	"bufio"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	seccomp "github.com/elastic/go-seccomp-bpf"
+	"golang.org/x/sys/unix"
+)
+
+// Check is one kernel feature cimg uses, as found on this machine.
+type Check struct {
+	Feature  string
+	OK       bool
+	Required bool // false: optional, cimg works without it (with less)
+	Detail   string
+}
+
+// Doctor inspects the running kernel for what cimg-run needs.
+func Doctor() []Check {
+	var cs []Check
+	add := func(feature string, ok, required bool, detail string) {
+		cs = append(cs, Check{feature, ok, required, detail})
+	}
+	var u unix.Utsname
+	unix.Uname(&u)
+	release := unix.ByteSliceToString(u.Release[:])
+	add("kernel", true, true, release+" "+unix.ByteSliceToString(u.Machine[:]))
+	add("running as root", os.Geteuid() == 0, true, "cimg-run mounts, and creates namespaces and cgroups")
+
+	fsys, _ := os.ReadFile("/proc/filesystems")
+	has := func(name string) bool { return strings.Contains(string(fsys), "\t"+name+"\n") }
+	_, err := os.Stat("/dev/loop-control")
+	add("loop devices", err == nil, true, "/dev/loop-control (CONFIG_BLK_DEV_LOOP)")
+	add("LOOP_CONFIGURE", kernelAtLeast(release, 5, 8), false, "one-ioctl attach (5.8+); older kernels use LOOP_SET_FD + LOOP_SET_STATUS64")
+	add("squashfs", has("squashfs"), true, "CONFIG_SQUASHFS (or modprobe squashfs)")
+	cfg := kernelConfig(release)
+	for _, c := range []struct{ name, opt string }{{"zstd", "CONFIG_SQUASHFS_ZSTD"}, {"xz", "CONFIG_SQUASHFS_XZ"}, {"lz4", "CONFIG_SQUASHFS_LZ4"}, {"gzip", "CONFIG_SQUASHFS_ZLIB"}} {
+		v, known := cfg[c.opt]
+		detail := c.opt
+		if !known && cfg != nil {
+			detail += " not set"
+		} else if cfg == nil {
+			detail += ": unknown (no /proc/config.gz or /boot/config-" + release + ")"
+		}
+		add("squashfs "+c.name, v == "y" || cfg == nil, c.name == "zstd", detail)
+	}
+	for _, ns := range []string{"mnt", "pid", "uts", "ipc", "net", "cgroup"} {
+		_, err := os.Stat("/proc/self/ns/" + ns)
+		add(ns+" namespace", err == nil, true, "/proc/self/ns/"+ns)
+	}
+	mode, ctrls := cgroupMode()
+	add("cgroups", mode != "none", true, mode+": "+strings.Join(ctrls, " "))
+	for _, c := range []string{"memory", "pids", "cpu", "cpuset"} {
+		add("cgroup "+c, contains(ctrls, c), c == "memory" || c == "pids", "limits in the manifest need it")
+	}
+	add("seccomp filters", seccomp.Supported(), true, "CONFIG_SECCOMP_FILTER")
+	_, err = os.Stat("/dev/mapper/control")
+	add("device-mapper", err == nil, false, "dm-verity checks blocks in the kernel; without it cimg-run verifies in user space")
+	add("overlayfs", has("overlay"), false, "writable overlays on the image (mounts of type overlay)")
+	return cs
+}
+
+func kernelAtLeast(release string, major, minor int) bool {
+	var a, b int
+	fmt.Sscanf(release, "%d.%d", &a, &b)
+	return a > major || (a == major && b >= minor)
+}
+
+// kernelConfig reads the running kernel's config, or nil.
+func kernelConfig(release string) map[string]string {
+	var r io.Reader
+	if f, err := os.Open("/proc/config.gz"); err == nil {
+		defer f.Close()
+		if z, err := gzip.NewReader(f); err == nil {
+			r = z
+		}
+	} else if f, err := os.Open("/boot/config-" + release); err == nil {
+		defer f.Close()
+		r = f
+	}
+	if r == nil {
+		return nil
+	}
+	cfg := map[string]string{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok && strings.HasPrefix(k, "CONFIG_") {
+			cfg[k] = v
+		}
+	}
+	return cfg
+}
+
+// cgroupMode says how cgroups are mounted and which controllers cimg can
+// use: v2 ("unified"), or v1 per controller ("legacy" or "hybrid").
+func cgroupMode() (string, []string) {
+	if isV2() {
+		b, _ := os.ReadFile(cgroupRoot + "/cgroup.controllers")
+		return "v2 (unified)", strings.Fields(string(b))
+	}
+	var ctrls []string
+	for _, c := range []string{"memory", "pids", "cpu", "cpuset"} {
+		if _, err := os.Stat(cgroupRoot + "/" + c + "/cgroup.procs"); err == nil {
+			ctrls = append(ctrls, c)
+		}
+	}
+	if len(ctrls) == 0 {
+		return "none", nil
+	}
+	mode := "v1 (legacy)"
+	var st unix.Statfs_t
+	if unix.Statfs(cgroupRoot+"/unified", &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+		mode = "v1 controllers (hybrid)"
+	}
+	return mode, ctrls
+}
