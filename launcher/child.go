@@ -38,6 +38,12 @@ func ChildMain() {
 	}
 	// Last: execve. On success the error pipe closes (close-on-exec),
 	// which tells the parent setup succeeded.
+	if c.Init {
+		// The init from its sealed memfd; /proc is ours by now.
+		argv := append([]string{"cimg-init", InitArg}, c.Argv...)
+		err := syscall.Exec(fmt.Sprintf("/proc/self/fd/%d", initFD), argv, c.Env)
+		fail(fmt.Errorf("exec the init: %w", err))
+	}
 	err := syscall.Exec(c.Argv[0], c.Argv, c.Env)
 	fail(fmt.Errorf("exec %s: %w", c.Argv[0], err))
 }

@@ -30,6 +30,7 @@ type Config struct {
 	RunSize    int64
 	ShmSize    int64
 	Mounts     []Mount
+	Init       bool // exec the sealed init (fd 5) in front of the app
 }
 
 // Rlimit is one setrlimit(2) call.

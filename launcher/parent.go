@@ -33,6 +33,7 @@ type Options struct {
 	StateDir     string   // default /run/cimg
 	StopTimeout  time.Duration
 	Warn         func(string)
+	Init         bool // put the minimal init in front of the app
 }
 
 // ErrNotRoot is returned when cimg-run lacks the privileges to launch.
@@ -109,6 +110,7 @@ func Run(o Options) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	cfg.Init = o.Init || m.App.Init
 	return start(cg, cfg, m, o)
 }
 
@@ -133,6 +135,14 @@ func start(cg *Cgroup, cfg *Config, m *manifest.Manifest, o Options) (int, error
 	cmd := exec.Command("/proc/self/exe", ChildArg)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.ExtraFiles = []*os.File{cfgR, errW} // fds 3 and 4
+	if cfg.Init {
+		mem, err := sealedSelf()
+		if err != nil {
+			return 0, err
+		}
+		defer mem.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, mem) // fd 5
+	}
 	// One P and no GC: the child lives a few milliseconds, and fewer
 	// runtime threads start faster.
 	cmd.Env = []string{"GOMAXPROCS=1", "GOGC=off"}

@@ -31,6 +31,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == launcher.ChildArg {
 		launcher.ChildMain() // never returns
 	}
+	if len(os.Args) > 2 && os.Args[1] == launcher.InitArg {
+		launcher.InitMain(os.Args[2:]) // never returns
+	}
 	code, err := run(os.Args[1:])
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cimg-run: %v\n", err)
@@ -49,6 +52,7 @@ func run(args []string) (int, error) {
 	verify := fs.String("verify", "auto", "payload check: auto (once per boot per file) or always")
 	fs.StringVar(&o.StateDir, "state-dir", "/run/cimg", "root-only directory for the mount cache")
 	fs.DurationVar(&o.StopTimeout, "stop-timeout", 10*time.Second, "after SIGTERM/SIGINT, SIGKILL the app's cgroup this much later")
+	fs.BoolVar(&o.Init, "init", false, "run a minimal init as PID 1 that reaps zombies and forwards signals")
 	fs.SetInterspersed(false)
 	if len(args) > 0 {
 		switch args[0] {

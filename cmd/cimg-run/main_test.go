@@ -469,3 +469,30 @@ func TestDoctor(t *testing.T) {
 		}
 	}
 }
+
+// TestInitFromSealedMemfd: with --init the app is not PID 1; PID 1 runs
+// from a sealed memfd whose executable cannot be written from inside
+// (CVE-2019-5736), and the exit status still comes through.
+func TestInitFromSealedMemfd(t *testing.T) {
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[security]\ncapabilities = [\"CAP_SYS_PTRACE\", \"CAP_DAC_OVERRIDE\"]\n")
+	res := runImage(t, exec.Command(cimgRun, "--init", img, "--", "pid1"))
+	if res.code != 0 || strings.HasPrefix(res.stdout, "pid=1 ") || !strings.Contains(res.stdout, " exe=/memfd:cimg-init") || strings.Contains(res.stdout, "write=writable") {
+		t.Errorf("exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	if res := runImage(t, exec.Command(cimgRun, "--init", img, "--", "exit", "9")); res.code != 9 {
+		t.Errorf("exit status through the init: %+v", res)
+	}
+	// SIGTERM reaches the app through the init.
+	cmd := exec.Command(cimgRun, "--init", img, "--", "sleep")
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	if !strings.Contains(out.String(), "got terminated") {
+		t.Errorf("SIGTERM not forwarded by the init: %q", out.String())
+	}
+}

@@ -72,6 +72,20 @@ func main() {
 			_, _, e2 := syscall.RawSyscall(syscall.SYS_KEYCTL, 0, 0, 0)
 			os.Stdout.WriteString("unshare=" + errName(e1) + " keyctl=" + errName(e2) + "\n")
 			os.Exit(0)
+		case "pid1":
+			// Who is PID 1, and can its executable be written?
+			exe, _ := os.Readlink("/proc/1/exe")
+			res := "writable"
+			f, err := os.OpenFile("/proc/1/exe", os.O_WRONLY, 0)
+			if err != nil {
+				res = err.Error()
+			} else if _, err := f.Write([]byte{0}); err != nil {
+				res = err.Error()
+			}
+			os.Stdout.WriteString("pid=" + strconv.Itoa(os.Getpid()) + " exe=" + exe + " write=" + res + "\n")
+			// Leave an orphan behind for the init to reap.
+			exec.Command("/proc/self/exe", "exit", "0").Start()
+			os.Exit(0)
 		case "euid":
 			os.Stdout.WriteString(strconv.Itoa(os.Geteuid()) + "\n")
 			os.Exit(0)
