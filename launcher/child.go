@@ -10,11 +10,14 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"cimg.dev/cimg/internal/loop"
 )
 
 const (
 	configFD = 3 // the parent's config pipe
 	errorFD  = 4 // our setup-error pipe; closed by execve on success
+	imageFD  = 6 // the verified image, with --private-mount
 )
 
 // ChildMain is the child side: PID 1 of fresh mount, pid, uts and ipc
@@ -51,7 +54,7 @@ func ChildMain() {
 // setup builds the app's world, top to bottom. The image is assembled on
 // STATE/root, a directory of the host that only this namespace mounts on.
 func setup(c *Config) error {
-	root := filepath.Join(filepath.Dir(filepath.Dir(c.Root)), "root")
+	root := filepath.Join(c.StateDir, "root")
 
 	// A private / first: nothing we mount may propagate to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
@@ -62,12 +65,26 @@ func setup(c *Config) error {
 	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
 		return fmt.Errorf("unshare cgroup namespace: %w", err)
 	}
-	// The image: a read-only bind of the cached squashfs mount.
-	if err := unix.Mount(c.Root, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("bind %s on %s: %w", c.Root, root, err)
-	}
-	if err := unix.Mount("", root, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
-		return fmt.Errorf("remount %s read-only: %w", root, err)
+	if c.PrivateMount {
+		// The image mounted for this launch only, from the fd the parent
+		// verified; it goes (and its loop device with it) when we do.
+		dev, err := loop.Attach(imageFD, 0, c.PayloadSize)
+		if err != nil {
+			return fmt.Errorf("loop-attach the image: %w", err)
+		}
+		err = unix.Mount(dev.Path, root, "squashfs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, "")
+		dev.Close()
+		if err != nil {
+			return fmt.Errorf("mount squashfs %s on %s: %w", dev.Path, root, err)
+		}
+	} else {
+		// The image: a read-only bind of the cached squashfs mount.
+		if err := unix.Mount(c.Root, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s on %s: %w", c.Root, root, err)
+		}
+		if err := unix.Mount("", root, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+			return fmt.Errorf("remount %s read-only: %w", root, err)
+		}
 	}
 	// Mount points must be real directories of the image: a symlink
 	// there could point a mount anywhere on the host.

@@ -31,6 +31,11 @@ type Config struct {
 	ShmSize    int64
 	Mounts     []Mount
 	Init       bool // exec the sealed init (fd 5) in front of the app
+	// PrivateMount: the child loop-mounts the verified image (fd 6,
+	// PayloadSize bytes of squashfs) itself instead of binding Root.
+	PrivateMount bool
+	PayloadSize  int64
+	StateDir     string
 }
 
 // Rlimit is one setrlimit(2) call.

@@ -34,6 +34,9 @@ type Options struct {
 	StopTimeout  time.Duration
 	Warn         func(string)
 	Init         bool // put the minimal init in front of the app
+	PrivateMount bool // mount the image for this launch only, not from the cache
+
+	image *os.File // the opened image, handed to the child with PrivateMount
 }
 
 // ErrNotRoot is returned when cimg-run lacks the privileges to launch.
@@ -94,8 +97,13 @@ func Run(o Options) (int, error) {
 	if err := os.MkdirAll(filepath.Join(o.StateDir, "root"), 0o700); err != nil {
 		return 0, err
 	}
-	rootDir, err := mountCached(o.StateDir, f, img, o.VerifyAlways)
-	if err != nil {
+	rootDir := ""
+	if o.PrivateMount {
+		// Verified here, mounted by the child in its own namespace.
+		if err := verifyPayload(o.StateDir, f, img, o.VerifyAlways); err != nil {
+			return 0, err
+		}
+	} else if rootDir, err = mountCached(o.StateDir, f, img, o.VerifyAlways); err != nil {
 		return 0, err
 	}
 	// The cgroup, with limits, before the app exists.
@@ -111,6 +119,11 @@ func Run(o Options) (int, error) {
 		return 0, err
 	}
 	cfg.Init = o.Init || m.App.Init
+	cfg.StateDir = o.StateDir
+	if o.PrivateMount {
+		cfg.PrivateMount, cfg.PayloadSize = true, img.Footer.PayloadSize
+		o.image = f
+	}
 	return start(cg, cfg, m, o)
 }
 
@@ -142,6 +155,12 @@ func start(cg *Cgroup, cfg *Config, m *manifest.Manifest, o Options) (int, error
 		}
 		defer mem.Close()
 		cmd.ExtraFiles = append(cmd.ExtraFiles, mem) // fd 5
+	}
+	if cfg.PrivateMount {
+		for len(cmd.ExtraFiles) < 3 {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, nil) // keep fd 5 free
+		}
+		cmd.ExtraFiles = append(cmd.ExtraFiles, o.image) // fd 6
 	}
 	// One P and no GC: the child lives a few milliseconds, and fewer
 	// runtime threads start faster.

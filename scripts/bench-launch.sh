@@ -51,6 +51,7 @@ rm -f bench/results/launch.csv
 "$W/launchbench" -n "$RUNS" -csv bench/results/launch.csv \
 	"bare-exec=$W/rootfs/hello" \
 	"cimg-run=bin/cimg-run $W/hello.cimg" \
+	"cimg-run-private-mount=bin/cimg-run --private-mount $W/hello.cimg" \
 	"crun=crun run -b $W/bundle bench-crun" \
 	"runc=runc run -b $W/bundle bench-runc" >"$W/summary"
 

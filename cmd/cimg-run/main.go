@@ -52,6 +52,7 @@ func run(args []string) (int, error) {
 	verify := fs.String("verify", "auto", "payload check: auto (once per boot per file) or always")
 	fs.StringVar(&o.StateDir, "state-dir", "/run/cimg", "root-only directory for the mount cache")
 	fs.DurationVar(&o.StopTimeout, "stop-timeout", 10*time.Second, "after SIGTERM/SIGINT, SIGKILL the app's cgroup this much later")
+	fs.BoolVar(&o.PrivateMount, "private-mount", false, "mount the image for this launch only (cold page cache) instead of from the mount cache")
 	fs.BoolVar(&o.Init, "init", false, "run a minimal init as PID 1 that reaps zombies and forwards signals")
 	fs.SetInterspersed(false)
 	if len(args) > 0 {

@@ -496,3 +496,29 @@ func TestInitFromSealedMemfd(t *testing.T) {
 		t.Errorf("SIGTERM not forwarded by the init: %q", out.String())
 	}
 }
+
+// TestPrivateMount: the image is mounted inside the instance only; the
+// host sees no new mount and no loop device survives the launch.
+func TestPrivateMount(t *testing.T) {
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n")
+	before := counts(t)
+	for i := 0; i < 20; i++ {
+		if res := runImage(t, exec.Command(cimgRun, "--private-mount", img, "--", "exit", "4")); res.code != 4 {
+			t.Fatalf("%+v", res)
+		}
+	}
+	var after map[string]int
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if after = counts(t); fmt.Sprint(after) == fmt.Sprint(before) {
+			break
+		}
+	}
+	if fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("after 20 private-mount launches: %v, before: %v", after, before)
+	}
+	res := runImage(t, exec.Command(cimgRun, "--private-mount", img))
+	var r probeReport
+	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil || r.PID != 1 || r.Status["NoNewPrivs"] != "1" {
+		t.Errorf("probe under --private-mount: %v %+v %s", err, r, res.stderr)
+	}
+}
