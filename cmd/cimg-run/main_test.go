@@ -200,13 +200,7 @@ func TestExitStatusAndSignals(t *testing.T) {
 	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "7")); res.code != 7 {
 		t.Errorf("exit 7: got %d %s", res.code, res.stderr)
 	}
-	cmd := exec.Command(cimgRun, img, "--", "sleep")
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
+	cmd, out := startSleeping(t, img)
 	cmd.Process.Signal(syscall.SIGUSR1)
 	cmd.Wait()
 	if !strings.Contains(out.String(), "got user defined signal 1") {
@@ -216,13 +210,7 @@ func TestExitStatusAndSignals(t *testing.T) {
 
 func TestCgroupLimitsAppliedAndRemoved(t *testing.T) {
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"48MiB\"\npids = 16\ncpu = 0.5\n")
-	cmd := exec.Command(cimgRun, img, "--", "sleep")
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
+	cmd, _ := startSleeping(t, img)
 	id := "probe-" + strconv.Itoa(cmd.Process.Pid)
 	for f, want := range map[string]string{
 		"memory/cimg/" + id + "/memory.limit_in_bytes": strconv.Itoa(48 << 20),
@@ -483,13 +471,7 @@ func TestInitFromSealedMemfd(t *testing.T) {
 		t.Errorf("exit status through the init: %+v", res)
 	}
 	// SIGTERM reaches the app through the init.
-	cmd := exec.Command(cimgRun, "--init", img, "--", "sleep")
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
+	cmd, out := startSleeping(t, "--init", img)
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
 	if !strings.Contains(out.String(), "got terminated") {
@@ -521,4 +503,17 @@ func TestPrivateMount(t *testing.T) {
 	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil || r.PID != 1 || r.Status["NoNewPrivs"] != "1" {
 		t.Errorf("probe under --private-mount: %v %+v %s", err, r, res.stderr)
 	}
+}
+
+// startSleeping starts the probe in "sleep" mode and waits until it is up.
+func startSleeping(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(cimgRun, append(args, "--", "sleep")...)
+	out := &bytes.Buffer{}
+	cmd.Stdout = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
+	return cmd, out
 }

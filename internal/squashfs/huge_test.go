@@ -19,6 +19,7 @@ import (
 	"strings"
 	"testing"
 
+	"cimg.dev/cimg/internal/mounttest"
 	"cimg.dev/cimg/internal/squashfs"
 )
 
@@ -42,7 +43,7 @@ func (r randFile) sum() [32]byte {
 }
 
 func TestOver4GiB(t *testing.T) {
-	requireRoot(t)
+	mounttest.RequireRoot(t)
 	files := []randFile{
 		{"a-big", 4<<30 + 300<<20 + 12345, 1}, // > 4 GiB, incompressible
 		{"b-after", 1<<20 + 100, 2},           // data starts beyond 4 GiB
@@ -79,7 +80,7 @@ func TestOver4GiB(t *testing.T) {
 			t.Errorf("unsquashfs does not list %s with size %d:\n%s", f.name, f.size, list)
 		}
 	}
-	mnt := mount(t, img)
+	mnt := mounttest.Mount(t, img)
 	for _, f := range files {
 		g, err := os.Open(filepath.Join(mnt, f.name))
 		if err != nil {

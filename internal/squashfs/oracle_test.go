@@ -27,18 +27,12 @@ import (
 	"github.com/diskfs/go-diskfs/backend/file"
 	dsquash "github.com/diskfs/go-diskfs/filesystem/squashfs"
 
+	"cimg.dev/cimg/internal/mounttest"
 	"cimg.dev/cimg/internal/squashfs"
 	"cimg.dev/cimg/internal/stage"
 )
 
 const epoch = 1700000000
-
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test mounts images and must run as root (CI does; run make test as root)")
-	}
-}
 
 func requireTool(t testing.TB, name string) string {
 	t.Helper()
@@ -340,25 +334,10 @@ func checkUnsquashfs(t *testing.T, img string, want map[string]srcEntry) {
 	}
 }
 
-func mount(t testing.TB, img string) string {
-	t.Helper()
-	requireRoot(t)
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "squashfs", "-o", "loop,ro,nodev,nosuid", img, dir).CombinedOutput(); err != nil {
-		t.Fatalf("kernel mount of %s: %v\n%s", img, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v\n%s", dir, err, out)
-		}
-	})
-	return dir
-}
-
 // checkKernel mounts the image and compares every path with the source:
 // content, mode, owner, size, symlink target, mtime and hardlink identity.
 func checkKernel(t *testing.T, img string, want map[string]srcEntry) {
-	mnt := mount(t, img)
+	mnt := mounttest.Mount(t, img)
 	got := scanTree(t, mnt, true)
 	if len(got) != len(want) {
 		t.Errorf("kernel sees %d entries, the source has %d", len(got), len(want))
@@ -478,7 +457,7 @@ var oracleCases = []struct {
 }
 
 func TestOracle(t *testing.T) {
-	requireRoot(t)
+	mounttest.RequireRoot(t)
 	requireTool(t, "unsquashfs")
 	tmp := t.TempDir()
 	src := filepath.Join(tmp, "src")
@@ -511,7 +490,7 @@ func TestOracle(t *testing.T) {
 // TestRefusesSpecialFiles: device nodes, fifos and sockets fail the build
 // with the path that holds them.
 func TestRefusesSpecialFiles(t *testing.T) {
-	requireRoot(t)
+	mounttest.RequireRoot(t)
 	for _, tc := range []struct {
 		name string
 		make func(p string) error
@@ -541,7 +520,7 @@ func TestRefusesSpecialFiles(t *testing.T) {
 // TestXattrsIgnored: a source file with xattrs (as on an SELinux host)
 // builds, and the image has none.
 func TestXattrsIgnored(t *testing.T) {
-	requireRoot(t)
+	mounttest.RequireRoot(t)
 	dir := t.TempDir()
 	p := filepath.Join(dir, "labelled")
 	mustWrite(t, p, "x", 0o644)
@@ -552,7 +531,7 @@ func TestXattrsIgnored(t *testing.T) {
 	}
 	img := filepath.Join(t.TempDir(), "x.sqfs")
 	buildImage(t, dir, img, squashfs.Options{}, false)
-	mnt := mount(t, img)
+	mnt := mounttest.Mount(t, img)
 	buf := make([]byte, 256)
 	n, err := syscall.Listxattr(filepath.Join(mnt, "labelled"), buf)
 	if err == nil && n > 0 {
