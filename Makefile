@@ -10,7 +10,8 @@ TOOLS := bin/cimg-build bin/cimg-run
 TEST_DEPS := mksquashfs:squashfs-tools unsquashfs:squashfs-tools veritysetup:cryptsetup-bin \
 	gcc:gcc curl:curl sqlite3:sqlite3 python3.11:python3.11 \
 	arm-linux-gnueabihf-gcc:crossbuild-essential-armhf aarch64-linux-gnu-gcc:crossbuild-essential-arm64 \
-	qemu-arm-static:qemu-user-static update-binfmts:binfmt-support
+	qemu-arm-static:qemu-user-static update-binfmts:binfmt-support \
+	qemu-system-x86_64:qemu-system-x86 dpkg:busybox-static
 BENCH_DEPS := $(TEST_DEPS) /usr/bin/time:time
 
 .PHONY: all build demo test test-short fuzz bench-build clean deps-test
@@ -29,6 +30,7 @@ FORCE:
 
 deps-test:
 	@scripts/deps.sh $(TEST_DEPS)
+	@scripts/vm-kernel.sh
 
 # The main job: build the demo image from testdata, sign it, show it,
 # verify it, and list what is inside.

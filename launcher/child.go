@@ -298,7 +298,20 @@ func pivot(root string) error {
 		return fmt.Errorf("chdir %s: %w", root, err)
 	}
 	if err := unix.PivotRoot(".", "."); err != nil {
-		return fmt.Errorf("pivot_root %s: %w", root, err)
+		if err != unix.EINVAL {
+			return fmt.Errorf("pivot_root %s: %w", root, err)
+		}
+		// A system running from its initramfs has rootfs as /, which
+		// pivot_root cannot move. Move the new root over / and chroot, as
+		// switch_root does; with CAP_SYS_CHROOT dropped (the default) the
+		// app cannot climb out of it.
+		if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("move %s to /: %w", root, err)
+		}
+		if err := unix.Chroot("."); err != nil {
+			return fmt.Errorf("chroot %s: %w", root, err)
+		}
+		return unix.Chdir("/")
 	}
 	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("detach the old root: %w", err)

@@ -1,11 +1,16 @@
 #!/bin/sh
 # Installs the Debian packages a make target needs, only when missing.
 # Usage: scripts/deps.sh COMMAND:PACKAGE ...   (e.g. mksquashfs:squashfs-tools)
+#        a COMMAND of "dpkg" checks that PACKAGE itself is installed
 set -eu
 missing=""
 for pair in "$@"; do
 	cmd=${pair%%:*}
 	pkg=${pair#*:}
+	if [ "$cmd" = dpkg ]; then
+		dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+		continue
+	fi
 	command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing="$missing $pkg"
 done
 [ -z "$missing" ] && exit 0

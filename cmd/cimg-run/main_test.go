@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"cimg.dev/cimg/internal/mounttest"
+	"cimg.dev/cimg/internal/vmtest"
 )
 
 var cimgRun, cimgBuild, probe string
@@ -516,4 +517,34 @@ func startSleeping(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	}
 	waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
 	return cmd, out
+}
+
+// TestCgroupV2InVM runs the launcher on a second kernel (Debian 6.1)
+// booted with cgroup_no_v1=all: real cgroup v2 limits, CLONE_INTO_CGROUP,
+// the OOM report and cleanup, which this hybrid host cannot show.
+func TestCgroupV2InVM(t *testing.T) {
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"48MiB\"\npids = 16\ncpu = 0.5\n")
+	out := vmtest.Run(t, map[string]string{"/cimg-run": cimgRun, "/probe.cimg": img}, `
+/cimg-run /probe.cimg > /tmp/probe.json; echo "PROBE-EXIT $?"; cat /tmp/probe.json
+/cimg-run /probe.cimg -- sleep > /tmp/sleep.out &
+pid=$!
+sleep 2
+for f in memory.max pids.max cpu.max; do echo "LIMIT $f=$(cat /sys/fs/cgroup/cimg/probe-*/$f)"; done
+kill -USR1 $pid; wait $pid; echo "SLEEP-EXIT $?"
+/cimg-run /probe.cimg -- hog; echo "HOG-EXIT $?"
+echo "LEFT $(ls /sys/fs/cgroup/cimg/ | grep -c probe-)"
+`)
+	for _, want := range []string{"PROBE-EXIT 0", "LIMIT memory.max=50331648", "LIMIT pids.max=16", "LIMIT cpu.max=50000 100000",
+		"SLEEP-EXIT 0", "HOG-EXIT 137", "killed by the OOM killer", "LEFT 0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("VM output lacks %q:\n%s", want, out)
+		}
+	}
+	var r probeReport
+	if i := strings.Index(out, "{"); i >= 0 {
+		json.NewDecoder(strings.NewReader(out[i:])).Decode(&r)
+	}
+	if r.PID != 1 || r.Cgroup != "0::/" || r.Status["Seccomp"] != "2" {
+		t.Errorf("probe in the VM: pid %d, cgroup %q, seccomp %q", r.PID, r.Cgroup, r.Status["Seccomp"])
+	}
 }
