@@ -7,8 +7,8 @@
 package vmtest
 
 import (
-	"debug/elf"
 	"context"
+	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
