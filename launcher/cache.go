@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"cimg.dev/cimg/format"
+	"cimg.dev/cimg/internal/dmverity"
 	"cimg.dev/cimg/internal/loop"
 )
 
@@ -54,9 +55,15 @@ func mountCached(state string, f *os.File, img *format.Image, verifyAlways bool)
 	if isMounted(dir) && !verifyAlways {
 		return dir, nil
 	}
-	// Nothing reaches mount(2) before the payload is known good.
-	if err := verifyPayload(state, f, img, verifyAlways); err != nil {
-		return "", err
+	// Nothing reaches mount(2) before the payload is known good: the
+	// kernel's dm-verity checks each block as it is read (with the
+	// image's own tree and the signed root hash); without device-mapper
+	// the whole payload is checked here first.
+	useDM := dmverity.Available()
+	if !useDM || verifyAlways {
+		if err := verifyPayload(state, f, img, verifyAlways); err != nil {
+			return "", err
+		}
 	}
 	if isMounted(dir) {
 		return dir, nil
@@ -64,13 +71,37 @@ func mountCached(state string, f *os.File, img *format.Image, verifyAlways bool)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("mount cache %s: %w", dir, err)
 	}
-	dev, err := loop.Attach(f.Fd(), 0, img.Footer.PayloadSize)
+	ft := img.Footer
+	size := ft.PayloadSize
+	if useDM {
+		size = ft.TreeOffset + ft.TreeSize // data and tree, one device
+	}
+	dev, err := loop.Attach(f.Fd(), 0, size)
 	if err != nil {
 		return "", fmt.Errorf("loop-attach %s: %w", f.Name(), err)
 	}
 	defer dev.Close() // autoclear: the mount holds the device from here on
-	if err := unix.Mount(dev.Path, dir, "squashfs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
-		return "", mountAdvice(dev.Path, dir, f, err)
+	source := dev.Path
+	if useDM {
+		name := "cimg-" + filepath.Base(dir)
+		vd, err := dmverity.Create(dmverity.Params{Name: name, Device: dev.Dev, DataBlocks: ft.DataBlocks(),
+			HashStart: ft.TreeOffset / format.BlockSize, RootHash: ft.RootHash[:], Salt: ft.Salt})
+		if errors.Is(err, unix.EBUSY) {
+			// Left by a launcher killed mid-setup: it is ours to replace.
+			dmverity.Remove(name, false)
+			vd, err = dmverity.Create(dmverity.Params{Name: name, Device: dev.Dev, DataBlocks: ft.DataBlocks(),
+				HashStart: ft.TreeOffset / format.BlockSize, RootHash: ft.RootHash[:], Salt: ft.Salt})
+		}
+		if err != nil {
+			return "", err
+		}
+		// Deferred: the device goes away with the mount, or now if the
+		// mount fails.
+		defer dmverity.Remove(name, true)
+		source = vd.Path()
+	}
+	if err := unix.Mount(source, dir, "squashfs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
+		return "", mountAdvice(source, dir, f, err)
 	}
 	return dir, nil
 }

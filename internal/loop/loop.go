@@ -24,6 +24,7 @@ var ErrNoDevice = errors.New("no free loop device")
 // last user (mount or open fd) goes away.
 type Device struct {
 	Path string
+	Dev  uint64 // its dev_t
 	f    *os.File
 }
 
@@ -61,7 +62,9 @@ func Attach(fd uintptr, offset, size int64) (*Device, error) {
 		}
 		err = configure(int(dev.Fd()), int(fd), offset, size)
 		if err == nil {
-			return &Device{Path: path, f: dev}, nil
+			var st unix.Stat_t
+			unix.Fstat(int(dev.Fd()), &st)
+			return &Device{Path: path, Dev: st.Rdev, f: dev}, nil
 		}
 		dev.Close()
 		if errors.Is(err, unix.EBUSY) {
