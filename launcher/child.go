@@ -137,6 +137,12 @@ func setup(c *Config) error {
 	if err := os.Chdir(c.Workdir); err != nil {
 		return fmt.Errorf("chdir %s: %w", c.Workdir, err)
 	}
+	// The working directory must be inside the new root: getcwd names a
+	// directory outside it "(unreachable)…", and a symlink or /proc
+	// magic link could have led there.
+	if wd, err := unix.Getwd(); err != nil || wd != c.Workdir {
+		return fmt.Errorf("workdir %s resolves to %q, outside the image or through a link: refused", c.Workdir, wd)
+	}
 	for _, r := range c.Rlimits {
 		if err := unix.Setrlimit(r.Resource, &unix.Rlimit{Cur: r.Soft, Max: r.Hard}); err != nil {
 			return fmt.Errorf("setrlimit %d: %w", r.Resource, err)

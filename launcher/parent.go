@@ -59,6 +59,12 @@ func Run(o Options) (int, error) {
 	}
 	// Pdeathsig is tied to the thread that started the child: keep it.
 	runtime.LockOSThread()
+	// Whatever fds our caller leaked to us (a host directory, say) must
+	// not reach the child, where /proc/self/fd/N would lead out of the
+	// image (CVE-2024-21626).
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return 0, fmt.Errorf("close_range: %w", err)
+	}
 
 	// Open the image once: this fd is what is verified and loop-attached.
 	f, err := os.OpenFile(o.Image, os.O_RDONLY|unix.O_CLOEXEC, 0)

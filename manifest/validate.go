@@ -115,6 +115,11 @@ func (v *validator) app() {
 		}
 	}
 	v.imagePath("app.workdir", a.Workdir)
+	for _, r := range reserved {
+		if a.Workdir == r || strings.HasPrefix(a.Workdir, r+"/") {
+			v.add("app.workdir", "%s is under %s, whose entries can lead outside the image", a.Workdir, r)
+		}
+	}
 }
 
 func (v *validator) limits() {

@@ -267,13 +267,13 @@ func TestSequentialLaunchesLeakNothing(t *testing.T) {
 		t.Fatalf("%+v", res)
 	}
 	before := counts(t)
-	for i := 0; i < 100; i++ {
+	for i := 0; i < 1000; i++ {
 		if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "3")); res.code != 3 {
 			t.Fatalf("launch %d: %+v", i, res)
 		}
 	}
 	if after := counts(t); fmt.Sprint(after) != fmt.Sprint(before) {
-		t.Errorf("after 100 launches: %v, before: %v", after, before)
+		t.Errorf("after 1000 launches: %v, before: %v", after, before)
 	}
 }
 
@@ -600,5 +600,54 @@ echo "DM-NAME $(cat /sys/block/dm-*/dm/name)"
 	// reads it through read(2) at exec, a failed exec (125).
 	if !strings.Contains(out, "EXEC-BAD-EXIT 135") && !strings.Contains(out, "EXEC-BAD-EXIT 125") {
 		t.Errorf("tampered program page: %s", out)
+	}
+}
+
+// TestWorkdirEscapesRefused: a working directory that leads out of the
+// image — through a leaked fd's /proc magic link, or a symlink in the
+// image — is refused, never entered (CVE-2024-21626).
+func TestWorkdirEscapesRefused(t *testing.T) {
+	mounttest.RequireRoot(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	os.MkdirAll(filepath.Join(root, "usr/bin"), 0o755)
+	pb, _ := os.ReadFile(probe)
+	os.WriteFile(filepath.Join(root, "usr/bin/probe"), pb, 0o755)
+	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+	os.Symlink("/etc", filepath.Join(root, "wd-link")) // absolute: inside the image, /etc
+	os.Symlink("../../../../..", filepath.Join(root, "usr/up"))
+	build := func(workdir string) (string, string) {
+		mf := filepath.Join(dir, "m.toml")
+		os.WriteFile(mf, []byte("name = \"wd\"\n[app]\ncommand = [\"/usr/bin/probe\"]\nworkdir = \""+workdir+"\"\n"), 0o644)
+		img := filepath.Join(dir, strings.ReplaceAll(workdir, "/", "_")+".cimg")
+		out, err := exec.Command(cimgBuild, "-q", "-f", mf, "--rootfs", root, "--entrypoint", "/usr/bin/probe", "-o", img).CombinedOutput()
+		if err != nil {
+			return "", string(out)
+		}
+		return img, ""
+	}
+	// Caught at build time by the manifest rules.
+	for _, wd := range []string{"/proc/self/fd/7", "/usr/../..", "relative"} {
+		if _, out := build(wd); out == "" {
+			t.Errorf("workdir %q built", wd)
+		}
+	}
+	// Symlinks are only known at run time: the launcher checks where chdir
+	// really landed.
+	for _, wd := range []string{"/wd-link", "/usr/up"} {
+		img, out := build(wd)
+		if img == "" {
+			t.Fatalf("build with workdir %s: %s", wd, out)
+		}
+		cmd := exec.Command(cimgRun, img, "--", "exit", "0")
+		for i := 0; i < 8; i++ {
+			f, _ := os.Open("/")
+			defer f.Close()
+			cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+		}
+		res := runImage(t, cmd)
+		if res.code != 125 || !strings.Contains(res.stderr, "refused") {
+			t.Errorf("workdir %s: %+v", wd, res)
+		}
 	}
 }
