@@ -14,7 +14,7 @@ TEST_DEPS := mksquashfs:squashfs-tools unsquashfs:squashfs-tools veritysetup:cry
 	qemu-system-x86_64:qemu-system-x86 dpkg:busybox-static
 BENCH_DEPS := $(TEST_DEPS) /usr/bin/time:time
 
-.PHONY: all build demo test test-short fuzz bench-build clean deps-test
+.PHONY: all build cross demo test test-short fuzz bench-build clean deps-test
 
 all: build
 
@@ -22,6 +22,11 @@ build: $(TOOLS)
 
 bin/%: FORCE
 	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/$*
+
+# The device binaries: static cimg-run (and cimg-build) for ARM targets.
+cross:
+	GOARCH=arm64 $(GO) build $(GOFLAGS_BUILD) -o bin/arm64/cimg-run ./cmd/cimg-run
+	GOARCH=arm GOARM=7 $(GO) build $(GOFLAGS_BUILD) -o bin/armhf/cimg-run ./cmd/cimg-run
 
 bin/hello: FORCE
 	$(GO) build $(GOFLAGS_BUILD) -o $@ ./testdata/demo/hello
