@@ -158,19 +158,11 @@ func writeAtomic(path string, write func(*os.File) error) (err error) {
 // Sign copies the image at in to out (which may be the same path) with
 // signatures by keys added, atomically.
 func Sign(in, out string, keys []ed25519.PrivateKey) error {
-	src, err := os.Open(in)
+	img, src, err := format.OpenFile(in)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	fi, err := src.Stat()
-	if err != nil {
-		return err
-	}
-	img, err := format.Open(src, fi.Size())
-	if err != nil {
-		return fmt.Errorf("%s: %w", in, err)
-	}
 	// Signing vouches for the payload: check it first.
 	if err := img.VerifyPayload(); err != nil {
 		return fmt.Errorf("%s: refusing to sign: %w", in, err)

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"os"
 )
 
 // Image is an opened .cimg: footer, manifest and signatures read and
@@ -49,6 +50,25 @@ func Open(r io.ReaderAt, size int64) (*Image, error) {
 		return nil, err
 	}
 	return img, nil
+}
+
+// OpenFile opens the .cimg at path and reads it as Open does. The caller
+// closes the returned file, which stays the image's backing reader.
+func OpenFile(path string) (*Image, *os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		var img *Image
+		if img, err = Open(f, fi.Size()); err == nil {
+			return img, f, nil
+		}
+		err = fmt.Errorf("%s: %w", path, err)
+	}
+	f.Close()
+	return nil, nil, err
 }
 
 // Size is the size of the whole file.

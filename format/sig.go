@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"fmt"
 	"sort"
 	"strings"
 )
@@ -122,5 +121,3 @@ func VerifySignatures(f *Footer, sigs []Signature, trusted []ed25519.PublicKey) 
 	}
 	return ok, nil
 }
-
-func (s Signature) String() string { return fmt.Sprintf("ed25519 key %s", s.KeyID) }

@@ -41,6 +41,10 @@ func isMounted(dir string) bool {
 // concurrent first launches of one image.
 func mountCached(state string, f *os.File, img *format.Image, verifyAlways bool) (string, error) {
 	dir := cacheDir(state, img.Footer.RootHash)
+	// Warm start: a mount appears whole, so seeing it needs no lock.
+	if !verifyAlways && isMounted(dir) {
+		return dir, nil
+	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return "", fmt.Errorf("mount cache %s: %w", filepath.Dir(dir), err)
 	}

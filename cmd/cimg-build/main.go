@@ -252,19 +252,11 @@ func cmdVerify(args []string) error {
 		trusted = append(trusted, pub)
 	}
 	path := fs.Arg(0)
-	f, err := os.Open(path)
+	img, f, err := format.OpenFile(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	img, err := format.Open(f, fi.Size())
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
 	var signers []format.KeyID
 	if len(trusted) > 0 {
 		if signers, err = img.VerifySignatures(trusted); err != nil {

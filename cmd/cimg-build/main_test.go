@@ -15,28 +15,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"cimg.dev/cimg/internal/testbin"
 )
 
 var cimgBuild, helloBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "cimg-build-test")
-	if err != nil {
-		panic(err)
-	}
-	cimgBuild = filepath.Join(dir, "cimg-build")
-	helloBin = filepath.Join(dir, "hello")
-	for out, pkg := range map[string]string{cimgBuild: ".", helloBin: "../../testdata/demo/hello"} {
-		cmd := exec.Command("go", "build", "-o", out, pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", pkg, err, b)
-			os.Exit(1)
-		}
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testbin.Main(m.Run, map[string]string{"cimg-build": ".", "hello": "../../testdata/demo/hello"},
+		func(p map[string]string) { cimgBuild, helloBin = p["cimg-build"], p["hello"] })
 }
 
 // cli runs cimg-build and returns stdout, stderr and the exit code.

@@ -19,29 +19,15 @@ import (
 	"time"
 
 	"cimg.dev/cimg/internal/mounttest"
+	"cimg.dev/cimg/internal/testbin"
 	"cimg.dev/cimg/internal/vmtest"
 )
 
 var cimgRun, cimgBuild, probe string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "cimg-run-test")
-	if err != nil {
-		panic(err)
-	}
-	os.Chmod(dir, 0o755) // the not-root test runs cimg-run as nobody
-	cimgRun, cimgBuild, probe = filepath.Join(dir, "cimg-run"), filepath.Join(dir, "cimg-build"), filepath.Join(dir, "probe")
-	for out, pkg := range map[string]string{cimgRun: ".", cimgBuild: "../cimg-build", probe: "../../testdata/probe"} {
-		cmd := exec.Command("go", "build", "-o", out, pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", pkg, err, b)
-			os.Exit(1)
-		}
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testbin.Main(m.Run, map[string]string{"cimg-run": ".", "cimg-build": "../cimg-build", "probe": "../../testdata/probe"},
+		func(p map[string]string) { cimgRun, cimgBuild, probe = p["cimg-run"], p["cimg-build"], p["probe"] })
 }
 
 // probeImage builds an image of the probe with the given manifest body
@@ -367,25 +353,34 @@ func TestKilledLaunchesLeakNothing(t *testing.T) {
 	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 {
 		t.Fatalf("%+v", res)
 	}
-	var after map[string]int
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if after = counts(t); fmt.Sprint(after) == fmt.Sprint(before) {
-			break
-		}
-	}
-	if fmt.Sprint(after) != fmt.Sprint(before) {
-		t.Errorf("after 200 killed launches: %v, before: %v", after, before)
-	}
+	expectCounts(t, before, "after 200 killed launches")
 	// Orphans of a killed launcher are reaped by the host's init; give
 	// it a moment, then none of ours may be left as zombies.
 	z := 0
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if z = zombies(t); z == 0 {
-			break
+	if !settle(func() bool { z = zombies(t); return z == 0 }) {
+		t.Errorf("%d cimg-run or probe zombies", z)
+	}
+}
+
+// settle polls cond for up to 5 s: the kernel tears down namespaces,
+// mounts and loop devices of exited processes asynchronously.
+func settle(cond func() bool) bool {
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
 		}
 	}
-	if z > 0 {
-		t.Errorf("%d cimg-run or probe zombies", z)
+}
+
+// expectCounts fails unless counts settle back to before.
+func expectCounts(t *testing.T, before map[string]int, when string) {
+	t.Helper()
+	var after map[string]int
+	if !settle(func() bool { after = counts(t); return fmt.Sprint(after) == fmt.Sprint(before) }) {
+		t.Errorf("%s: %v, before: %v", when, after, before)
 	}
 }
 
@@ -490,15 +485,7 @@ func TestPrivateMount(t *testing.T) {
 			t.Fatalf("%+v", res)
 		}
 	}
-	var after map[string]int
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if after = counts(t); fmt.Sprint(after) == fmt.Sprint(before) {
-			break
-		}
-	}
-	if fmt.Sprint(after) != fmt.Sprint(before) {
-		t.Errorf("after 20 private-mount launches: %v, before: %v", after, before)
-	}
+	expectCounts(t, before, "after 20 private-mount launches")
 	res := runImage(t, exec.Command(cimgRun, "--private-mount", img))
 	var r probeReport
 	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil || r.PID != 1 || r.Status["NoNewPrivs"] != "1" {

@@ -101,20 +101,6 @@ type Result struct {
 	Musl    bool
 	Interp  *Object   // nil for static programs
 	Objects []*Object // programs, then libraries in load order
-	// Searched lists the default directories used, for messages.
-	Searched []string
-}
-
-// Libraries returns the shared objects (neither programs nor the
-// interpreter).
-func (r *Result) Libraries() []*Object {
-	var out []*Object
-	for _, o := range r.Objects {
-		if o.Reason != "program" {
-			out = append(out, o)
-		}
-	}
-	return out
 }
 
 // NotFoundError says which library is missing, through which chain, and
@@ -145,20 +131,19 @@ type Options struct {
 }
 
 type resolver struct {
-	opts      Options
-	root      Root
-	t         Target
-	musl      bool
-	cache     []CacheEntry
-	hasCache  bool
-	conf      []string
-	defaults  []string
-	lib       string // $LIB
-	loaded    map[string]*Object
-	objects   []*Object
-	main      *Object
-	errs      []error
-	sysDirsRE []string
+	opts     Options
+	root     Root
+	t        Target
+	musl     bool
+	cache    []CacheEntry
+	hasCache bool
+	conf     []string
+	defaults []string
+	lib      string // $LIB
+	loaded   map[string]*Object
+	objects  []*Object
+	main     *Object
+	errs     []error
 }
 
 // Resolve computes the closure of the programs (paths inside the root).
@@ -221,7 +206,6 @@ func ResolvePrograms(programs []Program, opts Options) (*Result, error) {
 	}
 	res.Musl = r.musl
 	r.setupSearch()
-	res.Searched = r.defaults
 
 	for _, e := range opts.Extra {
 		r.need(e, nil, "declared")

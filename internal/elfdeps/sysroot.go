@@ -63,16 +63,6 @@ func (r Root) Resolve(p string) (string, error) {
 	return done, nil
 }
 
-// Open resolves p and opens the file it names.
-func (r Root) Open(p string) (*os.File, string, error) {
-	real, err := r.Resolve(p)
-	if err != nil {
-		return nil, "", err
-	}
-	f, err := os.Open(r.host(real))
-	return f, real, err
-}
-
 // HostPath is where the real file of image path p lives on the host.
 func (r Root) HostPath(p string) (string, error) {
 	real, err := r.Resolve(p)

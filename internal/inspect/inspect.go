@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 
@@ -44,23 +43,15 @@ type Report struct {
 // Open reads path's footer, manifest and superblock; withFiles adds the
 // file listing.
 func Open(path string, withFiles bool) (*Report, error) {
-	f, err := os.Open(path)
+	img, f, err := format.OpenFile(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	img, err := format.Open(f, fi.Size())
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
 	ft := img.Footer
 	r := &Report{
 		Path:        path,
-		Size:        fi.Size(),
+		Size:        img.Size(),
 		RootHash:    hex.EncodeToString(ft.RootHash[:]),
 		Salt:        hex.EncodeToString(ft.Salt),
 		ManifestRaw: string(img.Manifest),
@@ -70,7 +61,7 @@ func Open(path string, withFiles bool) (*Report, error) {
 			{"verity", ft.TreeOffset, ft.TreeSize},
 			{"manifest", ft.ManifestOffset, ft.ManifestSize},
 			{"signatures", ft.SigOffset, ft.SigSize},
-			{"footer", fi.Size() - format.FooterSize, format.FooterSize},
+			{"footer", img.Size() - format.FooterSize, format.FooterSize},
 		},
 	}
 	for _, s := range img.Signatures {

@@ -120,7 +120,6 @@ func Write(ctx context.Context, w io.WriteSeeker, t *Tree, o Options) (Stats, er
 		inodes: newMetaWriter(mw),
 		dirs:   newMetaWriter(mw),
 		ids:    map[uint32]uint16{},
-		bs:     uint64(o.BlockSize),
 	}
 	b.collectIDs(t.root)
 	next := uint32(1)
@@ -262,7 +261,6 @@ type tableBuilder struct {
 	inodes, dirs *metaWriter
 	ids          map[uint32]uint16
 	idList       []uint32
-	bs           uint64
 }
 
 func (b *tableBuilder) collectIDs(root *node) {

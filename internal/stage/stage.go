@@ -11,7 +11,6 @@ package stage
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -238,9 +237,6 @@ func (s *Stager) addOne(src, dst string, fi fs.FileInfo, reason string) error {
 		return fmt.Errorf("input %s: %s is in the image already (from %s)", src, dst, from)
 	}
 	if err := s.add(e, rec); err != nil {
-		if errors.Is(err, squashfs.ErrUnsupportedType) {
-			return fmt.Errorf("input %s: %w", src, err)
-		}
 		return fmt.Errorf("input %s: %w", src, err)
 	}
 	return nil
