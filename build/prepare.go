@@ -129,6 +129,14 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 		}
 		elfArch = a
 	}
+	// Arch before the closure: a mismatch is the clearer error, and the
+	// resolver then searches for the right target.
+	switch {
+	case m.Arch == "":
+		m.Arch = elfArch
+	case elfArch != "" && m.Arch != elfArch:
+		return nil, fmt.Errorf("manifest says arch %q but %s is an %s binary", m.Arch, elfFrom, elfArch)
+	}
 	if spec.Binary != "" {
 		// The closure: the interpreter and every library the target
 		// loader will map, from the sysroot (or the host's /).
@@ -137,12 +145,6 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 		}
 	} else if len(spec.Libs) > 0 {
 		return nil, errors.New("--lib needs a binary whose closure it extends")
-	}
-	switch {
-	case m.Arch == "":
-		m.Arch = elfArch
-	case elfArch != "" && m.Arch != elfArch:
-		return nil, fmt.Errorf("manifest says arch %q but %s is an %s binary", m.Arch, elfFrom, elfArch)
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
