@@ -14,7 +14,7 @@ TEST_DEPS := mksquashfs:squashfs-tools unsquashfs:squashfs-tools veritysetup:cry
 	qemu-system-x86_64:qemu-system-x86 dpkg:busybox-static
 BENCH_DEPS := $(TEST_DEPS) /usr/bin/time:time
 
-.PHONY: all build cross demo test test-short fuzz bench-build clean deps-test
+.PHONY: all build cross demo test test-short fuzz bench-build clean deps-test seccomp
 
 all: build
 
@@ -32,6 +32,17 @@ bin/hello: FORCE
 	$(GO) build $(GOFLAGS_BUILD) -o $@ ./testdata/demo/hello
 
 FORCE:
+
+# The default seccomp profile, compiled ahead of time for each arch the
+# launcher ships for (internal/seccompgen): the native table directly,
+# the ARM ones by running the generator under qemu-user.
+seccomp:
+	@scripts/deps.sh qemu-arm-static:qemu-user-static
+	$(GO) run ./internal/seccompgen/gen > launcher/zseccomp_amd64.go
+	GOARCH=arm64 $(GO) build -o bin/seccompgen-arm64 ./internal/seccompgen/gen
+	qemu-aarch64-static bin/seccompgen-arm64 > launcher/zseccomp_arm64.go
+	GOARCH=arm GOARM=7 $(GO) build -o bin/seccompgen-arm ./internal/seccompgen/gen
+	qemu-arm-static bin/seccompgen-arm > launcher/zseccomp_arm.go
 
 deps-test:
 	@scripts/deps.sh $(TEST_DEPS)

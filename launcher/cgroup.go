@@ -33,6 +33,9 @@ func isV2() bool {
 	return unix.Statfs(cgroupRoot, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
 }
 
+// v1Controllers are the v1 hierarchies cimg ever creates a cgroup in.
+var v1Controllers = []string{"memory", "pids", "cpu", "cpuset"}
+
 // controllersFor lists the controllers a manifest's limits need.
 func controllersFor(l manifest.Limits) []string {
 	var c []string
@@ -58,7 +61,7 @@ func NewCgroup(id string, l manifest.Limits) (*Cgroup, error) {
 	cg := &Cgroup{V2: isV2(), Dirs: map[string]string{}}
 	// A launcher killed with SIGKILL cannot remove its cgroup; the next
 	// launch does.
-	removeStale()
+	removeStale(cg.V2)
 	ctrls := controllersFor(l)
 	if cg.V2 {
 		return cg, cg.setupV2(id, l, ctrls)
@@ -199,14 +202,24 @@ func (cg *Cgroup) limitsV1(l manifest.Limits) error {
 	return errors.Join(errs...)
 }
 
-// Add moves pid into the cgroup (v1; v2 uses CLONE_INTO_CGROUP).
-func (cg *Cgroup) Add(pid int) error {
-	for c, dir := range cg.Dirs {
-		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
-			return fmt.Errorf("join cgroup %s (%s): %w", dir, c, err)
-		}
+// procsFiles opens the cgroup.procs files a v1 process is moved with, one
+// per controller (none on v2, where the child is cloned into its cgroup).
+func (cg *Cgroup) procsFiles() ([]*os.File, error) {
+	if cg.V2 {
+		return nil, nil
 	}
-	return nil
+	var fs []*os.File
+	for c, dir := range cg.Dirs {
+		f, err := os.OpenFile(filepath.Join(dir, "cgroup.procs"), os.O_WRONLY, 0)
+		if err != nil {
+			for _, f := range fs {
+				f.Close()
+			}
+			return nil, fmt.Errorf("open cgroup %s (%s): %w", dir, c, err)
+		}
+		fs = append(fs, f)
+	}
+	return fs, nil
 }
 
 // OOMKilled reports whether the kernel's OOM killer struck in the cgroup.
@@ -280,22 +293,32 @@ func contains(list []string, s string) bool {
 
 // removeStale removes instance cgroups whose launcher is gone. Names end
 // in the launcher's pid; one whose pid is dead (or reused by another
-// program) and which holds no process is stale.
-func removeStale() {
-	dirs, _ := filepath.Glob(filepath.Join(cgroupRoot, "cimg", "*"))
-	more, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", "cimg", "*"))
-	for _, d := range append(dirs, more...) {
-		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
-			continue
+// program) and which holds no process is stale. Only the directories
+// cimg creates are read: this runs on every launch.
+func removeStale(v2 bool) {
+	parents := []string{filepath.Join(cgroupRoot, "cimg")}
+	if !v2 {
+		parents = parents[:0]
+		for _, c := range v1Controllers {
+			parents = append(parents, filepath.Join(cgroupRoot, c, "cimg"))
 		}
-		i := strings.LastIndexByte(filepath.Base(d), '-')
-		pid, err := strconv.Atoi(filepath.Base(d)[i+1:])
-		if i < 0 || err != nil || launcherAlive(pid) {
-			continue
+	}
+	for _, parent := range parents {
+		entries, _ := os.ReadDir(parent)
+		for _, e := range entries {
+			if !e.IsDir() {
+				continue
+			}
+			name := e.Name()
+			i := strings.LastIndexByte(name, '-')
+			pid, err := strconv.Atoi(name[i+1:])
+			if i < 0 || err != nil || launcherAlive(pid) {
+				continue
+			}
+			stale := &Cgroup{Dirs: map[string]string{"": filepath.Join(parent, name)}}
+			stale.Kill(syscall.SIGKILL)
+			stale.Remove()
 		}
-		stale := &Cgroup{Dirs: map[string]string{"": d}}
-		stale.Kill(syscall.SIGKILL)
-		stale.Remove()
 	}
 }
 

@@ -1,16 +1,15 @@
 // Package launcher runs a .cimg: the parent side (open, verify, mount
-// cache, cgroup, start, wait, clean up) in parent.go and the child side —
-// PID 1 of the new namespaces, which builds the app's root and execs it —
-// in child.go. Each reads top to bottom; every step says why it is there.
+// cache, cgroup, start, wait, clean up) in parent.go; the app's world —
+// namespaces, mounts, pivot_root — built on a dedicated thread in root.go;
+// and the app's process forked from that thread in fork.go, which runs
+// only raw system calls (cgroup namespace, /proc, rlimits, seccomp,
+// identity, capabilities) up to execve. Each reads top to bottom; every
+// step says why it is there.
 //
-// The parent and child are one binary: the parent re-executes
-// /proc/self/exe with ChildArg, and hands the child a Config over one
-// pipe; the child reports a setup failure over another, whose close on
-// exec means success.
+// One Go runtime starts per launch: the child is a fork, not a second
+// cimg-run, and reports a setup failure over a pipe whose close on exec
+// means success.
 package launcher
-
-// ChildArg as argv[1] makes cimg-run the child side.
-const ChildArg = "__cimg_child__"
 
 // Config is everything the child needs, decided by the parent.
 type Config struct {

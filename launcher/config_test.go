@@ -56,14 +56,13 @@ mode = "0700"
 	}
 }
 
-func TestDefaultSeccompPolicyAssembles(t *testing.T) {
-	p, err := defaultPolicy()
-	if err != nil {
-		t.Fatal(err)
+func TestSeccompProgram(t *testing.T) {
+	p, err := seccompProgram("default")
+	if err != nil || p == nil || int(p.Len) != len(defaultFilter) || p.Len < 20 {
+		t.Fatalf("default: %+v, %v", p, err)
 	}
-	prog, err := p.Assemble()
-	if err != nil || len(prog) < 20 {
-		t.Fatalf("%d instructions, %v", len(prog), err)
+	if p, err := seccompProgram("unconfined"); p != nil || err != nil {
+		t.Fatalf("unconfined: %+v, %v", p, err)
 	}
 }
 

@@ -2,12 +2,9 @@ package launcher
 
 import (
 	"crypto/ed25519"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -15,6 +12,7 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -57,8 +55,6 @@ func Run(o Options) (int, error) {
 	if o.StopTimeout == 0 {
 		o.StopTimeout = 10 * time.Second
 	}
-	// Pdeathsig is tied to the thread that started the child: keep it.
-	runtime.LockOSThread()
 	// Whatever fds our caller leaked to us (a host directory, say) must
 	// not reach the child, where /proc/self/fd/N would lead out of the
 	// image (CVE-2024-21626).
@@ -133,45 +129,42 @@ func Run(o Options) (int, error) {
 	return start(cg, cfg, m, o)
 }
 
-// start re-executes cimg-run as the child in new namespaces, hands it the
-// config, relays signals and waits.
+// start forks the app's process into its namespaces and cgroup, relays
+// signals and waits. The namespaces are prepared on a thread of their
+// own (enterRoot), which forks the child (forkChild) and then stays
+// parked until the app is gone: the child's parent-death signal is tied
+// to that thread, and its root is the container's, so it must never run
+// anything else.
 func start(cg *Cgroup, cfg *Config, m *manifest.Manifest, o Options) (int, error) {
-	cfgR, cfgW, err := os.Pipe()
+	plan, err := newForkPlan(cfg, m)
 	if err != nil {
 		return 0, err
 	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		return 0, err
+	// Blocking pipes (os.Pipe's are non-blocking, which the child's raw
+	// read could not wait on).
+	var syncP, errP [2]int
+	if err := unix.Pipe2(syncP[:], unix.O_CLOEXEC); err != nil {
+		return 0, fmt.Errorf("pipe: %w", err)
 	}
-	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC)
-	if m.Namespaces.PID != "host" {
-		flags |= unix.CLONE_NEWPID
+	defer closeFDs(syncP[:])
+	if err := unix.Pipe2(errP[:], unix.O_CLOEXEC); err != nil {
+		return 0, fmt.Errorf("pipe: %w", err)
 	}
-	if m.Namespaces.Network == "none" {
-		flags |= unix.CLONE_NEWNET
-	}
-	cmd := exec.Command("/proc/self/exe", ChildArg)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.ExtraFiles = []*os.File{cfgR, errW} // fds 3 and 4
+	defer closeFDs(errP[:])
+	plan.syncR, plan.syncW, plan.errR, plan.errW = syncP[0], syncP[1], errP[0], errP[1]
 	if cfg.Init {
+		// The init runs from a sealed memfd copy of cimg-run; /proc is the
+		// child's by the time it execs it.
 		mem, err := sealedSelf()
 		if err != nil {
 			return 0, err
 		}
 		defer mem.Close()
-		cmd.ExtraFiles = append(cmd.ExtraFiles, mem) // fd 5
-	}
-	if cfg.PrivateMount {
-		for len(cmd.ExtraFiles) < 3 {
-			cmd.ExtraFiles = append(cmd.ExtraFiles, nil) // keep fd 5 free
+		argv := append([]string{"cimg-init", InitArg}, cfg.Argv...)
+		if plan.path, plan.argv, err = execArgs(fmt.Sprintf("/proc/self/fd/%d", mem.Fd()), argv); err != nil {
+			return 0, err
 		}
-		cmd.ExtraFiles = append(cmd.ExtraFiles, o.image) // fd 6
 	}
-	// One P and no GC: the child lives a few milliseconds, and fewer
-	// runtime threads start faster.
-	cmd.Env = []string{"GOMAXPROCS=1", "GOGC=off"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags, Pdeathsig: syscall.SIGKILL}
 	if cg.V2 {
 		// Born in its cgroup: no window where it runs outside the limits.
 		dir, err := os.Open(cg.Dirs[""])
@@ -179,33 +172,63 @@ func start(cg *Cgroup, cfg *Config, m *manifest.Manifest, o Options) (int, error
 			return 0, err
 		}
 		defer dir.Close()
-		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(dir.Fd())
+		plan.clone3 = &cloneArgs{flags: uint64(plan.cloneFlags) | unix.CLONE_INTO_CGROUP, exitSignal: uint64(unix.SIGCHLD), cgroup: uint64(dir.Fd())}
 	}
-	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("start the child: %w", err)
+
+	// v1: the cgroup.procs files to join, opened now, while paths still
+	// lead to the host's /sys.
+	join, err := cg.procsFiles()
+	if err != nil {
+		return 0, err
 	}
-	cfgR.Close()
-	errW.Close()
-	// v1: join the cgroups before the child reads its config, i.e.
-	// before it does anything.
-	if !cg.V2 {
-		if err := cg.Add(cmd.Process.Pid); err != nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-			return 0, err
+	defer func() {
+		for _, f := range join {
+			f.Close()
 		}
+	}()
+
+	type forked struct {
+		pid int
+		err error
 	}
-	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		return 0, fmt.Errorf("send config: %w", err)
+	started := make(chan forked, 1)
+	release := make(chan struct{})
+	defer close(release)
+	go func() {
+		// Never unlocked: the thread leaves with its namespaces when this
+		// goroutine ends. It also sees the child through setup, so that
+		// no thread hand-off sits on the launch path.
+		runtime.LockOSThread()
+		if err := enterRoot(cfg, o.image); err != nil {
+			started <- forked{err: err}
+			return
+		}
+		syscall.ForkLock.Lock()
+		pid, errno := forkChild(plan)
+		syscall.ForkLock.Unlock()
+		if errno != 0 {
+			started <- forked{err: fmt.Errorf("clone: %w", errno)}
+			return
+		}
+		// Our copies of the child's pipe ends go, so that EOF means something.
+		closeFDs([]int{syncP[0], errP[1]})
+		syncP[0], errP[1] = -1, -1
+		started <- forked{pid: int(pid), err: releaseChild(int(pid), join, syncP[1], errP[0])}
+		<-release
+	}()
+	f := <-started
+	if f.pid == 0 {
+		return 0, f.err
 	}
-	cfgW.Close()
-	msg, _ := io.ReadAll(errR)
-	errR.Close()
-	if len(msg) > 0 {
-		cmd.Wait()
-		return 0, fmt.Errorf("setup: %s", msg)
+	proc, err := os.FindProcess(f.pid) // a pidfd: signals never reach a recycled pid
+	if err != nil {
+		unix.Kill(f.pid, unix.SIGKILL)
+		return 0, err
+	}
+	if f.err != nil {
+		proc.Kill()
+		proc.Wait()
+		return 0, f.err
 	}
 
 	sigs := make(chan os.Signal, 8)
@@ -217,7 +240,7 @@ func start(cg *Cgroup, cfg *Config, m *manifest.Manifest, o Options) (int, error
 		for {
 			select {
 			case s := <-sigs:
-				cmd.Process.Signal(s)
+				proc.Signal(s)
 				if s == syscall.SIGTERM || s == syscall.SIGINT {
 					// Grace period, then everything in the cgroup dies.
 					killTimer = time.After(o.StopTimeout)
@@ -229,24 +252,123 @@ func start(cg *Cgroup, cfg *Config, m *manifest.Manifest, o Options) (int, error
 			}
 		}
 	}()
-	err = cmd.Wait()
+	st, err := proc.Wait()
 	close(done)
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		ws := ee.Sys().(syscall.WaitStatus)
-		switch {
-		case ws.Signaled():
-			code = 128 + int(ws.Signal())
-		default:
-			code = ws.ExitStatus()
-		}
-	} else if err != nil {
+	if err != nil {
 		return 0, err
+	}
+	ws := st.Sys().(syscall.WaitStatus)
+	code := ws.ExitStatus()
+	if ws.Signaled() {
+		code = 128 + int(ws.Signal())
 	}
 	if cg.OOMKilled() && o.Warn != nil {
 		o.Warn(fmt.Sprintf("%s was killed by the OOM killer: it exceeded its memory limit of %s", m.Name, m.Limits.Memory))
 	}
 	return code, nil
+}
+
+// releaseChild puts the child in its cgroup (v1), lets it go on, and waits
+// for its setup: EOF on the error pipe means it reached execve.
+func releaseChild(pid int, join []*os.File, syncW, errR int) error {
+	for _, f := range join {
+		if _, err := f.WriteString(strconv.Itoa(pid)); err != nil {
+			return fmt.Errorf("join cgroup %s: %w", filepath.Dir(f.Name()), err)
+		}
+	}
+	if _, err := unix.Write(syncW, []byte{1}); err != nil {
+		return fmt.Errorf("release the child: %w", err)
+	}
+	var report childError
+	buf := (*[unsafe.Sizeof(report)]byte)(unsafe.Pointer(&report))[:]
+	if n, _ := readFull(errR, buf); n > 0 {
+		return fmt.Errorf("setup: %w", report)
+	}
+	return nil
+}
+
+// newForkPlan turns the child's config into the raw arguments of its
+// system calls.
+func newForkPlan(c *Config, m *manifest.Manifest) (*forkPlan, error) {
+	p := &forkPlan{noNewPrivs: c.NoNewPrivs, uid: uintptr(c.UID), gid: uintptr(c.GID), groups: c.Groups}
+	// The thread's mount, uts, ipc and net namespaces are inherited; the
+	// pid namespace is the child's to be born in.
+	if m.Namespaces.PID != "host" {
+		p.cloneFlags |= unix.CLONE_NEWPID
+	}
+	var err error
+	if p.path, p.argv, err = execArgs(c.Argv[0], c.Argv); err != nil {
+		return nil, err
+	}
+	if p.envv, err = syscall.SlicePtrFromStrings(c.Env); err != nil {
+		return nil, fmt.Errorf("environment: %w", err)
+	}
+	p.envv = append(p.envv, nil)
+	for _, s := range []struct {
+		dst **byte
+		v   string
+	}{{&p.procSrc, "proc"}, {&p.procDir, "/proc"}, {&p.procType, "proc"}} {
+		*s.dst, _ = syscall.BytePtrFromString(s.v)
+	}
+	for _, r := range c.Rlimits {
+		p.rlimits = append(p.rlimits, rlimitCall{uintptr(r.Resource), unix.Rlimit{Cur: r.Soft, Max: r.Hard}})
+	}
+	if p.filter, err = seccompProgram(c.Seccomp); err != nil {
+		return nil, err
+	}
+	keep := map[int]bool{}
+	for _, k := range c.Keep {
+		keep[k] = true
+		p.keep = append(p.keep, uintptr(k))
+		p.capData[k/32].Effective |= 1 << (k % 32)
+		p.capData[k/32].Permitted |= 1 << (k % 32)
+		p.capData[k/32].Inheritable |= 1 << (k % 32)
+	}
+	// Up to the highest capability number the kernel could have; EINVAL
+	// for the ones this one lacks is ignored.
+	for c := 0; c <= lastCap; c++ {
+		if !keep[c] {
+			p.drop = append(p.drop, uintptr(c))
+		}
+	}
+	p.capHdr.Version = unix.LINUX_CAPABILITY_VERSION_3
+	return p, nil
+}
+
+// execArgs makes execve's path and nil-terminated argv.
+func execArgs(path string, argv []string) (*byte, []*byte, error) {
+	p, err := syscall.BytePtrFromString(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("command %q: %w", path, err)
+	}
+	a, err := syscall.SlicePtrFromStrings(argv)
+	if err != nil {
+		return nil, nil, fmt.Errorf("arguments: %w", err)
+	}
+	return p, append(a, nil), nil
+}
+
+func readFull(fd int, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := unix.Read(fd, b[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if m <= 0 || err != nil {
+			return n, err
+		}
+		n += m
+	}
+	return n, nil
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
 }
 
 // childConfig turns the manifest into the child's instructions.

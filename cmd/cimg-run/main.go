@@ -1,3 +1,10 @@
+// A launcher lives for milliseconds and runs one thread of real work: the
+// runtime need not read cgroup limits to size GOMAXPROCS at start, nor
+// poll them afterwards (a dozen file reads per launch otherwise).
+//
+//go:debug containermaxprocs=0
+//go:debug updatemaxprocs=0
+
 // Command cimg-run verifies, mounts, isolates and runs .cimg images.
 //
 // This file is CLI wiring only; the launch sequence is in package
@@ -11,7 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	flag "github.com/spf13/pflag"
+	"flag"
 
 	"cimg.dev/cimg/launcher"
 )
@@ -28,9 +35,6 @@ Flags:
 `
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == launcher.ChildArg {
-		launcher.ChildMain() // never returns
-	}
 	if len(os.Args) > 2 && os.Args[1] == launcher.InitArg {
 		launcher.InitMain(os.Args[2:]) // never returns
 	}
@@ -48,13 +52,12 @@ func run(args []string) (int, error) {
 	var o launcher.Options
 	fs := flag.NewFlagSet("cimg-run", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
-	fs.StringArrayVar(&o.KeyFiles, "key", nil, "trusted public key file, besides /etc/cimg/keys/*.pub (repeatable)")
+	fs.Var((*repeated)(&o.KeyFiles), "key", "trusted public key `file`, besides /etc/cimg/keys/*.pub (repeatable)")
 	verify := fs.String("verify", "auto", "payload check: auto (once per boot per file) or always")
 	fs.StringVar(&o.StateDir, "state-dir", "/run/cimg", "root-only directory for the mount cache")
 	fs.DurationVar(&o.StopTimeout, "stop-timeout", 10*time.Second, "after SIGTERM/SIGINT, SIGKILL the app's cgroup this much later")
 	fs.BoolVar(&o.PrivateMount, "private-mount", false, "mount the image for this launch only (cold page cache) instead of from the mount cache")
 	fs.BoolVar(&o.Init, "init", false, "run a minimal init as PID 1 that reaps zombies and forwards signals")
-	fs.SetInterspersed(false)
 	if len(args) > 0 {
 		switch args[0] {
 		case "help", "-h", "--help":
@@ -110,3 +113,11 @@ func doctor() (int, error) {
 	tw.Flush()
 	return code, nil
 }
+
+// repeated is a flag that may be given more than once. (The standard
+// flag package, not pflag, keeps the launcher's start-up lean: pflag
+// pulls in package net.)
+type repeated []string
+
+func (r *repeated) String() string     { return fmt.Sprint(*r) }
+func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }

@@ -1,74 +1,45 @@
 package launcher
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
 	"cimg.dev/cimg/internal/loop"
 )
 
-const (
-	configFD = 3 // the parent's config pipe
-	errorFD  = 4 // our setup-error pipe; closed by execve on success
-	imageFD  = 6 // the verified image, with --private-mount
-)
-
-// ChildMain is the child side: PID 1 of fresh mount, pid, uts and ipc
-// namespaces. It never returns: it execs the app or exits 1 after
-// writing why to the error pipe.
-func ChildMain() {
-	// Capabilities, no_new_privs and the cgroup namespace are per thread:
-	// everything from here to execve runs on this one.
-	runtime.LockOSThread()
-	errPipe := os.NewFile(errorFD, "error pipe")
-	fail := func(err error) {
-		fmt.Fprint(errPipe, err.Error())
-		os.Exit(1)
-	}
-	var c Config
-	if err := json.NewDecoder(os.NewFile(configFD, "config pipe")).Decode(&c); err != nil {
-		fail(fmt.Errorf("read config: %w", err))
-	}
-	if err := setup(&c); err != nil {
-		fail(err)
-	}
-	// Last: execve. On success the error pipe closes (close-on-exec),
-	// which tells the parent setup succeeded.
-	if c.Init {
-		// The init from its sealed memfd; /proc is ours by now.
-		argv := append([]string{"cimg-init", InitArg}, c.Argv...)
-		err := syscall.Exec(fmt.Sprintf("/proc/self/fd/%d", initFD), argv, c.Env)
-		fail(fmt.Errorf("exec the init: %w", err))
-	}
-	err := syscall.Exec(c.Argv[0], c.Argv, c.Env)
-	fail(fmt.Errorf("exec %s: %w", c.Argv[0], err))
-}
-
-// setup builds the app's world, top to bottom. The image is assembled on
-// STATE/root, a directory of the host that only this namespace mounts on.
-func setup(c *Config) error {
+// enterRoot builds the app's world on the calling thread, top to bottom:
+// it leaves the thread in fresh mount, uts, ipc (and net) namespaces with
+// the image as its root and the app's working directory as its cwd. The
+// caller has locked the thread and never unlocks it: these namespaces
+// are the thread's alone, and the app is forked from it (fork.go). The
+// image is assembled on STATE/root, a directory of the host that only
+// this namespace mounts on. image is the verified image file, mounted
+// here only with PrivateMount.
+func enterRoot(c *Config, image *os.File) error {
 	root := filepath.Join(c.StateDir, "root")
 
+	// New namespaces for this thread only; the pid and cgroup namespaces
+	// come at fork and in the child (they take effect for children, and
+	// after the cgroup join).
+	flags := unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC
+	if c.NetNone {
+		flags |= unix.CLONE_NEWNET
+	}
+	if err := unix.Unshare(flags); err != nil {
+		return fmt.Errorf("unshare namespaces: %w", err)
+	}
 	// A private / first: nothing we mount may propagate to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make / private: %w", err)
 	}
-	// The cgroup namespace after the parent moved us into our cgroup, so
-	// the app sees its own cgroup as / (v1 hosts; v2 cloned into it).
-	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
-		return fmt.Errorf("unshare cgroup namespace: %w", err)
-	}
 	if c.PrivateMount {
 		// The image mounted for this launch only, from the fd the parent
 		// verified; it goes (and its loop device with it) when we do.
-		dev, err := loop.Attach(imageFD, 0, c.PayloadSize)
+		dev, err := loop.Attach(image.Fd(), 0, c.PayloadSize)
 		if err != nil {
 			return fmt.Errorf("loop-attach the image: %w", err)
 		}
@@ -87,16 +58,13 @@ func setup(c *Config) error {
 		}
 	}
 	// Mount points must be real directories of the image: a symlink
-	// there could point a mount anywhere on the host.
+	// there could point a mount anywhere on the host. (/proc is mounted
+	// by the child, the first process of the new pid namespace: proc
+	// shows the pid namespace of whoever mounts it.)
 	for _, d := range []string{"/proc", "/dev", "/tmp", "/run"} {
 		if err := realDir(root, d); err != nil {
 			return err
 		}
-	}
-	// /proc of our pid namespace, before pivot_root while the host's is
-	// still visible... and so that the app sees only its own processes.
-	if err := unix.Mount("proc", filepath.Join(root, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return fmt.Errorf("mount /proc: %w", err)
 	}
 	if err := setupDev(filepath.Join(root, "dev"), c.ShmSize); err != nil {
 		return err
@@ -129,12 +97,7 @@ func setup(c *Config) error {
 	if err := pivot(root); err != nil {
 		return err
 	}
-	// Every inherited fd above stderr closes at exec (the error pipe
-	// still works until then).
-	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		return fmt.Errorf("close_range: %w", err)
-	}
-	if err := os.Chdir(c.Workdir); err != nil {
+	if err := unix.Chdir(c.Workdir); err != nil {
 		return fmt.Errorf("chdir %s: %w", c.Workdir, err)
 	}
 	// The working directory must be inside the new root: getcwd names a
@@ -142,46 +105,6 @@ func setup(c *Config) error {
 	// magic link could have led there.
 	if wd, err := unix.Getwd(); err != nil || wd != c.Workdir {
 		return fmt.Errorf("workdir %s resolves to %q, outside the image or through a link: refused", c.Workdir, wd)
-	}
-	for _, r := range c.Rlimits {
-		if err := unix.Setrlimit(r.Resource, &unix.Rlimit{Cur: r.Soft, Max: r.Hard}); err != nil {
-			return fmt.Errorf("setrlimit %d: %w", r.Resource, err)
-		}
-	}
-	// Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, which
-	// is about to go: then the filter goes in now (it lets through every
-	// call made from here to execve). With it, as late as possible.
-	if !c.NoNewPrivs {
-		if err := loadSeccomp(c.Seccomp); err != nil {
-			return err
-		}
-	}
-	// Privileges: bounding set, identity, capability sets, ambient.
-	if err := beforeSetuid(c.Keep); err != nil {
-		return err
-	}
-	groups := make([]int, len(c.Groups))
-	for i, g := range c.Groups {
-		groups[i] = int(g)
-	}
-	if err := syscall.Setgroups(groups); err != nil {
-		return fmt.Errorf("setgroups: %w", err)
-	}
-	if err := syscall.Setgid(int(c.GID)); err != nil {
-		return fmt.Errorf("setgid %d: %w", c.GID, err)
-	}
-	if err := syscall.Setuid(int(c.UID)); err != nil {
-		return fmt.Errorf("setuid %d: %w", c.UID, err)
-	}
-	if err := afterSetuid(c.Keep); err != nil {
-		return err
-	}
-	if c.NoNewPrivs {
-		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("no_new_privs: %w", err)
-		}
-		// Seccomp last: nothing after it but execve.
-		return loadSeccomp(c.Seccomp)
 	}
 	return nil
 }

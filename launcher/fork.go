@@ -1,0 +1,254 @@
+package launcher
+
+import (
+	"fmt"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The app's process is forked from the thread enterRoot prepared, and the
+// child runs nothing but raw system calls from there to execve, the way
+// package syscall's own ForkExec child does: no allocation, no stack
+// growth, no runtime. That is what spares a second Go runtime start (a
+// re-executed cimg-run child cost more than the rest of the launch put
+// together). Everything the child needs is built beforehand, in forkPlan.
+//
+// The runtime's fork hooks, exported to package syscall for this purpose:
+// block signals and forbid stack growth around the fork, and reset the
+// child's signal handlers.
+
+//go:linkname runtimeBeforeFork syscall.runtime_BeforeFork
+func runtimeBeforeFork()
+
+//go:linkname runtimeAfterFork syscall.runtime_AfterFork
+func runtimeAfterFork()
+
+//go:linkname runtimeAfterForkInChild syscall.runtime_AfterForkInChild
+func runtimeAfterForkInChild()
+
+// forkPlan is the child's program, every pointer in it made before fork.
+type forkPlan struct {
+	cloneFlags uintptr    // namespaces for clone(2)
+	clone3     *cloneArgs // set on cgroup v2: clone3 straight into the cgroup
+
+	syncR, syncW int // the parent writes one byte once the child is in its cgroup
+	errR, errW   int // the child writes a childError here; execve closes it
+
+	procSrc, procDir, procType *byte // mount("proc", "/proc", "proc")
+
+	rlimits    []rlimitCall
+	filter     *unix.SockFprog // nil: no seccomp
+	noNewPrivs bool
+	drop       []uintptr // capabilities to drop from the bounding set
+	keep       []uintptr // capabilities kept: raised in the ambient set
+	groups     []uint32
+	uid, gid   uintptr
+	capHdr     unix.CapUserHeader
+	capData    [2]unix.CapUserData
+
+	path *byte   // execve's path
+	argv []*byte // nil-terminated
+	envv []*byte // nil-terminated
+}
+
+type rlimitCall struct {
+	resource uintptr
+	lim      unix.Rlimit
+}
+
+// cloneArgs is struct clone_args of clone3(2), up to the cgroup field.
+type cloneArgs struct {
+	flags, pidfd, childTID, parentTID, exitSignal, stack, stackSize, tls, setTID, setTIDSize, cgroup uint64
+}
+
+// The steps of the child, in order; a failure reports which.
+const (
+	stepPdeathsig = iota + 1
+	stepSync
+	stepCgroupNS
+	stepProc
+	stepCloseFDs
+	stepRlimit
+	stepSeccomp
+	stepBounding
+	stepKeepCaps
+	stepSetgroups
+	stepSetgid
+	stepSetuid
+	stepCapset
+	stepAmbient
+	stepNoNewPrivs
+	stepExec
+)
+
+var stepNames = map[uint32]string{
+	stepPdeathsig: "set the parent-death signal", stepSync: "wait for the cgroup join",
+	stepCgroupNS: "unshare the cgroup namespace", stepProc: "mount /proc", stepCloseFDs: "close inherited fds",
+	stepRlimit: "setrlimit", stepSeccomp: "load the seccomp filter", stepBounding: "drop capabilities from the bounding set",
+	stepKeepCaps: "PR_SET_KEEPCAPS", stepSetgroups: "setgroups", stepSetgid: "setgid", stepSetuid: "setuid",
+	stepCapset: "capset", stepAmbient: "set ambient capabilities", stepNoNewPrivs: "set no_new_privs", stepExec: "execve",
+}
+
+// childError is what a failed child writes to the error pipe.
+type childError struct{ step, errno uint32 }
+
+func (e childError) Error() string {
+	return fmt.Sprintf("%s: %v", stepNames[e.step], syscall.Errno(e.errno))
+}
+
+// forkChild forks the app's process from the calling thread, which must
+// be locked and prepared by enterRoot. It returns the child's pid in the
+// parent; the child never returns.
+//
+//go:norace
+//go:noinline
+func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
+	// Every variable the child uses is declared here, before the fork:
+	// nothing may be allocated after it.
+	var (
+		step   uint32
+		i      int
+		n      uintptr
+		buf    [1]byte
+		report childError
+	)
+	runtimeBeforeFork()
+	if p.clone3 != nil {
+		pid, _, err1 = syscall.RawSyscall(unix.SYS_CLONE3, uintptr(unsafe.Pointer(p.clone3)), unsafe.Sizeof(*p.clone3), 0)
+	} else {
+		// No stack and no tid pointers: the argument order, which differs
+		// between arches after the flags, does not matter.
+		pid, _, err1 = syscall.RawSyscall6(unix.SYS_CLONE, p.cloneFlags|uintptr(unix.SIGCHLD), 0, 0, 0, 0, 0)
+	}
+	if err1 != 0 || pid != 0 {
+		runtimeAfterFork()
+		return pid, err1
+	}
+
+	// The child: PID 1 of the new pid namespace, single-threaded, with a
+	// private copy of the parent's memory.
+	runtimeAfterForkInChild()
+
+	// Die with the launcher thread; the sync read below catches a launcher
+	// that died before this line.
+	step = stepPdeathsig
+	if _, _, err1 = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0, 0); err1 != 0 {
+		goto fail
+	}
+	// Wait until the parent has put us in our cgroup (v1) so nothing below
+	// runs outside the limits; EOF means the parent is gone.
+	step = stepSync
+	syscall.RawSyscall(unix.SYS_CLOSE, uintptr(p.syncW), 0, 0)
+	syscall.RawSyscall(unix.SYS_CLOSE, uintptr(p.errR), 0, 0)
+	n, _, err1 = syscall.RawSyscall(unix.SYS_READ, uintptr(p.syncR), uintptr(unsafe.Pointer(&buf[0])), 1)
+	if err1 != 0 || n != 1 {
+		goto exit
+	}
+	// The cgroup namespace now that we are in our cgroup: the app sees its
+	// own cgroup as /.
+	step = stepCgroupNS
+	if _, _, err1 = syscall.RawSyscall(unix.SYS_UNSHARE, unix.CLONE_NEWCGROUP, 0, 0); err1 != 0 {
+		goto fail
+	}
+	// /proc of our pid namespace: only a process inside it can mount that.
+	step = stepProc
+	if _, _, err1 = syscall.RawSyscall6(unix.SYS_MOUNT, uintptr(unsafe.Pointer(p.procSrc)), uintptr(unsafe.Pointer(p.procDir)),
+		uintptr(unsafe.Pointer(p.procType)), unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, 0, 0); err1 != 0 {
+		goto fail
+	}
+	// Every inherited fd above stderr closes at exec (the error pipe
+	// still works until then).
+	step = stepCloseFDs
+	if _, _, err1 = syscall.RawSyscall(unix.SYS_CLOSE_RANGE, 3, ^uintptr(0), unix.CLOSE_RANGE_CLOEXEC); err1 != 0 {
+		goto fail
+	}
+	step = stepRlimit
+	for i = 0; i < len(p.rlimits); i++ {
+		if _, _, err1 = syscall.RawSyscall6(unix.SYS_PRLIMIT64, 0, p.rlimits[i].resource, uintptr(unsafe.Pointer(&p.rlimits[i].lim)), 0, 0, 0); err1 != 0 {
+			goto fail
+		}
+	}
+	// Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, which
+	// is about to go: then the filter goes in now (it lets through every
+	// call made from here to execve). With it, as late as possible.
+	step = stepSeccomp
+	if p.filter != nil && !p.noNewPrivs {
+		if _, _, err1 = syscall.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(p.filter))); err1 != 0 {
+			goto fail
+		}
+	}
+	// Privileges: the bounding set (needs CAP_SETPCAP, still held), the
+	// identity, the capability sets, ambient.
+	step = stepBounding
+	for i = 0; i < len(p.drop); i++ {
+		// EINVAL: a capability this kernel does not have.
+		if _, _, err1 = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, p.drop[i], 0, 0, 0, 0); err1 != 0 && err1 != unix.EINVAL {
+			goto fail
+		}
+	}
+	// Keep permitted caps across setuid to a non-root user; capset then
+	// trims them to the keep-list.
+	step = stepKeepCaps
+	if _, _, err1 = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1, 0, 0, 0, 0); err1 != 0 {
+		goto fail
+	}
+	step = stepSetgroups
+	n = 0
+	if len(p.groups) > 0 {
+		n = uintptr(unsafe.Pointer(&p.groups[0]))
+	}
+	if _, _, err1 = syscall.RawSyscall(sysSetgroups, uintptr(len(p.groups)), n, 0); err1 != 0 {
+		goto fail
+	}
+	step = stepSetgid
+	if _, _, err1 = syscall.RawSyscall(sysSetresgid, p.gid, p.gid, p.gid); err1 != 0 {
+		goto fail
+	}
+	step = stepSetuid
+	if _, _, err1 = syscall.RawSyscall(sysSetresuid, p.uid, p.uid, p.uid); err1 != 0 {
+		goto fail
+	}
+	step = stepCapset
+	if _, _, err1 = syscall.RawSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&p.capHdr)), uintptr(unsafe.Pointer(&p.capData[0])), 0); err1 != 0 {
+		goto fail
+	}
+	// Ambient caps survive exec of a non-setuid program by a non-root
+	// user; without them a kept capability would vanish at execve.
+	step = stepAmbient
+	if _, _, err1 = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0, 0); err1 != 0 {
+		goto fail
+	}
+	for i = 0; i < len(p.keep); i++ {
+		if _, _, err1 = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, p.keep[i], 0, 0, 0); err1 != 0 {
+			goto fail
+		}
+	}
+	if p.noNewPrivs {
+		step = stepNoNewPrivs
+		if _, _, err1 = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); err1 != 0 {
+			goto fail
+		}
+		// Seccomp last: nothing after it but execve.
+		step = stepSeccomp
+		if p.filter != nil {
+			if _, _, err1 = syscall.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(p.filter))); err1 != 0 {
+				goto fail
+			}
+		}
+	}
+	// Last: execve. On success the error pipe closes (close-on-exec),
+	// which tells the parent setup succeeded.
+	step = stepExec
+	_, _, err1 = syscall.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(p.path)),
+		uintptr(unsafe.Pointer(&p.argv[0])), uintptr(unsafe.Pointer(&p.envv[0])))
+
+fail:
+	report.step, report.errno = step, uint32(err1)
+	syscall.RawSyscall(unix.SYS_WRITE, uintptr(p.errW), uintptr(unsafe.Pointer(&report)), unsafe.Sizeof(report))
+exit:
+	for {
+		syscall.RawSyscall(unix.SYS_EXIT_GROUP, 1, 0, 0)
+	}
+}
