@@ -96,6 +96,12 @@ func Run(o Options) (int, error) {
 		}
 	}
 	// The mount cache: verify and mount on first use, bind later.
+	// root: where the app's tree is assembled; scratch: where in-memory
+	// overlay layers are. Both are only ever mounted on in private
+	// namespaces.
+	if err := os.MkdirAll(filepath.Join(o.StateDir, "scratch"), 0o700); err != nil {
+		return 0, err
+	}
 	if err := os.MkdirAll(filepath.Join(o.StateDir, "root"), 0o700); err != nil {
 		return 0, err
 	}
@@ -428,6 +434,19 @@ func childConfig(m *manifest.Manifest, root string, args []string) (*Config, err
 				return nil, fmt.Errorf("volume %s: %w", mt.Source, err)
 			}
 			c.Mounts = append(c.Mounts, Mount{Type: "bind", Source: src, Target: mt.Target, ReadOnly: mt.ReadOnly})
+		case "overlay":
+			// A writable layer over the image's directory: kept in a
+			// volume, or in memory (Source empty) for this run only.
+			ov := Mount{Type: "overlay", Target: mt.Target, Size: int64(m.Limits.TmpSize)}
+			if mt.Source != "" {
+				ov.Source = filepath.Join("/var/lib/cimg/volumes", m.Name, mt.Source)
+				for _, d := range []string{"upper", "work"} {
+					if err := os.MkdirAll(filepath.Join(ov.Source, d), 0o755); err != nil {
+						return nil, fmt.Errorf("overlay volume %s: %w", mt.Source, err)
+					}
+				}
+			}
+			c.Mounts = append(c.Mounts, ov)
 		default:
 			return nil, fmt.Errorf("mounts: type %q is not supported by this cimg-run yet", mt.Type)
 		}

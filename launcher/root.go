@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -77,8 +78,8 @@ func enterRoot(c *Config, image *os.File) error {
 			return err
 		}
 	}
-	for _, m := range c.Mounts {
-		if err := mountOne(root, m); err != nil {
+	for i, m := range c.Mounts {
+		if err := mountOne(root, m, filepath.Join(c.StateDir, "scratch"), i); err != nil {
 			return err
 		}
 	}
@@ -175,7 +176,11 @@ func setupDev(dev string, shmSize int64) error {
 	return unix.Mount("", dev, "", unix.MS_REMOUNT|unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=65536")
 }
 
-func mountOne(root string, m Mount) error {
+// mountOne mounts m inside root; an in-memory overlay keeps its layer in
+// a tmpfs on scratch (a host directory mounted on only in this namespace;
+// the tmpfs becomes unreachable with the old root, and lives as long as
+// the overlay using it).
+func mountOne(root string, m Mount, scratch string, i int) error {
 	if err := realDir(root, m.Target); err != nil {
 		return err
 	}
@@ -195,8 +200,44 @@ func mountOne(root string, m Mount) error {
 			return fmt.Errorf("remount %s: %w", m.Target, err)
 		}
 		return nil
+	case "overlay":
+		return mountOverlay(dst, m, scratch, i)
 	}
 	return fmt.Errorf("mount type %q is not supported by this launcher yet", m.Type)
+}
+
+// mountOverlay puts a writable overlay on dst, over the image's own
+// directory there.
+func mountOverlay(dst string, m Mount, scratch string, i int) error {
+	layer := m.Source
+	if layer == "" {
+		layer = filepath.Join(scratch, strconv.Itoa(i))
+		if err := os.Mkdir(layer, 0o700); err != nil && !os.IsExist(err) {
+			return err
+		}
+		if err := tmpfs(layer, m.Size, 0o700); err != nil {
+			return err
+		}
+		for _, d := range []string{"upper", "work"} {
+			if err := os.Mkdir(filepath.Join(layer, d), 0o755); err != nil {
+				return err
+			}
+		}
+	}
+	opts := "lowerdir=" + overlayEscape(dst) + ",upperdir=" + overlayEscape(filepath.Join(layer, "upper")) +
+		",workdir=" + overlayEscape(filepath.Join(layer, "work"))
+	if err := unix.Mount("overlay", dst, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		if err == unix.ENODEV {
+			return fmt.Errorf("overlay on %s: the kernel has no overlayfs (CONFIG_OVERLAY_FS; modprobe overlay)", m.Target)
+		}
+		return fmt.Errorf("overlay on %s (layer %s): %w", m.Target, layer, err)
+	}
+	return nil
+}
+
+// overlayEscape escapes what overlayfs's option parser splits on.
+func overlayEscape(p string) string {
+	return strings.NewReplacer(`\`, `\\`, ",", `\,`, ":", `\:`).Replace(p)
 }
 
 func loopbackUp() error {

@@ -305,6 +305,49 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
+// TestOverlayMounts: an overlay makes a directory of the read-only image
+// writable — kept in a volume across runs, or in memory for one run —
+// while the image's own files show through and the image stays as built.
+func TestOverlayMounts(t *testing.T) {
+	vol := fmt.Sprintf("ovl-test-%d", os.Getpid())
+	t.Cleanup(func() { os.RemoveAll(filepath.Join("/var/lib/cimg/volumes/probe", vol)) })
+	img := probeImage(t, fmt.Sprintf(`[app]
+command = ["/usr/bin/probe"]
+[[mounts]]
+type = "overlay"
+source = %q
+target = "/usr/bin"
+[[mounts]]
+type = "overlay"
+target = "/etc"
+`, vol))
+	built, _ := os.ReadFile(img)
+	run := func(args ...string) result {
+		t.Helper()
+		return runImage(t, exec.Command(cimgRun, append([]string{img, "--"}, args...)...))
+	}
+	for _, step := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"write", "/usr/bin/note", "kept"}, "wrote /usr/bin/note"},
+		{[]string{"write", "/etc/note", "gone"}, "wrote /etc/note"},
+		{[]string{"read", "/usr/bin/note"}, "read /usr/bin/note: 4 bytes"}, // persisted in the volume
+		{[]string{"read", "/usr/bin/probe-suid"}, "read /usr/bin/probe-suid:"}, // the image shows through
+		{[]string{"read", "/etc/note"}, "no such file"},                       // the in-memory layer went
+	} {
+		if res := run(step.args...); !strings.Contains(res.stdout, step.want) {
+			t.Errorf("%v: %+v; want %q", step.args, res, step.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join("/var/lib/cimg/volumes/probe", vol, "upper/note")); err != nil {
+		t.Errorf("the overlay's upper layer on the host: %v", err)
+	}
+	if after, _ := os.ReadFile(img); !bytes.Equal(after, built) {
+		t.Error("the image file changed")
+	}
+}
+
 func TestWrongArchRefused(t *testing.T) {
 	mounttest.RequireRoot(t)
 	dir := t.TempDir()

@@ -94,6 +94,13 @@ func main() {
 			}
 			os.Stdout.WriteString("read " + args[1] + ": " + strconv.Itoa(len(b)) + " bytes\n")
 			os.Exit(0)
+		case "write":
+			if err := os.WriteFile(args[1], []byte(args[2]), 0o644); err != nil {
+				os.Stdout.WriteString(err.Error() + "\n")
+				os.Exit(1)
+			}
+			os.Stdout.WriteString("wrote " + args[1] + "\n")
+			os.Exit(0)
 		case "euid":
 			os.Stdout.WriteString(strconv.Itoa(os.Geteuid()) + "\n")
 			os.Exit(0)
