@@ -18,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	seccomp "github.com/elastic/go-seccomp-bpf"
+	"golang.org/x/sys/unix"
+
 	"cimg.dev/cimg/internal/mounttest"
 	"cimg.dev/cimg/internal/testbin"
 	"cimg.dev/cimg/internal/vmtest"
@@ -26,6 +29,9 @@ import (
 var cimgRun, cimgBuild, probe string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(injectEnv) != "" {
+		injectAndExec() // never returns
+	}
 	testbin.Main(m.Run, map[string]string{"cimg-run": ".", "cimg-build": "../cimg-build", "probe": "../../testdata/probe"},
 		func(p map[string]string) { cimgRun, cimgBuild, probe = p["cimg-run"], p["cimg-build"], p["probe"] })
 }
@@ -332,9 +338,9 @@ target = "/etc"
 	}{
 		{[]string{"write", "/usr/bin/note", "kept"}, "wrote /usr/bin/note"},
 		{[]string{"write", "/etc/note", "gone"}, "wrote /etc/note"},
-		{[]string{"read", "/usr/bin/note"}, "read /usr/bin/note: 4 bytes"}, // persisted in the volume
+		{[]string{"read", "/usr/bin/note"}, "read /usr/bin/note: 4 bytes"},     // persisted in the volume
 		{[]string{"read", "/usr/bin/probe-suid"}, "read /usr/bin/probe-suid:"}, // the image shows through
-		{[]string{"read", "/etc/note"}, "no such file"},                       // the in-memory layer went
+		{[]string{"read", "/etc/note"}, "no such file"},                        // the in-memory layer went
 	} {
 		if res := run(step.args...); !strings.Contains(res.stdout, step.want) {
 			t.Errorf("%v: %+v; want %q", step.args, res, step.want)
@@ -346,6 +352,79 @@ target = "/etc"
 	if after, _ := os.ReadFile(img); !bytes.Equal(after, built) {
 		t.Error("the image file changed")
 	}
+}
+
+// injectEnv makes the test binary a wrapper that runs a command (os.Args[1:])
+// under a seccomp filter failing one kernel call with a given errno: the
+// real kernel's error path, for conditions this machine cannot reach for
+// real (no loop device left).
+const injectEnv = "CIMG_TEST_INJECT"
+
+func injectAndExec() {
+	var cond seccomp.NameWithConditions
+	switch os.Getenv(injectEnv) {
+	case "loop-enospc": // LOOP_CTL_GET_FREE fails as on a machine out of loop devices
+		cond = seccomp.NameWithConditions{Name: "ioctl", Conditions: seccomp.ArgumentConditions{
+			{Argument: 1, Operation: seccomp.Equal, Value: unix.LOOP_CTL_GET_FREE}}}
+	default:
+		fmt.Fprintln(os.Stderr, "unknown injection", os.Getenv(injectEnv))
+		os.Exit(2)
+	}
+	p := seccomp.Policy{DefaultAction: seccomp.ActionAllow, Syscalls: []seccomp.SyscallGroup{
+		{NamesWithCondtions: []seccomp.NameWithConditions{cond}, Action: seccomp.ActionErrno | seccomp.Action(unix.ENOSPC)}}}
+	if err := seccomp.LoadFilter(seccomp.Filter{Flag: seccomp.FilterFlagTSync, Policy: p}); err != nil {
+		fmt.Fprintln(os.Stderr, "inject:", err)
+		os.Exit(2)
+	}
+	os.Unsetenv(injectEnv)
+	err := syscall.Exec(os.Args[1], os.Args[1:], os.Environ())
+	fmt.Fprintln(os.Stderr, "inject: exec:", err)
+	os.Exit(2)
+}
+
+// TestLoopDevicesExhausted: when the kernel has no loop device to give,
+// cimg-run says so with advice, exits 125 and leaves nothing behind —
+// both when it fills the mount cache and with --private-mount.
+func TestLoopDevicesExhausted(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, private := range []bool{false, true} {
+		img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n") // new, so never cached
+		before := counts(t)
+		args := []string{cimgRun, img, "--", "exit", "0"}
+		if private {
+			args = []string{cimgRun, "--private-mount", img, "--", "exit", "0"}
+		}
+		cmd := exec.Command(self, args...)
+		cmd.Env = append(os.Environ(), injectEnv+"=loop-enospc")
+		res := runImage(t, cmd)
+		if res.code != 125 || !strings.Contains(res.stderr, "loop devices exhausted (raise max_loop, or free some with losetup -D)") ||
+			strings.Count(strings.TrimSpace(res.stderr), "\n") > 0 {
+			t.Errorf("private-mount=%v: exit %d, stderr %q", private, res.code, res.stderr)
+		}
+		expectCounts(t, before, fmt.Sprintf("after the failed launch (private-mount=%v)", private))
+	}
+}
+
+// TestMissingCgroupController: a manifest limit on a controller the host
+// does not mount is refused, naming the controller and the kernel option,
+// and the cgroups made for the other controllers are removed. The cpuset
+// hierarchy is unmounted for real, in a private mount namespace.
+func TestMissingCgroupController(t *testing.T) {
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\ncpuset = \"0\"\nmemory = \"32MiB\"\npids = 8\n")
+	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 {
+		t.Fatalf("with cpuset mounted: %+v", res)
+	}
+	before := counts(t)
+	res := runImage(t, exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`umount -l /sys/fs/cgroup/cpuset && exec "$0" "$@"`, cimgRun, img, "--", "exit", "0"))
+	want := "cgroup v1 controller cpuset is not mounted at /sys/fs/cgroup/cpuset but the manifest sets limits on it (CONFIG_CGROUP_CPUSET?"
+	if res.code != 125 || !strings.Contains(res.stderr, want) {
+		t.Errorf("exit %d, stderr %q; want 125 and %q", res.code, res.stderr, want)
+	}
+	expectCounts(t, before, "after the refused launch")
 }
 
 func TestWrongArchRefused(t *testing.T) {
@@ -576,6 +655,70 @@ echo "LEFT $(ls /sys/fs/cgroup/cimg/ | grep -c probe-)"
 	}
 	if r.PID != 1 || r.Cgroup != "0::/" || r.Status["Seccomp"] != "2" {
 		t.Errorf("probe in the VM: pid %d, cgroup %q, seccomp %q", r.PID, r.Cgroup, r.Status["Seccomp"])
+	}
+}
+
+// TestLauncherInVM runs the launcher's isolation, init, private-mount,
+// overlay and seccomp cases on the second kernel too, and checks that a
+// run leaves no mount, loop device or cgroup behind there.
+func TestLauncherInVM(t *testing.T) {
+	img := probeImage(t, `hostname = "vm-probe"
+[app]
+command = ["/usr/bin/probe"]
+user = 1000
+group = 1000
+[security]
+capabilities = ["CAP_NET_RAW"]
+[limits]
+pids = 32
+`)
+	ovl := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[[mounts]]\ntype = \"overlay\"\ntarget = \"/etc\"\n")
+	out := vmtest.Run(t, map[string]string{"/cimg-run": cimgRun, "/probe.cimg": img, "/ovl.cimg": ovl}, `
+/cimg-run /probe.cimg -- exit 0; /cimg-run /ovl.cimg -- exit 0  # the cache mounts, meant to stay
+m0=$(wc -l < /proc/self/mountinfo); l0=$(losetup -a | wc -l)
+/cimg-run /probe.cimg > /tmp/probe.json; echo "PROBE-EXIT $?"; cat /tmp/probe.json; echo
+/cimg-run /probe.cimg -- syscalls
+/cimg-run /ovl.cimg -- write /etc/x y
+/cimg-run --private-mount /probe.cimg -- read /usr/bin/probe
+/cimg-run --init /probe.cimg -- pid1
+/cimg-run /probe.cimg -- exit 7; echo "EXIT $?"
+echo "MOUNTS-DIFF $(( $(wc -l < /proc/self/mountinfo) - m0 )) LOOPS-DIFF $(( $(losetup -a | wc -l) - l0 ))"
+echo "CGROUPS-LEFT $(ls /sys/fs/cgroup/cimg/ | grep -c probe-)"
+`)
+	for _, want := range []string{"PROBE-EXIT 0", "unshare=operation not permitted keyctl=operation not permitted",
+		"wrote /etc/x", "read /usr/bin/probe:", "exe=/memfd:cimg-init", "EXIT 7", "MOUNTS-DIFF 0 LOOPS-DIFF 0", "CGROUPS-LEFT 0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("VM output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "write=writable") {
+		t.Errorf("the init's executable was writable from inside:\n%s", out)
+	}
+	var r probeReport
+	if i := strings.Index(out, "{"); i >= 0 {
+		json.NewDecoder(strings.NewReader(out[i:])).Decode(&r)
+	}
+	if r.PID != 1 || fmt.Sprint(r.IDs) != "[1000 1000 1000 1000]" || r.Hostname != "vm-probe" ||
+		r.Status["CapEff"] != "0000000000002000" || r.Status["CapBnd"] != "0000000000002000" || r.Status["NoNewPrivs"] != "1" {
+		t.Errorf("probe in the VM: %+v", r)
+	}
+}
+
+// TestMissingCgroupControllerInVM: on a cgroup v2 kernel booted with the
+// memory controller disabled, a memory limit is refused with advice and
+// leaves no cgroup; an image without one still runs.
+func TestMissingCgroupControllerInVM(t *testing.T) {
+	limited := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"32MiB\"\n")
+	plain := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n")
+	out := vmtest.Run(t, map[string]string{"/cimg-run": cimgRun, "/limited.cimg": limited, "/plain.cimg": plain}, `
+/cimg-run /limited.cimg -- exit 0; echo "LIMITED-EXIT $?"
+/cimg-run /plain.cimg -- exit 0; echo "PLAIN-EXIT $?"
+echo "CGROUPS-LEFT $(ls /sys/fs/cgroup/cimg/ | grep -c probe-)"
+`, "cgroup_disable=memory")
+	for _, want := range []string{"cgroup v2 controller memory is not available", "LIMITED-EXIT 125", "PLAIN-EXIT 0", "CGROUPS-LEFT 0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("VM output lacks %q:\n%s", want, out)
+		}
 	}
 }
 

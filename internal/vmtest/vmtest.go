@@ -24,7 +24,7 @@ var KernelDir = "/var/cache/cimg/vm-kernel"
 // Modules are loaded in this order before the script runs.
 var Modules = []string{
 	"drivers/block/loop.ko", "fs/squashfs/squashfs.ko", "lib/reed_solomon/reed_solomon.ko",
-	"drivers/md/dm-mod.ko", "drivers/md/dm-bufio.ko", "drivers/md/dm-verity.ko",
+	"drivers/md/dm-mod.ko", "drivers/md/dm-bufio.ko", "drivers/md/dm-verity.ko", "fs/overlayfs/overlay.ko",
 }
 
 const (
@@ -33,8 +33,9 @@ const (
 )
 
 // Run boots the VM with files (path in the VM → host path) and script as
-// the body of /init, and returns the script's output.
-func Run(t testing.TB, files map[string]string, script string) string {
+// the body of /init, and returns the script's output. kernelArgs are added
+// to the kernel command line (which has cgroup_no_v1=all).
+func Run(t testing.TB, files map[string]string, script string, kernelArgs ...string) string {
 	t.Helper()
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
@@ -73,7 +74,7 @@ func Run(t testing.TB, files map[string]string, script string) string {
 		t.Fatal(err)
 	}
 	args := []string{"-m", "1024", "-smp", "2", "-kernel", kernel, "-initrd", initrd, "-nographic", "-no-reboot",
-		"-append", "console=ttyS0 cgroup_no_v1=all panic=-1 quiet loglevel=3"}
+		"-append", strings.Join(append([]string{"console=ttyS0 cgroup_no_v1=all panic=-1 quiet loglevel=3"}, kernelArgs...), " ")}
 	// TCG, not KVM: on these (nested) VMs KVM either trips over MSRs with
 	// -cpu host or hangs after the BIOS; TCG boots in seconds.
 	args = append(args, "-accel", "tcg")
