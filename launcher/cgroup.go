@@ -3,6 +3,7 @@ package launcher
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,6 +24,16 @@ var cgroupRoot = "/sys/fs/cgroup"
 type Cgroup struct {
 	V2   bool
 	Dirs map[string]string // controller ("" for v2) → directory
+	ID   string            // the directories' name
+
+	// parents holds each controller's cimg directory open: killing,
+	// checking and removing the cgroup go through these, so they work
+	// where host paths do not (the slim waiter, wait.go).
+	parents map[string]*os.File
+	// locks holds each cgroup directory open with an exclusive flock for
+	// as long as this instance lives (the slim waiter inherits them): a
+	// cgroup nobody holds belongs to a launcher that died.
+	locks []*os.File
 }
 
 // isV2 reports whether /sys/fs/cgroup itself is cgroup2 (a pure v2 host).
@@ -58,7 +69,7 @@ func controllersFor(l manifest.Limits) []string {
 // always creates one (with the pids and memory controllers at least
 // where they exist), so that stop can kill the whole app.
 func NewCgroup(id string, l manifest.Limits) (*Cgroup, error) {
-	cg := &Cgroup{V2: isV2(), Dirs: map[string]string{}}
+	cg := &Cgroup{V2: isV2(), Dirs: map[string]string{}, ID: id, parents: map[string]*os.File{}}
 	// A launcher killed with SIGKILL cannot remove its cgroup; the next
 	// launch does.
 	removeStale(cg.V2)
@@ -86,7 +97,10 @@ func NewCgroup(id string, l manifest.Limits) (*Cgroup, error) {
 			cg.Remove()
 			return nil, fmt.Errorf("create cgroup %s: %w", dir, err)
 		}
-		cg.Dirs[c] = dir
+		if err := cg.hold(c, dir); err != nil {
+			cg.Remove()
+			return nil, err
+		}
 		if c == "cpuset" {
 			// A v1 cpuset is empty until cpus and mems are set; inherit.
 			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
@@ -128,7 +142,10 @@ func (cg *Cgroup) setupV2(id string, l manifest.Limits, ctrls []string) error {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return fmt.Errorf("create cgroup %s: %w", dir, err)
 	}
-	cg.Dirs[""] = dir
+	if err := cg.hold("", dir); err != nil {
+		cg.Remove()
+		return err
+	}
 	w := func(f, v string) error {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte(v), 0); err != nil {
 			return fmt.Errorf("cgroup %s: write %q: %w", filepath.Join(dir, f), v, err)
@@ -222,14 +239,54 @@ func (cg *Cgroup) procsFiles() ([]*os.File, error) {
 	return fs, nil
 }
 
+// hold records dir as controller c's cgroup, opens its parent and locks
+// it; it fails with errHeld when someone else holds the lock.
+func (cg *Cgroup) hold(c, dir string) error {
+	cg.Dirs[c] = dir
+	p, err := os.Open(filepath.Dir(dir))
+	if err != nil {
+		return fmt.Errorf("open cgroup %s: %w", filepath.Dir(dir), err)
+	}
+	cg.parents[c] = p
+	l, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open cgroup %s: %w", dir, err)
+	}
+	if err := unix.Flock(int(l.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		l.Close()
+		if err == unix.EWOULDBLOCK {
+			return errHeld
+		}
+		return fmt.Errorf("lock cgroup %s: %w", dir, err)
+	}
+	cg.locks = append(cg.locks, l)
+	return nil
+}
+
+var errHeld = errors.New("cgroup in use")
+
+// read reads file name of controller c's cgroup.
+func (cg *Cgroup) read(c, name string) string {
+	p, ok := cg.parents[c]
+	if !ok {
+		return ""
+	}
+	fd, err := unix.Openat(int(p.Fd()), cg.ID+"/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return ""
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	b, _ := io.ReadAll(f)
+	return string(b)
+}
+
 // OOMKilled reports whether the kernel's OOM killer struck in the cgroup.
 func (cg *Cgroup) OOMKilled() bool {
 	if cg.V2 {
-		b, _ := os.ReadFile(filepath.Join(cg.Dirs[""], "memory.events"))
-		return counter(string(b), "oom_kill") > 0
+		return counter(cg.read("", "memory.events"), "oom_kill") > 0
 	}
-	b, _ := os.ReadFile(filepath.Join(cg.Dirs["memory"], "memory.oom_control"))
-	return counter(string(b), "oom_kill") > 0
+	return counter(cg.read("memory", "memory.oom_control"), "oom_kill") > 0
 }
 
 func counter(s, key string) int {
@@ -245,9 +302,8 @@ func counter(s, key string) int {
 
 // Kill sends sig to every process in the cgroup.
 func (cg *Cgroup) Kill(sig syscall.Signal) {
-	for _, dir := range cg.Dirs {
-		b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
-		for _, f := range strings.Fields(string(b)) {
+	for c := range cg.parents {
+		for _, f := range strings.Fields(cg.read(c, "cgroup.procs")) {
 			if pid, err := strconv.Atoi(f); err == nil {
 				syscall.Kill(pid, sig)
 			}
@@ -258,13 +314,13 @@ func (cg *Cgroup) Kill(sig syscall.Signal) {
 // Remove kills what is left and removes the directories.
 func (cg *Cgroup) Remove() error {
 	var errs []error
-	for _, dir := range cg.Dirs {
+	for _, p := range cg.parents {
 		// Right after the app is reaped the kernel may still count it for
 		// a moment (EBUSY): retry with a short, growing pause.
 		var err error
 		pause := 50 * time.Microsecond
 		for deadline := time.Now().Add(2 * time.Second); ; {
-			if err = os.Remove(dir); err == nil || os.IsNotExist(err) {
+			if err = unix.Unlinkat(int(p.Fd()), cg.ID, unix.AT_REMOVEDIR); err == nil || err == unix.ENOENT {
 				err = nil
 				break
 			}
@@ -276,10 +332,23 @@ func (cg *Cgroup) Remove() error {
 			pause = min(2*pause, 5*time.Millisecond)
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", dir, err))
+			errs = append(errs, fmt.Errorf("remove cgroup %s/%s: %w", p.Name(), cg.ID, err))
 		}
 	}
+	cg.release()
 	return errors.Join(errs...)
+}
+
+// release closes the cgroup's fds (and so drops its locks).
+func (cg *Cgroup) release() {
+	for c, p := range cg.parents {
+		p.Close()
+		delete(cg.parents, c)
+	}
+	for _, l := range cg.locks {
+		l.Close()
+	}
+	cg.locks = nil
 }
 
 func contains(list []string, s string) bool {
@@ -292,9 +361,11 @@ func contains(list []string, s string) bool {
 }
 
 // removeStale removes instance cgroups whose launcher is gone. Names end
-// in the launcher's pid; one whose pid is dead (or reused by another
-// program) and which holds no process is stale. Only the directories
-// cimg creates are read: this runs on every launch.
+// in the launcher's pid; one whose pid is not a live cimg-run and whose
+// lock (see Cgroup.locks) nobody holds is stale — the pid test covers the
+// moment between a launcher's mkdir and its lock, the lock the moment a
+// launcher turns into the slim waiter. Only the directories cimg creates
+// are read: this runs on every launch.
 func removeStale(v2 bool) {
 	parents := []string{filepath.Join(cgroupRoot, "cimg")}
 	if !v2 {
@@ -315,7 +386,11 @@ func removeStale(v2 bool) {
 			if i < 0 || err != nil || launcherAlive(pid) {
 				continue
 			}
-			stale := &Cgroup{Dirs: map[string]string{"": filepath.Join(parent, name)}}
+			stale := &Cgroup{Dirs: map[string]string{}, ID: name, parents: map[string]*os.File{}}
+			if stale.hold("", filepath.Join(parent, name)) != nil {
+				stale.release() // in use, or gone already
+				continue
+			}
 			stale.Kill(syscall.SIGKILL)
 			stale.Remove()
 		}

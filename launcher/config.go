@@ -8,7 +8,9 @@
 //
 // One Go runtime starts per launch: the child is a fork, not a second
 // cimg-run, and reports a setup failure over a pipe whose close on exec
-// means success.
+// means success. An app that outlives its first 100 ms is then watched by
+// the slim waiter (wait.go): the launcher re-executes itself as a process
+// that only waits, relays signals and cleans up, to hold less memory.
 package launcher
 
 // Config is everything the child needs, decided by the parent.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -193,13 +192,22 @@ func start(cg *Cgroup, cfg *Config, m *manifest.Manifest, o Options) (int, error
 		}
 	}()
 
+	// The executable, for the slim waiter (wait.go): once the thread's root
+	// is the app's, no path leads to it.
+	exe, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return 0, err
+	}
+	defer exe.Close()
+
 	type forked struct {
 		pid int
 		err error
 	}
 	started := make(chan forked, 1)
-	release := make(chan struct{})
-	defer close(release)
+	slim := make(chan *supervisor)
+	slimFailed := make(chan error)
+	defer close(slim)
 	go func() {
 		// Never unlocked: the thread leaves with its namespaces when this
 		// goroutine ends. It also sees the child through setup, so that
@@ -220,58 +228,37 @@ func start(cg *Cgroup, cfg *Config, m *manifest.Manifest, o Options) (int, error
 		closeFDs([]int{syncP[0], errP[1]})
 		syncP[0], errP[1] = -1, -1
 		started <- forked{pid: int(pid), err: releaseChild(int(pid), join, syncP[1], errP[0])}
-		<-release
+		// Stay until the app is reaped (its parent-death signal is tied to
+		// this thread), or turn the process into the slim waiter.
+		for s := range slim {
+			slimFailed <- s.becomeWaiter(exe)
+		}
 	}()
 	f := <-started
 	if f.pid == 0 {
 		return 0, f.err
 	}
-	proc, err := os.FindProcess(f.pid) // a pidfd: signals never reach a recycled pid
+	pidfd, err := unix.PidfdOpen(f.pid, 0)
 	if err != nil {
 		unix.Kill(f.pid, unix.SIGKILL)
-		return 0, err
+		syscall.Wait4(f.pid, nil, 0, nil)
+		return 0, fmt.Errorf("pidfd_open: %w", err)
 	}
+	defer unix.Close(pidfd)
+	sv := &supervisor{pid: f.pid, pidfd: pidfd, cg: cg, name: m.Name, memory: m.Limits.Memory.String(), stopTimeout: o.StopTimeout, warn: o.Warn}
 	if f.err != nil {
-		proc.Kill()
-		proc.Wait()
+		unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
+		syscall.Wait4(f.pid, nil, 0, nil)
 		return 0, f.err
 	}
-
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
-	defer signal.Stop(sigs)
-	done := make(chan struct{})
-	go func() {
-		var killTimer <-chan time.Time
-		for {
-			select {
-			case s := <-sigs:
-				proc.Signal(s)
-				if s == syscall.SIGTERM || s == syscall.SIGINT {
-					// Grace period, then everything in the cgroup dies.
-					killTimer = time.After(o.StopTimeout)
-				}
-			case <-killTimer:
-				cg.Kill(syscall.SIGKILL)
-			case <-done:
-				return
-			}
+	sv.relay()
+	if !sv.exited(slimAfter) {
+		slim <- sv
+		if err := <-slimFailed; err != nil && o.Warn != nil {
+			o.Warn(err.Error()) // still supervised, by this fuller process
 		}
-	}()
-	st, err := proc.Wait()
-	close(done)
-	if err != nil {
-		return 0, err
 	}
-	ws := st.Sys().(syscall.WaitStatus)
-	code := ws.ExitStatus()
-	if ws.Signaled() {
-		code = 128 + int(ws.Signal())
-	}
-	if cg.OOMKilled() && o.Warn != nil {
-		o.Warn(fmt.Sprintf("%s was killed by the OOM killer: it exceeded its memory limit of %s", m.Name, m.Limits.Memory))
-	}
-	return code, nil
+	return sv.finish()
 }
 
 // releaseChild puts the child in its cgroup (v1), lets it go on, and waits

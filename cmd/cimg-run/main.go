@@ -35,6 +35,9 @@ Flags:
 `
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == launcher.WaitArg {
+		launcher.WaitMain(os.Args[2:]) // never returns
+	}
 	if len(os.Args) > 2 && os.Args[1] == launcher.InitArg {
 		launcher.InitMain(os.Args[2:]) // never returns
 	}

@@ -201,6 +201,47 @@ func TestExitStatusAndSignals(t *testing.T) {
 	}
 }
 
+// TestSlimWaiter: a launcher whose app outlives its first 100 ms turns
+// into the slim waiter (same pid, a fresh process image), which still
+// relays signals, reports the status and removes the cgroup — and whose
+// death still takes the app with it.
+func TestSlimWaiter(t *testing.T) {
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"32MiB\"\n")
+	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 { // the cache mount
+		t.Fatalf("%+v", res)
+	}
+	before := counts(t)
+	isWaiter := func(pid int) bool {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		return strings.Contains(string(b), "__cimg_wait__")
+	}
+	cmd, out := startSleeping(t, img)
+	waitFor(t, func() bool { return isWaiter(cmd.Process.Pid) })
+	cmd.Process.Signal(syscall.SIGUSR1)
+	if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), "got user defined signal 1") {
+		t.Errorf("through the waiter: %v, %q", err, out.String())
+	}
+	expectCounts(t, before, "after the waiter's app exited")
+
+	cmd, _ = startSleeping(t, img)
+	waitFor(t, func() bool { return isWaiter(cmd.Process.Pid) })
+	procs, _ := os.ReadFile(fmt.Sprintf("/sys/fs/cgroup/memory/cimg/probe-%d/cgroup.procs", cmd.Process.Pid))
+	app, err := strconv.Atoi(strings.TrimSpace(string(procs)))
+	if err != nil {
+		t.Fatalf("the app's pid from its cgroup: %q", procs)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	waitFor(t, func() bool { // gone, or a zombie waiting for the host's init
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", app))
+		return err != nil || strings.Contains(string(b), ") Z ")
+	})
+	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 { // removes the stale cgroup
+		t.Fatalf("%+v", res)
+	}
+	expectCounts(t, before, "after the waiter was killed")
+}
+
 func TestCgroupLimitsAppliedAndRemoved(t *testing.T) {
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"48MiB\"\npids = 16\ncpu = 0.5\n")
 	cmd, _ := startSleeping(t, img)
