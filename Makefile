@@ -12,9 +12,10 @@ TEST_DEPS := mksquashfs:squashfs-tools unsquashfs:squashfs-tools veritysetup:cry
 	arm-linux-gnueabihf-gcc:crossbuild-essential-armhf aarch64-linux-gnu-gcc:crossbuild-essential-arm64 \
 	qemu-arm-static:qemu-user-static update-binfmts:binfmt-support \
 	qemu-system-x86_64:qemu-system-x86 dpkg:busybox-static
-BENCH_DEPS := $(TEST_DEPS) /usr/bin/time:time
+BENCH_DEPS := python3:python3 mksquashfs:squashfs-tools unsquashfs:squashfs-tools gcc:gcc curl:curl python3.11:python3.11 \
+	/usr/bin/time:time crun:crun runc:runc umoci:umoci debootstrap:debootstrap gnuplot:gnuplot-nox zstd:zstd
 
-.PHONY: all build cross demo test test-short fuzz bench-build clean deps-test seccomp
+.PHONY: all build cross demo test test-short fuzz bench bench-build clean deps-test seccomp
 
 all: build
 
@@ -76,7 +77,13 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzOpen -fuzztime 60s ./format
 	$(GO) test -run XXX -fuzz FuzzParseFooter -fuzztime 60s ./format
 
-# Build time, size and memory against mksquashfs on a ~300 MB tree.
+# Every benchmark against the peers (crun, runc, umoci, mksquashfs, a
+# Debian image): raw CSVs in bench/results, then BENCHMARKS.md and charts.
+bench: build
+	@scripts/deps.sh $(BENCH_DEPS)
+	scripts/bench.sh
+
+# Build time, size and memory against mksquashfs and umoci only.
 bench-build: build
 	@scripts/deps.sh $(BENCH_DEPS)
 	scripts/bench-build.sh

@@ -1,27 +1,30 @@
 #!/bin/bash
 # Build time, size and peak memory of cimg-build against mksquashfs on the
-# same ~300 MB tree (a copy of part of /usr/lib/x86_64-linux-gnu and
-# /usr/bin), same compressor and block size, mksquashfs with its default
-# thread count. Each cell is the median of RUNS runs after one warm-up
-# that fills the page cache for both tools.
+# same tree (TREE_MB, default ~100 MB: a copy of part of
+# /usr/lib/x86_64-linux-gnu and /usr/bin), same compressor and block size,
+# mksquashfs with its default thread count; and against umoci making an
+# OCI image of the same tree (umoci repack: the tar.gz layer, its digest
+# and the manifest). Each cell is the median of RUNS runs after one
+# warm-up that fills the page cache for every tool.
 #
 # Output: a table on stdout and bench/results/build.csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
-COMPRESSORS=${COMPRESSORS:-zstd gzip xz lz4}
+COMPRESSORS=${COMPRESSORS:-zstd xz}
+TREE_MB=${TREE_MB:-100}
 BLOCK=${BLOCK:-131072}
 WORK=${WORK:-/tmp/cimg-bench-build}
 EPOCH=1700000000
 
 mkdir -p "$WORK" bench/results
-tree=$WORK/tree
+tree=$WORK/tree-$TREE_MB
 if [ ! -d "$tree" ]; then
 	echo "making the tree in $tree" >&2
 	mkdir -p "$tree/usr/lib" "$tree/usr/bin"
-	# Fill to ~300 MB from the host's libraries and programs, sorted so the
+	# Fill to TREE_MB from the host's libraries and programs, sorted so the
 	# same machine always makes the same tree.
-	budget=$((300 * 1000 * 1000))
+	budget=$((TREE_MB * 1000 * 1000))
 	total=0
 	while IFS= read -r f; do
 		sz=$(stat -c %s "$f")
@@ -63,6 +66,19 @@ for comp in $COMPRESSORS; do
 		echo "mksquashfs,$comp,$BLOCK,$run,$ms,$mm,$msize,$msize,$tree_bytes" >> "$csv"
 		echo "cimg-build,$comp,$BLOCK,$run,$cs,$cm,$csize,$csq,$tree_bytes" >> "$csv"
 	done
+done
+
+# umoci: an empty image unpacked into a bundle (not timed), the tree
+# copied into its rootfs (not timed), then repack — the layer build.
+for run in $(seq 0 "$RUNS"); do
+	rm -rf "$WORK/oci" "$WORK/bundle"
+	umoci init --layout "$WORK/oci" && umoci new --image "$WORK/oci:bench"
+	umoci unpack --image "$WORK/oci:bench" "$WORK/bundle" >/dev/null
+	cp -a "$tree/." "$WORK/bundle/rootfs/"
+	read -r us um < <(measure umoci repack --image "$WORK/oci:bench" "$WORK/bundle")
+	usize=$(du -sb "$WORK/oci/blobs" | cut -f1)
+	[ "$run" = 0 ] && continue
+	echo "umoci,gzip-layer,0,$run,$us,$um,$usize,0,$tree_bytes" >> "$csv"
 done
 
 echo

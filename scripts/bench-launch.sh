@@ -1,14 +1,19 @@
 #!/bin/bash
 # Launch latency and launcher memory: cimg-run against crun and runc
-# (Debian's packages) on the same static hello, with a memory and pids
-# limit and private pid/ipc/uts/mount/net namespaces for all three. Runs
-# alternate between tools (bench/launchbench); the floor is a bare exec.
+# (Debian's packages) on the same content, with a 64 MiB memory and 64
+# pids limit and private pid/ipc/uts/mount/net namespaces for all three.
+# Two apps: a static hello, and curl --version packed by cimg-build's
+# closure; each warm (page cache full) and cold (caches dropped before
+# every run). Runs alternate between tools (bench/launchbench); the floor
+# is a bare exec of the same binary. cimg-run runs from its mount cache
+# and with --private-mount (a fresh mount per launch).
 #
 # Debian's crun 1.8.1 refuses hybrid cgroup hosts, so the whole benchmark
 # runs in a private mount namespace in which the hugetlb-only cgroup2
 # mount at /sys/fs/cgroup/unified is detached — for every tool alike.
 #
-# Output: a table on stdout; raw rows in bench/results/launch.csv.
+# Output: bench/results/launch.csv (app/cache,tool,run,ms,maxrss_kib) and
+# bench/results/memory.csv (tool,rss_anon_kib of the waiting launcher).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${CIMG_BENCH_NS:-}" != 1 ]; then
@@ -17,46 +22,63 @@ fi
 umount -l /sys/fs/cgroup/unified 2>/dev/null || true
 RUNS=${RUNS:-30}
 W=${WORK:-/tmp/cimg-bench-launch}
-rm -rf "$W" && mkdir -p "$W/rootfs" bench/results
+rm -rf "$W" && mkdir -p "$W/hello" bench/results
 make -s build
 go build -o "$W/launchbench" ./bench/launchbench
-gcc -static -O2 -o "$W/rootfs/hello" bench/hello.c
+gcc -static -O2 -o "$W/hello/hello" bench/hello.c
 
-cat >"$W/cimg.toml" <<TOML
-name = "hello"
-[app]
-command = ["/hello"]
-[limits]
+limits='[limits]
 memory = "64MiB"
-pids = 64
-TOML
-bin/cimg-build -q -f "$W/cimg.toml" --rootfs "$W/rootfs" --entrypoint /hello -o "$W/hello.cimg"
+pids = 64'
+printf 'name = "hello"\n[app]\ncommand = ["/hello"]\n%s\n' "$limits" >"$W/hello.toml"
+bin/cimg-build -q -f "$W/hello.toml" --rootfs "$W/hello" --entrypoint /hello -o "$W/hello.cimg"
+printf 'name = "curl"\n[app]\ncommand = ["/usr/bin/curl", "--version"]\n%s\n' "$limits" >"$W/curl.toml"
+bin/cimg-build -q -f "$W/curl.toml" /usr/bin/curl -o "$W/curl.cimg"
 
-# The OCI bundle: the image's own tree, and crun's default spec edited to
-# match (read-only root, no terminal, same limits, network namespace).
-mkdir -p "$W/bundle"
-unsquashfs -q -d "$W/bundle/rootfs" "$W/hello.cimg" >/dev/null
-(cd "$W/bundle" && crun spec)
-python3 - "$W/bundle/config.json" <<'PY'
+# An OCI bundle per app: the image's own tree, and crun's default spec
+# edited to match (read-only root, no terminal, same limits and command).
+bundle() { # app args...
+	local b=$W/$1-bundle
+	shift
+	mkdir -p "$b"
+	unsquashfs -q -d "$b/rootfs" "$W/$(basename "$b" -bundle).cimg" >/dev/null
+	(cd "$b" && crun spec)
+	python3 - "$b/config.json" "$@" <<'PY'
 import json, sys
-p = sys.argv[1]
+p, args = sys.argv[1], sys.argv[2:]
 c = json.load(open(p))
-c["process"]["args"] = ["/hello"]
+c["process"]["args"] = args
 c["process"]["terminal"] = False
 c["root"]["readonly"] = True
 c["linux"]["resources"] = {"memory": {"limit": 64 << 20}, "pids": {"limit": 64}}
 json.dump(c, open(p, "w"), indent=1)
 PY
-rm -f bench/results/launch.csv
-"$W/launchbench" -n "$RUNS" -csv bench/results/launch.csv \
-	"bare-exec=$W/rootfs/hello" \
-	"cimg-run=bin/cimg-run $W/hello.cimg" \
-	"cimg-run-private-mount=bin/cimg-run --private-mount $W/hello.cimg" \
-	"crun=crun run -b $W/bundle bench-crun" \
-	"runc=runc run -b $W/bundle bench-runc" >"$W/summary"
+}
+bundle hello /hello
+bundle curl /usr/bin/curl --version
 
-# Private memory of the launcher that waits while the app sleeps.
-python3 - "$W/bundle/config.json" <<'PY'
+csv=bench/results/launch.csv
+rm -f "$csv"
+crun delete -f bench-crun >/dev/null 2>&1 || true
+runc delete -f bench-runc >/dev/null 2>&1 || true
+for app in hello curl; do
+	for cache in warm cold; do
+		flag=
+		[ $cache = cold ] && flag=-cold
+		bare=$W/hello/hello
+		[ $app = curl ] && bare="/usr/bin/curl --version"
+		echo "launch: $app, $cache" >&2
+		"$W/launchbench" -n "$RUNS" $flag -label "$app/$cache" -csv "$csv" \
+			"bare-exec=$bare" \
+			"cimg-run=bin/cimg-run $W/$app.cimg" \
+			"cimg-run --private-mount=bin/cimg-run --private-mount $W/$app.cimg" \
+			"crun=crun run -b $W/$app-bundle bench-crun" \
+			"runc=runc run -b $W/$app-bundle bench-runc"
+	done
+done
+
+# Private memory of whatever stays resident while the app sleeps.
+python3 - "$W/hello-bundle/config.json" <<'PY'
 import json, sys
 p = sys.argv[1]; c = json.load(open(p)); c["process"]["args"] = ["/hello", "sleep"]; json.dump(c, open(p, "w"))
 PY
@@ -69,17 +91,9 @@ rss() { # stop-command, command... → RssAnon kB of the launcher once the app i
 	wait $pid 2>/dev/null || true
 }
 crun delete -f mem-crun >/dev/null 2>&1 || true; runc delete -f mem-runc >/dev/null 2>&1 || true
-m_cimg=$(rss "kill -KILL %1" bin/cimg-run "$W/hello.cimg" -- sleep)
-m_crun=$(rss "crun delete -f mem-crun" crun run -b "$W/bundle" mem-crun)
-m_runc=$(rss "runc delete -f mem-runc" runc run -b "$W/bundle" mem-runc)
-
-echo "kernel $(uname -r), $(nproc) cores, $RUNS alternating runs per tool, static hello, 64 MiB + 64 pids limits"
-echo
-echo "| tool | median ms | p90 ms | vs crun (median) | launcher RssAnon while app sleeps |"
-echo "|---|---|---|---|---|"
-crun_med=$(awk '$1=="crun" {print $2}' "$W/summary")
-while read -r name med p90; do
-	mem=""
-	case $name in cimg-run) mem="$m_cimg kB" ;; crun) mem="$m_crun kB" ;; runc) mem="$m_runc kB" ;; esac
-	awk -v n="$name" -v m="$med" -v p="$p90" -v c="$crun_med" -v mem="$mem" 'BEGIN { printf "| %s | %.2f | %.2f | %.2f× | %s |\n", n, m, p, m/c, mem }'
-done <"$W/summary"
+{
+	echo "tool,rss_anon_kib"
+	echo "cimg-run,$(rss "kill -KILL %1" bin/cimg-run "$W/hello.cimg" -- sleep)"
+	echo "crun,$(rss "crun delete -f mem-crun" crun run -b "$W/hello-bundle" mem-crun)"
+	echo "runc,$(rss "runc delete -f mem-runc" runc run -b "$W/hello-bundle" mem-runc)"
+} >bench/results/memory.csv

@@ -1,8 +1,11 @@
 // launchbench times commands alternately — one run of each in turn, so
-// drift in the machine's state hits every command alike — and prints the
-// median and p90 wall time of each, plus raw CSV rows.
+// drift in the machine's state hits every command alike — and appends one
+// CSV row per run: label,tool,run,ms,maxrss_kib. With -cold the page cache
+// is dropped before every run (not timed), so files come from disk again.
+// maxrss is the peak RSS of the command and the processes it reaped
+// (getrusage of the waited-for child), in KiB.
 //
-// Usage: launchbench -n 30 -csv out.csv 'name=cmd arg...' 'name=cmd arg...'
+// Usage: launchbench -n 30 -label hello/warm -csv out.csv 'tool=cmd arg...' ...
 package main
 
 import (
@@ -10,55 +13,57 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"sort"
 	"strings"
+	"syscall"
 	"time"
 )
 
 func main() {
 	n := flag.Int("n", 30, "runs per command")
-	csvPath := flag.String("csv", "", "append raw rows (name,run,ms) here")
+	label := flag.String("label", "", "first CSV column (e.g. app/cache)")
+	csvPath := flag.String("csv", "", "append rows here")
+	cold := flag.Bool("cold", false, "drop the page cache before each run")
 	flag.Parse()
 	type cmd struct {
 		name string
 		argv []string
-		ms   []float64
 	}
-	var cmds []*cmd
+	var cmds []cmd
 	for _, a := range flag.Args() {
 		name, line, ok := strings.Cut(a, "=")
 		if !ok {
 			fmt.Fprintf(os.Stderr, "launchbench: %q is not name=command\n", a)
 			os.Exit(2)
 		}
-		cmds = append(cmds, &cmd{name: name, argv: strings.Fields(line)})
+		cmds = append(cmds, cmd{name, strings.Fields(line)})
 	}
-	var rows []string
-	for run := 0; run <= *n; run++ { // run 0 warms up and is not counted
+	out, err := os.OpenFile(*csvPath, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "launchbench:", err)
+		os.Exit(1)
+	}
+	defer out.Close()
+	for run := 0; run <= *n; run++ { // run 0 warms up and is not recorded
 		for _, c := range cmds {
+			if *cold {
+				syscall.Sync()
+				if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+					fmt.Fprintln(os.Stderr, "launchbench: drop caches:", err)
+					os.Exit(1)
+				}
+			}
+			x := exec.Command(c.argv[0], c.argv[1:]...)
 			start := time.Now()
-			out, err := exec.Command(c.argv[0], c.argv[1:]...).CombinedOutput()
+			b, err := x.CombinedOutput()
 			el := time.Since(start)
 			if err != nil {
-				fmt.Fprintf(os.Stderr, "launchbench: %s: %v\n%s", c.name, err, out)
+				fmt.Fprintf(os.Stderr, "launchbench: %s: %v\n%s", c.name, err, b)
 				os.Exit(1)
 			}
 			if run > 0 {
-				ms := float64(el.Microseconds()) / 1000
-				c.ms = append(c.ms, ms)
-				rows = append(rows, fmt.Sprintf("%s,%d,%.3f", c.name, run, ms))
+				ru := x.ProcessState.SysUsage().(*syscall.Rusage)
+				fmt.Fprintf(out, "%s,%s,%d,%.3f,%d\n", *label, c.name, run, float64(el.Microseconds())/1000, ru.Maxrss)
 			}
 		}
-	}
-	if *csvPath != "" {
-		f, err := os.OpenFile(*csvPath, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-		if err == nil {
-			fmt.Fprintln(f, strings.Join(rows, "\n"))
-			f.Close()
-		}
-	}
-	for _, c := range cmds {
-		sort.Float64s(c.ms)
-		fmt.Printf("%s %.2f %.2f\n", c.name, c.ms[len(c.ms)/2], c.ms[len(c.ms)*9/10])
 	}
 }

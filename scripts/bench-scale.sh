@@ -1,0 +1,33 @@
+#!/bin/bash
+# Scale: 1, 10 and 50 instances of the hello image started at once, by
+# cimg-run and by crun: per-instance time until the app says ready, and
+# the memory all instances hold together (bench/scalebench). Uses the
+# image and OCI bundle scripts/bench-launch.sh made (run that first), in
+# the same kind of private mount namespace (crun and hybrid cgroups).
+#
+# Output: bench/results/scale.csv (tool,n,instance,start_ms) and
+# bench/results/scale-mem.csv (tool,n,total_pss_kib,launchers_rss_anon_kib).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${CIMG_BENCH_NS:-}" != 1 ]; then
+	exec unshare --mount --propagation private env CIMG_BENCH_NS=1 "$0" "$@"
+fi
+umount -l /sys/fs/cgroup/unified 2>/dev/null || true
+W=${WORK:-/tmp/cimg-bench-launch}
+[ -f "$W/hello.cimg" ] || { echo "bench-scale: run scripts/bench-launch.sh first" >&2; exit 1; }
+go build -o "$W/scalebench" ./bench/scalebench
+python3 - "$W/hello-bundle/config.json" <<'PY'
+import json, sys
+p = sys.argv[1]; c = json.load(open(p)); c["process"]["args"] = ["/hello", "sleep"]; json.dump(c, open(p, "w"))
+PY
+rm -f bench/results/scale.csv bench/results/scale-mem.csv
+for n in 1 10 50; do
+	echo "scale: $n instances" >&2
+	"$W/scalebench" -tool cimg-run -n $n -csv bench/results/scale.csv -mem bench/results/scale-mem.csv \
+		-stop 'kill -TERM {pid}' -- bin/cimg-run --stop-timeout 100ms "$W/hello.cimg" -- sleep
+	sleep 1
+	"$W/scalebench" -tool crun -n $n -csv bench/results/scale.csv -mem bench/results/scale-mem.csv \
+		-stop 'crun kill scale-{i} KILL' -- crun run -b "$W/hello-bundle" scale-{i}
+	for i in $(seq 0 $((n - 1))); do crun delete -f scale-$i >/dev/null 2>&1 || true; done
+	sleep 1
+done

@@ -1,0 +1,33 @@
+#!/bin/bash
+# make bench: every benchmark, then BENCHMARKS.md with tables and charts.
+# Raw results go to bench/results/*.csv; bench/report writes the markdown
+# and the PNGs from them. RUNS (default 30) sets the runs per latency cell.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RUNS=${RUNS:-30}
+r=bench/results
+mkdir -p $r
+first() { "$@" 2>&1 | head -1 | tr ',' ';'; }
+{
+	echo "key,value"
+	echo "date,$(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo "kernel,$(uname -r)"
+	echo "cpu,$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo | tr ',' ';')"
+	echo "cores,$(nproc)"
+	echo "memory,$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+	echo "load before,$(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "go,$(go version | cut -d' ' -f3)"
+	echo "crun,$(first crun --version)"
+	echo "runc,$(first runc --version)"
+	echo "umoci,$(first umoci --version)"
+	echo "mksquashfs,$(first mksquashfs -version)"
+	echo "runs per cell,$RUNS"
+} >$r/machine.tmp
+scripts/bench-launch.sh
+scripts/bench-scale.sh
+scripts/bench-size.sh
+scripts/bench-build.sh
+echo "load after,$(cut -d' ' -f1-3 /proc/loadavg)" >>$r/machine.tmp
+mv $r/machine.tmp $r/machine.csv
+go run ./bench/report
+echo "wrote BENCHMARKS.md"
