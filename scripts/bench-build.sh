@@ -10,7 +10,7 @@
 # Output: a table on stdout and bench/results/build.csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=${RUNS:-3}
+RUNS=${BUILD_RUNS:-3}
 COMPRESSORS=${COMPRESSORS:-zstd xz}
 TREE_MB=${TREE_MB:-100}
 BLOCK=${BLOCK:-131072}

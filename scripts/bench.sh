@@ -1,7 +1,8 @@
 #!/bin/bash
 # make bench: every benchmark, then BENCHMARKS.md with tables and charts.
 # Raw results go to bench/results/*.csv; bench/report writes the markdown
-# and the PNGs from them. RUNS (default 30) sets the runs per latency cell.
+# and the PNGs from them. RUNS (default 30) sets the runs per latency cell,
+# BUILD_RUNS (default 3) the runs per build-time cell.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUNS=${RUNS:-30}
