@@ -238,16 +238,17 @@ func start(cg *Cgroup, cfg *Config, m *manifest.Manifest, o Options) (int, error
 	if f.pid == 0 {
 		return 0, f.err
 	}
+	// Before Linux 5.3 there are no pidfds: signals then go by pid (ours
+	// until we reap it) and the slim waiter is skipped.
 	pidfd, err := unix.PidfdOpen(f.pid, 0)
 	if err != nil {
-		unix.Kill(f.pid, unix.SIGKILL)
-		syscall.Wait4(f.pid, nil, 0, nil)
-		return 0, fmt.Errorf("pidfd_open: %w", err)
+		pidfd = -1
+	} else {
+		defer unix.Close(pidfd)
 	}
-	defer unix.Close(pidfd)
 	sv := &supervisor{pid: f.pid, pidfd: pidfd, cg: cg, name: m.Name, memory: m.Limits.Memory.String(), stopTimeout: o.StopTimeout, warn: o.Warn}
 	if f.err != nil {
-		unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
+		sv.forward(syscall.SIGKILL)
 		syscall.Wait4(f.pid, nil, 0, nil)
 		return 0, f.err
 	}

@@ -75,7 +75,11 @@ func (s *supervisor) relay() {
 }
 
 func (s *supervisor) forward(sig syscall.Signal) {
-	unix.PidfdSendSignal(s.pidfd, sig, nil, 0)
+	if s.pidfd >= 0 {
+		unix.PidfdSendSignal(s.pidfd, sig, nil, 0)
+	} else {
+		syscall.Kill(s.pid, sig)
+	}
 	if (sig == syscall.SIGTERM || sig == syscall.SIGINT) && s.stopAt.IsZero() {
 		s.stopAt = time.Now().Add(s.stopTimeout)
 	}
@@ -105,8 +109,12 @@ func (s *supervisor) finish() (int, error) {
 	return code, nil
 }
 
-// exited waits up to d for the app to exit, without reaping it.
+// exited waits up to d for the app to exit, without reaping it (without
+// a pidfd it does not wait, and says yes: no slim waiter then).
 func (s *supervisor) exited(d time.Duration) bool {
+	if s.pidfd < 0 {
+		return true
+	}
 	fds := []unix.PollFd{{Fd: int32(s.pidfd), Events: unix.POLLIN}}
 	for {
 		n, err := unix.Poll(fds, int(d.Milliseconds()))
@@ -155,7 +163,7 @@ func (s *supervisor) becomeWaiter(exe *os.File) error {
 	if s.cg.V2 {
 		argv = append(argv, "v2")
 	}
-	keep := []int{s.pidfd}
+	keep := []int{s.pidfd} // exited made sure there is one
 	for c, p := range s.cg.parents {
 		argv = append(argv, "cgroup="+c+":"+strconv.Itoa(int(p.Fd())))
 		keep = append(keep, int(p.Fd()))
