@@ -159,9 +159,10 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 		goto fail
 	}
 	// Every inherited fd above stderr closes at exec (the error pipe
-	// still works until then).
+	// still works until then). Without close_range (ENOSYS, Linux < 5.9)
+	// the parent's cloexecAll has done it already.
 	step = stepCloseFDs
-	if _, _, err1 = syscall.RawSyscall(unix.SYS_CLOSE_RANGE, 3, ^uintptr(0), unix.CLOSE_RANGE_CLOEXEC); err1 != 0 {
+	if _, _, err1 = syscall.RawSyscall(unix.SYS_CLOSE_RANGE, 3, ^uintptr(0), unix.CLOSE_RANGE_CLOEXEC); err1 != 0 && err1 != unix.ENOSYS {
 		goto fail
 	}
 	step = stepRlimit

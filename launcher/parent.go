@@ -57,8 +57,8 @@ func Run(o Options) (int, error) {
 	// Whatever fds our caller leaked to us (a host directory, say) must
 	// not reach the child, where /proc/self/fd/N would lead out of the
 	// image (CVE-2024-21626).
-	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		return 0, fmt.Errorf("close_range: %w", err)
+	if err := cloexecAll(); err != nil {
+		return 0, err
 	}
 
 	// Open the image once: this fd is what is verified and loop-attached.
@@ -340,6 +340,37 @@ func execArgs(path string, argv []string) (*byte, []*byte, error) {
 		return nil, nil, fmt.Errorf("arguments: %w", err)
 	}
 	return p, append(a, nil), nil
+}
+
+// cloexecAll marks every fd above stderr close-on-exec: in one call with
+// close_range (Linux 5.9), else one by one from /proc/self/fd. Everything
+// cimg-run opens itself is close-on-exec already, so once this ran, the
+// child's own close_range may fail with ENOSYS harmlessly.
+func cloexecAll() error {
+	err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	if err != unix.ENOSYS {
+		if err != nil {
+			return fmt.Errorf("close_range: %w", err)
+		}
+		return nil
+	}
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if fd, _ := strconv.Atoi(n); fd > 2 && fd != int(d.Fd()) {
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil && err != unix.EBADF {
+				return fmt.Errorf("mark fd %d close-on-exec: %w", fd, err)
+			}
+		}
+	}
+	return nil
 }
 
 func readFull(fd int, b []byte) (int, error) {

@@ -403,16 +403,19 @@ const injectEnv = "CIMG_TEST_INJECT"
 
 func injectAndExec() {
 	var cond seccomp.NameWithConditions
+	errno := unix.ENOSPC
 	switch os.Getenv(injectEnv) {
 	case "loop-enospc": // LOOP_CTL_GET_FREE fails as on a machine out of loop devices
 		cond = seccomp.NameWithConditions{Name: "ioctl", Conditions: seccomp.ArgumentConditions{
 			{Argument: 1, Operation: seccomp.Equal, Value: unix.LOOP_CTL_GET_FREE}}}
+	case "close_range-enosys": // a kernel older than 5.9
+		cond, errno = seccomp.NameWithConditions{Name: "close_range"}, unix.ENOSYS
 	default:
 		fmt.Fprintln(os.Stderr, "unknown injection", os.Getenv(injectEnv))
 		os.Exit(2)
 	}
 	p := seccomp.Policy{DefaultAction: seccomp.ActionAllow, Syscalls: []seccomp.SyscallGroup{
-		{NamesWithCondtions: []seccomp.NameWithConditions{cond}, Action: seccomp.ActionErrno | seccomp.Action(unix.ENOSPC)}}}
+		{NamesWithCondtions: []seccomp.NameWithConditions{cond}, Action: seccomp.ActionErrno | seccomp.Action(errno)}}}
 	if err := seccomp.LoadFilter(seccomp.Filter{Flag: seccomp.FilterFlagTSync, Policy: p}); err != nil {
 		fmt.Fprintln(os.Stderr, "inject:", err)
 		os.Exit(2)
@@ -446,6 +449,38 @@ func TestLoopDevicesExhausted(t *testing.T) {
 			t.Errorf("private-mount=%v: exit %d, stderr %q", private, res.code, res.stderr)
 		}
 		expectCounts(t, before, fmt.Sprintf("after the failed launch (private-mount=%v)", private))
+	}
+}
+
+// TestLeakedFDsWithoutCloseRange: on a kernel without close_range (here:
+// the call fails with ENOSYS), host fds handed to cimg-run still never
+// reach the app.
+func TestLeakedFDsWithoutCloseRange(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n")
+	cmd := exec.Command(self, cimgRun, img)
+	cmd.Env = append(os.Environ(), injectEnv+"=close_range-enosys")
+	for i := 3; i <= 20; i++ {
+		f, err := os.Open("/etc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+	}
+	res := runImage(t, cmd)
+	var r probeReport
+	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil || res.code != 0 {
+		t.Fatalf("exit %d, %v\n%s%s", res.code, err, res.stdout, res.stderr)
+	}
+	for _, fd := range r.FDs {
+		n, target, _ := strings.Cut(fd, "=")
+		if i, _ := strconv.Atoi(n); i > 2 && strings.HasPrefix(target, "/") && !strings.HasPrefix(target, "/proc/") {
+			t.Errorf("fd %s leaked into the app", fd)
+		}
 	}
 }
 
