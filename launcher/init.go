@@ -14,8 +14,6 @@ import (
 // that does not reap its children (manifest init = true, or --init).
 const InitArg = "__cimg_init__"
 
-const initFD = 5 // the sealed copy of cimg-run, for the child to exec
-
 // sealedSelf copies the running executable into a sealed memfd. The init
 // runs from this copy, never from the host's cimg-run binary: a process in
 // the container that opens /proc/1/exe reaches only the memfd, which no
