@@ -94,7 +94,6 @@ func Run(o Options) (int, error) {
 			return 0, fmt.Errorf("%s: %w", o.Image, err)
 		}
 	}
-	// The mount cache: verify and mount on first use, bind later.
 	// root: where the app's tree is assembled; scratch: where in-memory
 	// overlay layers are. Both are only ever mounted on in private
 	// namespaces.
@@ -104,9 +103,11 @@ func Run(o Options) (int, error) {
 	if err := os.MkdirAll(filepath.Join(o.StateDir, "root"), 0o700); err != nil {
 		return 0, err
 	}
+	// The mount cache: verify and mount on first use, bind later.
 	rootDir := ""
 	if o.PrivateMount {
-		// Verified here, mounted by the child in its own namespace.
+		// Verified here, mounted in the app's own mount namespace
+		// (enterRoot), so it goes when the app does.
 		if err := verifyPayload(o.StateDir, f, img, o.VerifyAlways); err != nil {
 			return 0, err
 		}
@@ -119,7 +120,7 @@ func Run(o Options) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer cg.Remove()
+	defer cg.Remove() // or the slim waiter removes it, if this process becomes one
 
 	cfg, err := childConfig(m, rootDir, o.Args)
 	if err != nil {
