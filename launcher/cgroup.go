@@ -219,12 +219,9 @@ func (cg *Cgroup) limitsV1(l manifest.Limits) error {
 	return errors.Join(errs...)
 }
 
-// procsFiles opens the cgroup.procs files a v1 process is moved with, one
-// per controller (none on v2, where the child is cloned into its cgroup).
+// procsFiles opens the cgroup.procs files a process is moved with, one
+// per controller (v2: one, used only where clone3 cannot clone into it).
 func (cg *Cgroup) procsFiles() ([]*os.File, error) {
-	if cg.V2 {
-		return nil, nil
-	}
 	var fs []*os.File
 	for c, dir := range cg.Dirs {
 		f, err := os.OpenFile(filepath.Join(dir, "cgroup.procs"), os.O_WRONLY, 0)

@@ -181,8 +181,8 @@ func start(cg *Cgroup, cfg *Config, m *manifest.Manifest, o Options) (int, error
 		plan.clone3 = &cloneArgs{flags: uint64(plan.cloneFlags) | unix.CLONE_INTO_CGROUP, exitSignal: uint64(unix.SIGCHLD), cgroup: uint64(dir.Fd())}
 	}
 
-	// v1: the cgroup.procs files to join, opened now, while paths still
-	// lead to the host's /sys.
+	// The cgroup.procs files to join (v1; v2 where clone3 cannot clone into
+	// the cgroup), opened now, while paths still lead to the host's /sys.
 	join, err := cg.procsFiles()
 	if err != nil {
 		return 0, err
@@ -218,8 +218,17 @@ func start(cg *Cgroup, cfg *Config, m *manifest.Manifest, o Options) (int, error
 			started <- forked{err: err}
 			return
 		}
+		toJoin := join
 		syscall.ForkLock.Lock()
 		pid, errno := forkChild(plan)
+		if plan.clone3 != nil && (errno == unix.ENOSYS || errno == unix.E2BIG || errno == unix.EINVAL) {
+			// A kernel before 5.7 (no clone3, or no CLONE_INTO_CGROUP): a
+			// plain clone, moved into the cgroup before it is released.
+			plan.clone3 = nil
+			pid, errno = forkChild(plan)
+		} else if plan.clone3 != nil {
+			toJoin = nil // born in it
+		}
 		syscall.ForkLock.Unlock()
 		if errno != 0 {
 			started <- forked{err: fmt.Errorf("clone: %w", errno)}
@@ -228,7 +237,7 @@ func start(cg *Cgroup, cfg *Config, m *manifest.Manifest, o Options) (int, error
 		// Our copies of the child's pipe ends go, so that EOF means something.
 		closeFDs([]int{syncP[0], errP[1]})
 		syncP[0], errP[1] = -1, -1
-		started <- forked{pid: int(pid), err: releaseChild(int(pid), join, syncP[1], errP[0])}
+		started <- forked{pid: int(pid), err: releaseChild(int(pid), toJoin, syncP[1], errP[0])}
 		// Stay until the app is reaped (its parent-death signal is tied to
 		// this thread), or turn the process into the slim waiter.
 		for s := range slim {

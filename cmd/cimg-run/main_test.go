@@ -18,22 +18,19 @@ import (
 	"testing"
 	"time"
 
-	seccomp "github.com/elastic/go-seccomp-bpf"
-	"golang.org/x/sys/unix"
-
 	"cimg.dev/cimg/internal/mounttest"
 	"cimg.dev/cimg/internal/testbin"
 	"cimg.dev/cimg/internal/vmtest"
 )
 
-var cimgRun, cimgBuild, probe string
+var cimgRun, cimgBuild, probe, faultinject string
 
 func TestMain(m *testing.M) {
-	if os.Getenv(injectEnv) != "" {
-		injectAndExec() // never returns
-	}
-	testbin.Main(m.Run, map[string]string{"cimg-run": ".", "cimg-build": "../cimg-build", "probe": "../../testdata/probe"},
-		func(p map[string]string) { cimgRun, cimgBuild, probe = p["cimg-run"], p["cimg-build"], p["probe"] })
+	testbin.Main(m.Run, map[string]string{"cimg-run": ".", "cimg-build": "../cimg-build", "probe": "../../testdata/probe",
+		"faultinject": "../../internal/testbin/faultinject"},
+		func(p map[string]string) {
+			cimgRun, cimgBuild, probe, faultinject = p["cimg-run"], p["cimg-build"], p["probe"], p["faultinject"]
+		})
 }
 
 // probeImage builds an image of the probe with the given manifest body
@@ -395,55 +392,18 @@ target = "/etc"
 	}
 }
 
-// injectEnv makes the test binary a wrapper that runs a command (os.Args[1:])
-// under a seccomp filter failing one kernel call with a given errno: the
-// real kernel's error path, for conditions this machine cannot reach for
-// real (no loop device left).
-const injectEnv = "CIMG_TEST_INJECT"
-
-func injectAndExec() {
-	var cond seccomp.NameWithConditions
-	errno := unix.ENOSPC
-	switch os.Getenv(injectEnv) {
-	case "loop-enospc": // LOOP_CTL_GET_FREE fails as on a machine out of loop devices
-		cond = seccomp.NameWithConditions{Name: "ioctl", Conditions: seccomp.ArgumentConditions{
-			{Argument: 1, Operation: seccomp.Equal, Value: unix.LOOP_CTL_GET_FREE}}}
-	case "close_range-enosys": // a kernel older than 5.9
-		cond, errno = seccomp.NameWithConditions{Name: "close_range"}, unix.ENOSYS
-	default:
-		fmt.Fprintln(os.Stderr, "unknown injection", os.Getenv(injectEnv))
-		os.Exit(2)
-	}
-	p := seccomp.Policy{DefaultAction: seccomp.ActionAllow, Syscalls: []seccomp.SyscallGroup{
-		{NamesWithCondtions: []seccomp.NameWithConditions{cond}, Action: seccomp.ActionErrno | seccomp.Action(errno)}}}
-	if err := seccomp.LoadFilter(seccomp.Filter{Flag: seccomp.FilterFlagTSync, Policy: p}); err != nil {
-		fmt.Fprintln(os.Stderr, "inject:", err)
-		os.Exit(2)
-	}
-	os.Unsetenv(injectEnv)
-	err := syscall.Exec(os.Args[1], os.Args[1:], os.Environ())
-	fmt.Fprintln(os.Stderr, "inject: exec:", err)
-	os.Exit(2)
-}
-
 // TestLoopDevicesExhausted: when the kernel has no loop device to give,
 // cimg-run says so with advice, exits 125 and leaves nothing behind —
 // both when it fills the mount cache and with --private-mount.
 func TestLoopDevicesExhausted(t *testing.T) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, private := range []bool{false, true} {
 		img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n") // new, so never cached
 		before := counts(t)
-		args := []string{cimgRun, img, "--", "exit", "0"}
+		args := []string{"loop-enospc", cimgRun, img, "--", "exit", "0"}
 		if private {
-			args = []string{cimgRun, "--private-mount", img, "--", "exit", "0"}
+			args = []string{"loop-enospc", cimgRun, "--private-mount", img, "--", "exit", "0"}
 		}
-		cmd := exec.Command(self, args...)
-		cmd.Env = append(os.Environ(), injectEnv+"=loop-enospc")
-		res := runImage(t, cmd)
+		res := runImage(t, exec.Command(faultinject, args...))
 		if res.code != 125 || !strings.Contains(res.stderr, "loop devices exhausted (raise max_loop, or free some with losetup -D)") ||
 			strings.Count(strings.TrimSpace(res.stderr), "\n") > 0 {
 			t.Errorf("private-mount=%v: exit %d, stderr %q", private, res.code, res.stderr)
@@ -456,13 +416,8 @@ func TestLoopDevicesExhausted(t *testing.T) {
 // the call fails with ENOSYS), host fds handed to cimg-run still never
 // reach the app.
 func TestLeakedFDsWithoutCloseRange(t *testing.T) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n")
-	cmd := exec.Command(self, cimgRun, img)
-	cmd.Env = append(os.Environ(), injectEnv+"=close_range-enosys")
+	cmd := exec.Command(faultinject, "close_range-enosys", cimgRun, img)
 	for i := 3; i <= 20; i++ {
 		f, err := os.Open("/etc")
 		if err != nil {
@@ -709,7 +664,8 @@ func startSleeping(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
 // the OOM report and cleanup, which this hybrid host cannot show.
 func TestCgroupV2InVM(t *testing.T) {
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"48MiB\"\npids = 16\ncpu = 0.5\n")
-	out := vmtest.Run(t, map[string]string{"/cimg-run": cimgRun, "/probe.cimg": img}, `
+	out := vmtest.Run(t, map[string]string{"/cimg-run": cimgRun, "/probe.cimg": img, "/faultinject": faultinject}, `
+/faultinject clone3-enosys /cimg-run /probe.cimg -- hog; echo "HOG-NOCLONE3-EXIT $?"
 /cimg-run /probe.cimg > /tmp/probe.json; echo "PROBE-EXIT $?"; cat /tmp/probe.json
 /cimg-run /probe.cimg -- sleep > /tmp/sleep.out &
 pid=$!
@@ -720,7 +676,8 @@ kill -USR1 $pid; wait $pid; echo "SLEEP-EXIT $?"
 echo "LEFT $(ls /sys/fs/cgroup/cimg/ | grep -c probe-)"
 `)
 	for _, want := range []string{"PROBE-EXIT 0", "LIMIT memory.max=50331648", "LIMIT pids.max=16", "LIMIT cpu.max=50000 100000",
-		"SLEEP-EXIT 0", "HOG-EXIT 137", "killed by the OOM killer", "LEFT 0"} {
+		"SLEEP-EXIT 0", "HOG-EXIT 137", "killed by the OOM killer", "LEFT 0",
+		"HOG-NOCLONE3-EXIT 137"} { // without clone3 (Linux < 5.3): joined by cgroup.procs, limits hold
 		if !strings.Contains(out, want) {
 			t.Errorf("VM output lacks %q:\n%s", want, out)
 		}
