@@ -26,14 +26,17 @@ type Cgroup struct {
 	Dirs map[string]string // controller ("" for v2) → directory
 	ID   string            // the directories' name
 
-	// parents holds each controller's cimg directory open: killing,
-	// checking and removing the cgroup go through these, so they work
-	// where host paths do not (the slim waiter, wait.go).
-	parents map[string]*os.File
-	// locks holds each cgroup directory open with an exclusive flock for
-	// as long as this instance lives (the slim waiter inherits them): a
-	// cgroup nobody holds belongs to a launcher that died.
-	locks []*os.File
+	// held and parents hold each controller's cgroup directory and the cimg
+	// directory above it open: reading, killing and removing the cgroup go
+	// through them, so they work where host paths do not (the slim waiter,
+	// wait.go, inherits them). held carries an exclusive flock for as long
+	// as this instance lives: a cgroup nobody holds belongs to a launcher
+	// that died.
+	held, parents map[string]*os.File
+}
+
+func newCgroup(id string, v2 bool) *Cgroup {
+	return &Cgroup{V2: v2, Dirs: map[string]string{}, ID: id, held: map[string]*os.File{}, parents: map[string]*os.File{}}
 }
 
 // isV2 reports whether /sys/fs/cgroup itself is cgroup2 (a pure v2 host).
@@ -69,7 +72,7 @@ func controllersFor(l manifest.Limits) []string {
 // always creates one (with the pids and memory controllers at least
 // where they exist), so that stop can kill the whole app.
 func NewCgroup(id string, l manifest.Limits) (*Cgroup, error) {
-	cg := &Cgroup{V2: isV2(), Dirs: map[string]string{}, ID: id, parents: map[string]*os.File{}}
+	cg := newCgroup(id, isV2())
 	// A launcher killed with SIGKILL cannot remove its cgroup; the next
 	// launch does.
 	removeStale(cg.V2)
@@ -256,7 +259,7 @@ func (cg *Cgroup) hold(c, dir string) error {
 		}
 		return fmt.Errorf("lock cgroup %s: %w", dir, err)
 	}
-	cg.locks = append(cg.locks, l)
+	cg.held[c] = l
 	return nil
 }
 
@@ -264,11 +267,11 @@ var errHeld = errors.New("cgroup in use")
 
 // read reads file name of controller c's cgroup.
 func (cg *Cgroup) read(c, name string) string {
-	p, ok := cg.parents[c]
+	d, ok := cg.held[c]
 	if !ok {
 		return ""
 	}
-	fd, err := unix.Openat(int(p.Fd()), cg.ID+"/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Openat(int(d.Fd()), name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return ""
 	}
@@ -299,7 +302,7 @@ func counter(s, key string) int {
 
 // Kill sends sig to every process in the cgroup.
 func (cg *Cgroup) Kill(sig syscall.Signal) {
-	for c := range cg.parents {
+	for c := range cg.held {
 		for _, f := range strings.Fields(cg.read(c, "cgroup.procs")) {
 			if pid, err := strconv.Atoi(f); err == nil {
 				syscall.Kill(pid, sig)
@@ -338,14 +341,12 @@ func (cg *Cgroup) Remove() error {
 
 // release closes the cgroup's fds (and so drops its locks).
 func (cg *Cgroup) release() {
-	for c, p := range cg.parents {
-		p.Close()
-		delete(cg.parents, c)
+	for _, m := range []map[string]*os.File{cg.parents, cg.held} {
+		for c, f := range m {
+			f.Close()
+			delete(m, c)
+		}
 	}
-	for _, l := range cg.locks {
-		l.Close()
-	}
-	cg.locks = nil
 }
 
 func contains(list []string, s string) bool {
@@ -383,7 +384,7 @@ func removeStale(v2 bool) {
 			if i < 0 || err != nil || launcherAlive(pid) {
 				continue
 			}
-			stale := &Cgroup{Dirs: map[string]string{}, ID: name, parents: map[string]*os.File{}}
+			stale := newCgroup(name, v2)
 			if stale.hold("", filepath.Join(parent, name)) != nil {
 				stale.release() // in use, or gone already
 				continue

@@ -94,12 +94,8 @@ func Run(o Options) (int, error) {
 			return 0, fmt.Errorf("%s: %w", o.Image, err)
 		}
 	}
-	// root: where the app's tree is assembled; scratch: where in-memory
-	// overlay layers are. Both are only ever mounted on in private
-	// namespaces.
-	if err := os.MkdirAll(filepath.Join(o.StateDir, "scratch"), 0o700); err != nil {
-		return 0, err
-	}
+	// root: where the app's tree is assembled, only ever mounted on in
+	// private namespaces.
 	if err := os.MkdirAll(filepath.Join(o.StateDir, "root"), 0o700); err != nil {
 		return 0, err
 	}
@@ -173,12 +169,7 @@ func start(cg *Cgroup, cfg *Config, m *manifest.Manifest, o Options) (int, error
 	}
 	if cg.V2 {
 		// Born in its cgroup: no window where it runs outside the limits.
-		dir, err := os.Open(cg.Dirs[""])
-		if err != nil {
-			return 0, err
-		}
-		defer dir.Close()
-		plan.clone3 = &cloneArgs{flags: uint64(plan.cloneFlags) | unix.CLONE_INTO_CGROUP, exitSignal: uint64(unix.SIGCHLD), cgroup: uint64(dir.Fd())}
+		plan.clone3 = &cloneArgs{flags: uint64(plan.cloneFlags) | unix.CLONE_INTO_CGROUP, exitSignal: uint64(unix.SIGCHLD), cgroup: uint64(cg.held[""].Fd())}
 	}
 
 	// The cgroup.procs files to join (v1; v2 where clone3 cannot clone into

@@ -212,7 +212,7 @@ func mountOverlay(dst string, m Mount, scratch string, i int) error {
 	layer := m.Source
 	if layer == "" {
 		layer = filepath.Join(scratch, strconv.Itoa(i))
-		if err := os.Mkdir(layer, 0o700); err != nil && !os.IsExist(err) {
+		if err := os.MkdirAll(layer, 0o700); err != nil {
 			return err
 		}
 		if err := tmpfs(layer, m.Size, 0o700); err != nil {

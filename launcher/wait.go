@@ -165,12 +165,9 @@ func (s *supervisor) becomeWaiter(exe *os.File) error {
 	}
 	keep := []int{s.pidfd} // exited made sure there is one
 	for c, p := range s.cg.parents {
-		argv = append(argv, "cgroup="+c+":"+strconv.Itoa(int(p.Fd())))
-		keep = append(keep, int(p.Fd()))
-	}
-	for _, l := range s.cg.locks {
-		argv = append(argv, "lock="+strconv.Itoa(int(l.Fd())))
-		keep = append(keep, int(l.Fd()))
+		d := s.cg.held[c]
+		argv = append(argv, fmt.Sprintf("cgroup=%s:%d:%d", c, p.Fd(), d.Fd()))
+		keep = append(keep, int(p.Fd()), int(d.Fd()))
 	}
 	for _, fd := range keep {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
@@ -194,7 +191,7 @@ func (s *supervisor) becomeWaiter(exe *os.File) error {
 // WaitMain is the slim waiter (see WaitArg): it takes over the app from
 // the launcher it replaced, and exits with the app's status.
 func WaitMain(args []string) {
-	s := &supervisor{cg: &Cgroup{Dirs: map[string]string{}, parents: map[string]*os.File{}}}
+	s := &supervisor{cg: newCgroup("", false)}
 	s.warn = func(m string) { fmt.Fprintf(os.Stderr, "cimg-run: warning: %s\n", m) }
 	for _, a := range args {
 		k, v, _ := strings.Cut(a, "=")
@@ -216,13 +213,14 @@ func WaitMain(args []string) {
 			s.cg.ID = v
 		case "v2":
 			s.cg.V2 = true
-		case "cgroup":
-			c, fd, _ := strings.Cut(v, ":")
-			n, _ := strconv.Atoi(fd)
-			s.cg.parents[c] = os.NewFile(uintptr(n), "cgroup "+c)
-		case "lock":
-			n, _ := strconv.Atoi(v)
-			s.cg.locks = append(s.cg.locks, os.NewFile(uintptr(n), "cgroup lock"))
+		case "cgroup": // controller:parent-fd:held-fd
+			f := strings.Split(v, ":")
+			if len(f) == 3 {
+				p, _ := strconv.Atoi(f[1])
+				d, _ := strconv.Atoi(f[2])
+				s.cg.parents[f[0]] = os.NewFile(uintptr(p), "cgroup parent "+f[0])
+				s.cg.held[f[0]] = os.NewFile(uintptr(d), "cgroup "+f[0])
+			}
 		}
 	}
 	s.relay()

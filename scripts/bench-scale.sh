@@ -2,7 +2,8 @@
 # Scale: 1, 10 and 50 instances of the hello image started at once, by
 # cimg-run and by crun: per-instance time until the app says ready, and
 # the memory all instances hold together (bench/scalebench). Uses the
-# image and OCI bundle scripts/bench-launch.sh made (run that first), in
+# image and OCI bundle scripts/bench-launch.sh made, left with the
+# sleeping command (run that first), in
 # the same kind of private mount namespace (crun and hybrid cgroups).
 #
 # Output: bench/results/scale.csv (tool,n,instance,start_ms) and
@@ -16,10 +17,6 @@ umount -l /sys/fs/cgroup/unified 2>/dev/null || true
 W=${WORK:-/tmp/cimg-bench-launch}
 [ -f "$W/hello.cimg" ] || { echo "bench-scale: run scripts/bench-launch.sh first" >&2; exit 1; }
 go build -o "$W/scalebench" ./bench/scalebench
-python3 - "$W/hello-bundle/config.json" <<'PY'
-import json, sys
-p = sys.argv[1]; c = json.load(open(p)); c["process"]["args"] = ["/hello", "sleep"]; json.dump(c, open(p, "w"))
-PY
 rm -f bench/results/scale.csv bench/results/scale-mem.csv
 for n in 1 10 50; do
 	echo "scale: $n instances" >&2

@@ -75,6 +75,33 @@ func runImage(t *testing.T, cmd *exec.Cmd) result {
 	return result{out.String(), errb.String(), code}
 }
 
+// passHostFDs hands the command fds 3..20, all on a host directory: the
+// kind of fds a careless caller leaks to cimg-run.
+func passHostFDs(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	for i := 3; i <= 20; i++ {
+		f, err := os.Open("/etc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+	}
+}
+
+// expectNoHostFDs fails for any fd of the probe that names a host path.
+// The probe's own fds (Go's epoll, its readdir of /proc/self/fd) are
+// anonymous or in /proc.
+func expectNoHostFDs(t *testing.T, r probeReport) {
+	t.Helper()
+	for _, fd := range r.FDs {
+		n, target, _ := strings.Cut(fd, "=")
+		if i, _ := strconv.Atoi(n); i > 2 && strings.HasPrefix(target, "/") && !strings.HasPrefix(target, "/proc/") {
+			t.Errorf("fd %s leaked into the app", fd)
+		}
+	}
+}
+
 type probeReport struct {
 	PID         int
 	IDs         []int
@@ -114,14 +141,7 @@ capabilities = ["CAP_NET_BIND_SERVICE"]
 `)
 	// Host fds 3..20 on host directories must not reach the app.
 	cmd := exec.Command(cimgRun, img)
-	for i := 3; i <= 20; i++ {
-		f, err := os.Open("/etc")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		cmd.ExtraFiles = append(cmd.ExtraFiles, f)
-	}
+	passHostFDs(t, cmd)
 	res := runImage(t, cmd)
 	if res.code != 0 {
 		t.Fatalf("exit %d\n%s%s", res.code, res.stdout, res.stderr)
@@ -153,14 +173,7 @@ capabilities = ["CAP_NET_BIND_SERVICE"]
 	if !strings.Contains(env, "FOO=bar") || !strings.Contains(env, "PATH=") {
 		t.Errorf("env %v", r.Env)
 	}
-	for _, fd := range r.FDs {
-		n, target, _ := strings.Cut(fd, "=")
-		// The probe's own fds (Go's epoll, its readdir of /proc/self/fd)
-		// are anonymous or in /proc; a leaked host fd names a host path.
-		if i, _ := strconv.Atoi(n); i > 2 && strings.HasPrefix(target, "/") && !strings.HasPrefix(target, "/proc/") {
-			t.Errorf("fd %s leaked into the app", fd)
-		}
-	}
+	expectNoHostFDs(t, r)
 	mounts := " " + strings.Join(r.Mounts, " ") + " "
 	for _, want := range []string{" / ", " /proc ", " /dev ", " /dev/pts ", " /dev/shm ", " /tmp ", " /run "} {
 		if !strings.Contains(mounts, want) {
@@ -418,25 +431,13 @@ func TestLoopDevicesExhausted(t *testing.T) {
 func TestLeakedFDsWithoutCloseRange(t *testing.T) {
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n")
 	cmd := exec.Command(faultinject, "close_range-enosys", cimgRun, img)
-	for i := 3; i <= 20; i++ {
-		f, err := os.Open("/etc")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		cmd.ExtraFiles = append(cmd.ExtraFiles, f)
-	}
+	passHostFDs(t, cmd)
 	res := runImage(t, cmd)
 	var r probeReport
 	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil || res.code != 0 {
 		t.Fatalf("exit %d, %v\n%s%s", res.code, err, res.stdout, res.stderr)
 	}
-	for _, fd := range r.FDs {
-		n, target, _ := strings.Cut(fd, "=")
-		if i, _ := strconv.Atoi(n); i > 2 && strings.HasPrefix(target, "/") && !strings.HasPrefix(target, "/proc/") {
-			t.Errorf("fd %s leaked into the app", fd)
-		}
-	}
+	expectNoHostFDs(t, r)
 }
 
 // TestMissingCgroupController: a manifest limit on a controller the host
