@@ -25,8 +25,23 @@ import (
 
 var cimgRun, cimgBuild, probe, faultinject string
 
+// testRoot holds every temporary file of these tests (TMPDIR points
+// here), so the leak counts can tell this package's loop devices and
+// mounts from those of tests running beside it.
+var testRoot string
+
 func TestMain(m *testing.M) {
-	testbin.Main(m.Run, map[string]string{"cimg-run": ".", "cimg-build": "../cimg-build", "probe": "../../testdata/probe",
+	var err error
+	if testRoot, err = os.MkdirTemp("", "cimg-run-tests-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv("TMPDIR", testRoot)
+	run := func() int {
+		defer os.RemoveAll(testRoot)
+		return m.Run()
+	}
+	testbin.Main(run, map[string]string{"cimg-run": ".", "cimg-build": "../cimg-build", "probe": "../../testdata/probe",
 		"faultinject": "../../internal/testbin/faultinject"},
 		func(p map[string]string) {
 			cimgRun, cimgBuild, probe, faultinject = p["cimg-run"], p["cimg-build"], p["probe"], p["faultinject"]
@@ -294,13 +309,28 @@ func TestForkBombStopsAtPidsMax(t *testing.T) {
 }
 
 // counts is what a launch must not leave behind.
+// counts is what a launch could leak: loop devices backed by our images,
+// mounts in cimg's state directory or on our files, cimg cgroups, and
+// this process's fds. Other tests' loop devices and mounts (other
+// packages run at the same time) are not ours to count.
 func counts(t *testing.T) map[string]int {
 	lo, _ := exec.Command("losetup", "-a").Output()
+	loops := 0
+	for _, l := range strings.Split(string(lo), "\n") {
+		if strings.Contains(l, testRoot) {
+			loops++
+		}
+	}
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	mounts := 0
+	for _, l := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && (strings.HasPrefix(f[4], "/run/cimg/") || strings.HasPrefix(f[4], testRoot)) {
+			mounts++
+		}
+	}
 	cg, _ := os.ReadDir("/sys/fs/cgroup/memory/cimg")
 	fds, _ := os.ReadDir("/proc/self/fd")
-	return map[string]int{"loop devices": strings.Count(string(lo), "\n"), "mounts": strings.Count(string(mi), "\n"),
-		"cgroups": len(cg), "fds": len(fds)}
+	return map[string]int{"loop devices": loops, "mounts": mounts, "cgroups": len(cg), "fds": len(fds)}
 }
 
 func TestSequentialLaunchesLeakNothing(t *testing.T) {
