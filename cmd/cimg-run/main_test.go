@@ -36,6 +36,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	os.Chmod(testRoot, 0o755) // TestRefusals runs cimg-run from here as nobody
 	os.Setenv("TMPDIR", testRoot)
 	run := func() int {
 		defer os.RemoveAll(testRoot)
