@@ -62,7 +62,26 @@ func Doctor() []Check {
 	_, err = os.Stat("/dev/mapper/control")
 	add("device-mapper", err == nil, false, "dm-verity checks blocks in the kernel; without it cimg-run verifies in user space")
 	add("overlayfs", has("overlay"), false, "writable overlays on the image (mounts of type overlay)")
+	add("pidfd_open", pidfdOpen(), false, "signals relayed by pidfd and a slim waiter (5.3+); without it the full launcher stays resident")
+	add("clone3", syscallExists(unix.SYS_CLONE3), false, "cgroup v2: cloned straight into the cgroup (5.7+); older kernels join through cgroup.procs")
+	add("close_range", syscallExists(unix.SYS_CLOSE_RANGE), false, "one call closes inherited fds (5.9+); older kernels close them one by one")
 	return cs
+}
+
+func pidfdOpen() bool {
+	fd, err := unix.PidfdOpen(os.Getpid(), 0)
+	if err == nil {
+		unix.Close(fd)
+	}
+	return err == nil
+}
+
+// syscallExists calls nr with arguments every kernel that has it rejects
+// (clone3 with a zero size, close_range with first > last), so nothing
+// happens either way; only ENOSYS means it is missing.
+func syscallExists(nr uintptr) bool {
+	_, _, errno := unix.Syscall(nr, 1, 0, 0)
+	return errno != unix.ENOSYS
 }
 
 func kernelAtLeast(release string, major, minor int) bool {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -636,6 +637,20 @@ func TestDoctor(t *testing.T) {
 		if !strings.Contains(res.stdout, want) {
 			t.Errorf("doctor does not report %q:\n%s", want, res.stdout)
 		}
+	}
+	// The optional calls are probed, not guessed from the version: this
+	// kernel has them, and a kernel that fails them with ENOSYS has not.
+	for _, sc := range []string{"clone3", "close_range"} {
+		if !regexp.MustCompile(`(?m)^` + sc + ` +ok `).MatchString(res.stdout) {
+			t.Errorf("doctor on this kernel: %s not ok:\n%s", sc, res.stdout)
+		}
+		res := runImage(t, exec.Command(faultinject, sc+"-enosys", cimgRun, "doctor"))
+		if res.code != 0 || !regexp.MustCompile(`(?m)^`+sc+` +absent \(optional\) `).MatchString(res.stdout) {
+			t.Errorf("doctor with %s failing ENOSYS: exit %d\n%s%s", sc, res.code, res.stdout, res.stderr)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^pidfd_open +ok `).MatchString(res.stdout) {
+		t.Errorf("doctor on this kernel: pidfd_open not ok:\n%s", res.stdout)
 	}
 }
 
