@@ -2,6 +2,7 @@ package launcher
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strconv"
@@ -12,6 +13,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"cimg.dev/cimg/internal/earlysig"
 )
 
 // WaitArg as argv[1] makes cimg-run the slim waiter: what a launcher
@@ -19,14 +22,11 @@ import (
 // app up is garbage by then, but a Go process keeps the memory it has
 // touched; a fresh one that only waits, relays signals and cleans up
 // holds well under half of it (measured in bench/results/launch.md).
-const WaitArg = "__cimg_wait__"
+const WaitArg = earlysig.WaitArg
 
 // slimAfter: an app still running this long after its start gets the
 // slim waiter. Short-lived apps never pay for the exec.
 const slimAfter = 100 * time.Millisecond
-
-// forwarded are the signals relayed to the app.
-var forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
 
 // supervisor waits for the app: it relays signals, SIGKILLs the cgroup a
 // stop timeout after SIGTERM or SIGINT, and reports an OOM kill.
@@ -40,16 +40,19 @@ type supervisor struct {
 	stopAt      time.Time // set once SIGTERM/SIGINT was relayed
 	warn        func(string)
 
-	mu   sync.Mutex // held while relaying, and by the hand-over to the waiter
+	mu   sync.Mutex // stopAt and late, between the relay and the hand-over to the waiter
 	sigs chan os.Signal
 	done chan struct{}
+	late *os.File // during the hand-over: the waiter learns a stop deadline set after its argv
 }
 
 // relay forwards signals until finish; it returns at once.
 func (s *supervisor) relay() {
-	s.sigs = make(chan os.Signal, 8)
 	s.done = make(chan struct{})
-	signal.Notify(s.sigs, forwarded...)
+	if s.sigs = earlysig.Waiter; s.sigs == nil {
+		s.sigs = make(chan os.Signal, 8)
+		signal.Notify(s.sigs, earlysig.Forwarded...)
+	}
 	go func() {
 		var kill <-chan time.Time
 		if !s.stopAt.IsZero() {
@@ -59,7 +62,11 @@ func (s *supervisor) relay() {
 			select {
 			case sig := <-s.sigs:
 				s.mu.Lock()
+				stopping := s.stopAt.IsZero()
 				s.forward(sig.(syscall.Signal))
+				if stopping && !s.stopAt.IsZero() && s.late != nil {
+					fmt.Fprintln(s.late, s.stopAt.UnixNano())
+				}
 				s.mu.Unlock()
 				if !s.stopAt.IsZero() && kill == nil {
 					kill = time.After(time.Until(s.stopAt))
@@ -125,45 +132,57 @@ func (s *supervisor) exited(d time.Duration) bool {
 	}
 }
 
+// stopSignals are the forwarded signals the Go runtime will not leave
+// blocked when a process starts: until package earlysig asks for them, a
+// new waiter dies of them.
+var stopSignals = [...]os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT}
+
 // becomeWaiter replaces this process with the slim waiter, from the thread
 // that forked the app (so the app's parent-death signal stays armed), and
 // returns only if that fails. exe is the cimg-run executable, opened
 // before the thread's root changed.
 func (s *supervisor) becomeWaiter(exe *os.File) error {
-	// No relaying while the process image changes; signals already taken
-	// in are forwarded now. (One that arrives between here and execve is
-	// lost: the window is the execve itself.)
+	// The relay goes on forwarding until execve ends this process image
+	// (the kernel stops its threads there), so no signal waits for the
+	// waiter. A stop deadline set before now goes in the waiter's argv,
+	// one set later down a pipe only the waiter keeps open.
+	late, lateW, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("pipe for the waiter: %w", err)
+	}
+	defer late.Close() // these defers run only if execve failed
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	// Blocked on this thread, signals stay pending through execve until
-	// the waiter asks for them (a signal mask survives execve); without
-	// this, one sent while the waiter's runtime starts would kill it.
+	stopAt := s.stopAt
+	s.late = lateW
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.late = nil
+		s.mu.Unlock()
+		lateW.Close()
+	}()
+	// Blocked on this thread, the thread that survives execve, SIGUSR1/2
+	// arriving after the others are gone stay pending until the waiter
+	// asks for them (a signal mask survives execve).
 	var set, old unix.Sigset_t
-	for _, sig := range forwarded {
+	for _, sig := range earlysig.Forwarded {
 		n, w := uint(sig.(syscall.Signal))-1, uint(unsafe.Sizeof(set.Val[0])*8)
 		set.Val[n/w] |= 1 << (n % w)
 	}
 	if err := unix.PthreadSigmask(unix.SIG_BLOCK, &set, &old); err != nil {
 		return fmt.Errorf("block signals: %w", err)
 	}
-	defer unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil) // only if execve failed
-	for drained := false; !drained; {
-		select {
-		case sig := <-s.sigs:
-			s.forward(sig.(syscall.Signal))
-		default:
-			drained = true
-		}
-	}
+	defer unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
 	argv := []string{"cimg-run", WaitArg, "pid=" + strconv.Itoa(s.pid), "pidfd=" + strconv.Itoa(s.pidfd),
-		"name=" + s.name, "memory=" + s.memory, "stop-timeout=" + s.stopTimeout.String(), "id=" + s.cg.ID}
-	if !s.stopAt.IsZero() {
-		argv = append(argv, "stop-at="+strconv.FormatInt(s.stopAt.UnixNano(), 10))
+		"name=" + s.name, "memory=" + s.memory, "stop-timeout=" + s.stopTimeout.String(), "id=" + s.cg.ID,
+		"late=" + strconv.Itoa(int(late.Fd()))}
+	if !stopAt.IsZero() {
+		argv = append(argv, "stop-at="+strconv.FormatInt(stopAt.UnixNano(), 10))
 	}
 	if s.cg.V2 {
 		argv = append(argv, "v2")
 	}
-	keep := []int{s.pidfd} // exited made sure there is one
+	keep := []int{s.pidfd, int(late.Fd())} // exited made sure there is a pidfd
 	for c, p := range s.cg.parents {
 		d := s.cg.held[c]
 		argv = append(argv, fmt.Sprintf("cgroup=%s:%d:%d", c, p.Fd(), d.Fd()))
@@ -182,10 +201,40 @@ func (s *supervisor) becomeWaiter(exe *os.File) error {
 	if err != nil {
 		return err
 	}
+	// The last moments of this image: a stop request that arrives from
+	// now on ends the process (and the app, by its parent-death signal)
+	// rather than sit in the runtime's queue when execve ends the relay.
+	// The same happens to one that arrives before the waiter asks for it.
+	// The kernel's default action is set under the runtime's feet (not
+	// with signal.Reset), so that one it took in just before still
+	// reaches the relay, which gets a moment for it. SIGUSR1/2 stay with
+	// the relay: ending the app is not what they ask.
+	var saved [len(stopSignals)][4]uint64 // struct sigaction, any arch; all zero is SIG_DFL
+	for i, sig := range stopSignals {
+		var dfl [4]uint64
+		if err := sigaction(sig.(syscall.Signal), &dfl, &saved[i]); err != nil {
+			return err
+		}
+		defer sigaction(sig.(syscall.Signal), &saved[i], nil)
+	}
+	time.Sleep(time.Millisecond)
 	empty := [1]byte{}
 	_, _, errno := syscall.Syscall6(unix.SYS_EXECVEAT, exe.Fd(), uintptr(unsafe.Pointer(&empty[0])),
 		uintptr(unsafe.Pointer(&append(argvp, nil)[0])), uintptr(unsafe.Pointer(&append(envp, nil)[0])), unix.AT_EMPTY_PATH, 0)
 	return fmt.Errorf("exec the waiter: %w", errno)
+}
+
+// sigaction sets sig's disposition to act, the kernel's struct sigaction,
+// keeping the old one in old unless it is nil.
+func sigaction(sig syscall.Signal, act, old *[4]uint64) error {
+	var o uintptr
+	if old != nil {
+		o = uintptr(unsafe.Pointer(old))
+	}
+	if _, _, errno := syscall.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(act)), o, 8, 0, 0); errno != 0 {
+		return fmt.Errorf("rt_sigaction %v: %w", sig, errno)
+	}
+	return nil
 }
 
 // WaitMain is the slim waiter (see WaitArg): it takes over the app from
@@ -209,6 +258,14 @@ func WaitMain(args []string) {
 		case "stop-at":
 			n, _ := strconv.ParseInt(v, 10, 64)
 			s.stopAt = time.Unix(0, n)
+		case "late": // EOF at once: the writer's process image is gone
+			fd, _ := strconv.Atoi(v)
+			f := os.NewFile(uintptr(fd), "stop deadline from the launcher")
+			b, _ := io.ReadAll(f)
+			f.Close()
+			if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
+				s.stopAt = time.Unix(0, n)
+			}
 		case "id":
 			s.cg.ID = v
 		case "v2":

@@ -1,7 +1,7 @@
 // probe runs inside a test image and prints, as JSON, what the launcher
 // gave it: identity, capabilities, namespaces' view, mounts, fds, limits.
 // With the argument "sleep" it waits for a signal first (so the test can
-// look at it from outside); "exit N" exits with N; "hog" allocates until
+// look at it from outside), "deaf" ignores SIGTERM; "exit N" exits with N; "hog" allocates until
 // killed; "forkbomb" forks until it cannot.
 package main
 
@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 type report struct {
@@ -47,6 +48,12 @@ func main() {
 			s := <-c
 			os.Stdout.WriteString("got " + s.String() + "\n")
 			os.Exit(0)
+		case "deaf": // ignores SIGTERM: only the stop timeout ends it
+			signal.Ignore(syscall.SIGTERM)
+			os.Stdout.WriteString("ready\n")
+			for {
+				time.Sleep(time.Hour)
+			}
 		case "hog":
 			var keep [][]byte
 			for {

@@ -1,0 +1,35 @@
+// Package earlysig holds the signals cimg-run relays to its app, and in a
+// process started as the slim waiter it takes them in from the first
+// moments of the process's life.
+//
+// The waiter is exec'd while its app runs, so a stop request can reach it
+// at any time; the Go runtime kills a process that gets SIGTERM, SIGINT,
+// SIGHUP or SIGQUIT before anyone asked for them, and unblocks them at
+// start even when they were blocked across execve. So the asking happens
+// in this package's init, not in main: packages are initialised in import
+// path order as soon as their imports are (Go 1.21+), this one imports
+// only os/signal, and its path sorts before the rest of the program's.
+package earlysig
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// WaitArg as argv[1] makes cimg-run the slim waiter.
+const WaitArg = "__cimg_wait__"
+
+// Forwarded are the signals relayed to the app.
+var Forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
+
+// Waiter receives Forwarded from init on when this process is the slim
+// waiter, and is nil otherwise.
+var Waiter chan os.Signal
+
+func init() {
+	if len(os.Args) > 1 && os.Args[1] == WaitArg {
+		Waiter = make(chan os.Signal, 8)
+		signal.Notify(Waiter, Forwarded...)
+	}
+}
