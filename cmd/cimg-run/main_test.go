@@ -518,7 +518,8 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 // TestKilledLaunchesLeakNothing SIGKILLs cimg-run at random moments of
-// its setup; the next launch cleans up whatever a killed one left.
+// its setup and of its hand-over to the slim waiter; the next launch
+// cleans up whatever a killed one left.
 func TestKilledLaunchesLeakNothing(t *testing.T) {
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"32MiB\"\npids = 8\n")
 	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 {
@@ -535,12 +536,23 @@ func TestKilledLaunchesLeakNothing(t *testing.T) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	}
+	// And 30 killed while a running app's launcher turns into the slim
+	// waiter (about 100 ms after start), or just after.
+	for i := 0; i < 30; i++ {
+		cmd := exec.Command(cimgRun, img, "--", "sleep")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(90+rng.IntN(70)) * time.Millisecond)
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
 	// The next launch removes stale cgroups; wait for the killed
 	// children's namespaces to be torn down.
 	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 {
 		t.Fatalf("%+v", res)
 	}
-	expectCounts(t, before, "after 200 killed launches")
+	expectCounts(t, before, "after 230 killed launches")
 	// Orphans of a killed launcher are reaped by the host's init; give
 	// it a moment, then none of ours may be left as zombies.
 	z := 0
