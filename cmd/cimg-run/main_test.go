@@ -235,14 +235,8 @@ func TestExitStatusAndSignals(t *testing.T) {
 // death still takes the app with it.
 func TestSlimWaiter(t *testing.T) {
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"32MiB\"\n")
-	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 { // the cache mount
-		t.Fatalf("%+v", res)
-	}
+	runExit0(t, img) // the cache mount
 	before := counts(t)
-	isWaiter := func(pid int) bool {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		return strings.Contains(string(b), "__cimg_wait__")
-	}
 	cmd, out := startSleeping(t, img)
 	waitFor(t, func() bool { return isWaiter(cmd.Process.Pid) })
 	cmd.Process.Signal(syscall.SIGUSR1)
@@ -264,9 +258,7 @@ func TestSlimWaiter(t *testing.T) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", app))
 		return err != nil || strings.Contains(string(b), ") Z ")
 	})
-	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 { // removes the stale cgroup
-		t.Fatalf("%+v", res)
-	}
+	runExit0(t, img) // removes the stale cgroup
 	expectCounts(t, before, "after the waiter was killed")
 }
 
@@ -339,9 +331,7 @@ func counts(t *testing.T) map[string]int {
 func TestSequentialLaunchesLeakNothing(t *testing.T) {
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"32MiB\"\n")
 	// The first launch creates the cache mount, which is meant to stay.
-	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 {
-		t.Fatalf("%+v", res)
-	}
+	runExit0(t, img)
 	before := counts(t)
 	for i := 0; i < 1000; i++ {
 		if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "3")); res.code != 3 {
@@ -522,9 +512,7 @@ func waitFor(t *testing.T, cond func() bool) {
 // cleans up whatever a killed one left.
 func TestKilledLaunchesLeakNothing(t *testing.T) {
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"32MiB\"\npids = 8\n")
-	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 {
-		t.Fatalf("%+v", res)
-	}
+	runExit0(t, img)
 	before := counts(t)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 200; i++ {
@@ -549,9 +537,7 @@ func TestKilledLaunchesLeakNothing(t *testing.T) {
 	}
 	// The next launch removes stale cgroups; wait for the killed
 	// children's namespaces to be torn down.
-	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 {
-		t.Fatalf("%+v", res)
-	}
+	runExit0(t, img)
 	expectCounts(t, before, "after 230 killed launches")
 	// Orphans of a killed launcher are reaped by the host's init; give
 	// it a moment, then none of ours may be left as zombies.
@@ -707,6 +693,22 @@ func TestPrivateMount(t *testing.T) {
 }
 
 // startSleeping starts the probe in "sleep" mode and waits until it is up.
+// runExit0 runs img's probe with "exit 0" and stops the test unless it
+// succeeds: the first launch of an image makes its cache mount, a later
+// one removes what killed launches left.
+func runExit0(t *testing.T, img string) {
+	t.Helper()
+	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 {
+		t.Fatalf("%+v", res)
+	}
+}
+
+// isWaiter says whether pid is cimg-run turned into its slim waiter.
+func isWaiter(pid int) bool {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return strings.Contains(string(b), "__cimg_wait__")
+}
+
 func startSleeping(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
 	cmd := exec.Command(cimgRun, append(args, "--", "sleep")...)
@@ -940,14 +942,8 @@ func TestCrossCompiles(t *testing.T) {
 // must cross the exec too.
 func TestSignalsAcrossWaiterExec(t *testing.T) {
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\npids = 16\n")
-	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 { // the cache mount
-		t.Fatalf("%+v", res)
-	}
+	runExit0(t, img) // the cache mount
 	before := counts(t)
-	isWaiter := func(pid int) bool {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		return strings.Contains(string(b), "__cimg_wait__")
-	}
 	// When the exec happens, measured from start (it follows a fixed
 	// poll of the app, so it varies little between launches).
 	var at []time.Duration
@@ -1004,9 +1000,7 @@ func TestSignalsAcrossWaiterExec(t *testing.T) {
 	}
 	t.Logf("exec at %v–%v after start; SIGTERM sent in %v–%v: %d reached the app, %d apps ignoring it were killed at the stop timeout, %d ended cimg-run",
 		at[0], at[len(at)-1], lo, hi, graceful, timedOut, hard)
-	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 { // removes stale cgroups
-		t.Fatalf("%+v", res)
-	}
+	runExit0(t, img) // removes stale cgroups
 	expectCounts(t, before, "after the signalled launches")
 }
 
