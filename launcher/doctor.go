@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"cimg.dev/cimg/internal/cgroup"
 )
 
 // Check is one kernel feature cimg uses, as found on this machine.
@@ -53,10 +56,10 @@ func Doctor() []Check {
 		_, err := os.Stat("/proc/self/ns/" + ns)
 		add(ns+" namespace", err == nil, true, "/proc/self/ns/"+ns)
 	}
-	mode, ctrls := cgroupMode()
+	mode, ctrls := cgroup.Mode()
 	add("cgroups", mode != "none", true, mode+": "+strings.Join(ctrls, " "))
 	for _, c := range []string{"memory", "pids", "cpu", "cpuset"} {
-		add("cgroup "+c, contains(ctrls, c), c == "memory" || c == "pids", "limits in the manifest need it")
+		add("cgroup "+c, slices.Contains(ctrls, c), c == "memory" || c == "pids", "limits in the manifest need it")
 	}
 	add("seccomp filters", seccompFilters(), true, "CONFIG_SECCOMP_FILTER")
 	_, err = os.Stat("/dev/mapper/control")
@@ -113,30 +116,6 @@ func kernelConfig(release string) map[string]string {
 		}
 	}
 	return cfg
-}
-
-// cgroupMode says how cgroups are mounted and which controllers cimg can
-// use: v2 ("unified"), or v1 per controller ("legacy" or "hybrid").
-func cgroupMode() (string, []string) {
-	if isV2() {
-		b, _ := os.ReadFile(cgroupRoot + "/cgroup.controllers")
-		return "v2 (unified)", strings.Fields(string(b))
-	}
-	var ctrls []string
-	for _, c := range []string{"memory", "pids", "cpu", "cpuset"} {
-		if _, err := os.Stat(cgroupRoot + "/" + c + "/cgroup.procs"); err == nil {
-			ctrls = append(ctrls, c)
-		}
-	}
-	if len(ctrls) == 0 {
-		return "none", nil
-	}
-	mode := "v1 (legacy)"
-	var st unix.Statfs_t
-	if unix.Statfs(cgroupRoot+"/unified", &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
-		mode = "v1 controllers (hybrid)"
-	}
-	return mode, ctrls
 }
 
 // seccompFilters reports whether the kernel takes seccomp filters: it

@@ -16,6 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"cimg.dev/cimg/format"
+	"cimg.dev/cimg/internal/cgroup"
+	"cimg.dev/cimg/internal/imagecache"
 	"cimg.dev/cimg/internal/keys"
 	"cimg.dev/cimg/manifest"
 )
@@ -104,15 +106,15 @@ func Run(o Options) (int, error) {
 	if o.PrivateMount {
 		// Verified here, mounted in the app's own mount namespace
 		// (enterRoot), so it goes when the app does.
-		if err := verifyPayload(o.StateDir, f, img, o.VerifyAlways); err != nil {
+		if err := imagecache.Verify(o.StateDir, f, img, o.VerifyAlways); err != nil {
 			return 0, err
 		}
-	} else if rootDir, err = mountCached(o.StateDir, f, img, o.VerifyAlways); err != nil {
+	} else if rootDir, err = imagecache.Mount(o.StateDir, f, img, o.VerifyAlways); err != nil {
 		return 0, err
 	}
 	// The cgroup, with limits, before the app exists.
 	id := m.Name + "-" + strconv.Itoa(os.Getpid())
-	cg, err := NewCgroup(id, m.Limits)
+	cg, err := cgroup.New(id, m.Limits)
 	if err != nil {
 		return 0, err
 	}
@@ -137,7 +139,7 @@ func Run(o Options) (int, error) {
 // parked until the app is gone: the child's parent-death signal is tied
 // to that thread, and its root is the container's, so it must never run
 // anything else.
-func start(cg *Cgroup, cfg *Config, m *manifest.Manifest, o Options) (int, error) {
+func start(cg *cgroup.Cgroup, cfg *Config, m *manifest.Manifest, o Options) (int, error) {
 	plan, err := newForkPlan(cfg, m)
 	if err != nil {
 		return 0, err
@@ -169,12 +171,12 @@ func start(cg *Cgroup, cfg *Config, m *manifest.Manifest, o Options) (int, error
 	}
 	if cg.V2 {
 		// Born in its cgroup: no window where it runs outside the limits.
-		plan.clone3 = &cloneArgs{flags: uint64(plan.cloneFlags) | unix.CLONE_INTO_CGROUP, exitSignal: uint64(unix.SIGCHLD), cgroup: uint64(cg.held[""].Fd())}
+		plan.clone3 = &cloneArgs{flags: uint64(plan.cloneFlags) | unix.CLONE_INTO_CGROUP, exitSignal: uint64(unix.SIGCHLD), cgroup: uint64(cg.CloneFD())}
 	}
 
 	// The cgroup.procs files to join (v1; v2 where clone3 cannot clone into
 	// the cgroup), opened now, while paths still lead to the host's /sys.
-	join, err := cg.procsFiles()
+	join, err := cg.ProcsFiles()
 	if err != nil {
 		return 0, err
 	}

@@ -1,6 +1,7 @@
 package launcher
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"cimg.dev/cimg/internal/cgroup"
 	"cimg.dev/cimg/internal/earlysig"
 )
 
@@ -33,7 +35,7 @@ const slimAfter = 100 * time.Millisecond
 type supervisor struct {
 	pid         int
 	pidfd       int // signals never reach a recycled pid
-	cg          *Cgroup
+	cg          *cgroup.Cgroup
 	name        string
 	memory      string // the limit, for the OOM report
 	stopTimeout time.Duration
@@ -183,11 +185,11 @@ func (s *supervisor) becomeWaiter(exe *os.File) error {
 		argv = append(argv, "v2")
 	}
 	keep := []int{s.pidfd, int(late.Fd())} // exited made sure there is a pidfd
-	for c, p := range s.cg.parents {
-		d := s.cg.held[c]
-		argv = append(argv, fmt.Sprintf("cgroup=%s:%d:%d", c, p.Fd(), d.Fd()))
-		keep = append(keep, int(p.Fd()), int(d.Fd()))
+	words, fds := s.cg.HandOver()
+	for _, w := range words {
+		argv = append(argv, "cgroup="+w)
 	}
+	keep = append(keep, fds...)
 	for _, fd := range keep {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
 			return err
@@ -240,46 +242,17 @@ func sigaction(sig syscall.Signal, act, old *[4]uint64) error {
 // WaitMain is the slim waiter (see WaitArg): it takes over the app from
 // the launcher it replaced, and exits with the app's status.
 func WaitMain(args []string) {
-	s := &supervisor{cg: newCgroup("", false)}
-	s.warn = func(m string) { fmt.Fprintf(os.Stderr, "cimg-run: warning: %s\n", m) }
-	for _, a := range args {
-		k, v, _ := strings.Cut(a, "=")
-		switch k {
-		case "pid":
-			s.pid, _ = strconv.Atoi(v)
-		case "pidfd":
-			s.pidfd, _ = strconv.Atoi(v)
-		case "name":
-			s.name = v
-		case "memory":
-			s.memory = v
-		case "stop-timeout":
-			s.stopTimeout, _ = time.ParseDuration(v)
-		case "stop-at":
-			n, _ := strconv.ParseInt(v, 10, 64)
-			s.stopAt = time.Unix(0, n)
-		case "late": // EOF at once: the writer's process image is gone
-			fd, _ := strconv.Atoi(v)
-			f := os.NewFile(uintptr(fd), "stop deadline from the launcher")
-			b, _ := io.ReadAll(f)
-			f.Close()
-			if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
-				s.stopAt = time.Unix(0, n)
-			}
-		case "id":
-			s.cg.ID = v
-		case "v2":
-			s.cg.V2 = true
-		case "cgroup": // controller:parent-fd:held-fd
-			f := strings.Split(v, ":")
-			if len(f) == 3 {
-				p, _ := strconv.Atoi(f[1])
-				d, _ := strconv.Atoi(f[2])
-				s.cg.parents[f[0]] = os.NewFile(uintptr(p), "cgroup parent "+f[0])
-				s.cg.held[f[0]] = os.NewFile(uintptr(d), "cgroup "+f[0])
-			}
+	s, err := parseWaiterArgs(args)
+	if err != nil {
+		// Only a launcher of another version could hand us words we do not
+		// know: the app must not run on unsupervised.
+		fmt.Fprintf(os.Stderr, "cimg-run: slim waiter: %v; killing the app\n", err)
+		if s.pidfd > 0 {
+			unix.PidfdSendSignal(s.pidfd, unix.SIGKILL, nil, 0)
 		}
+		os.Exit(125)
 	}
+	s.warn = func(m string) { fmt.Fprintf(os.Stderr, "cimg-run: warning: %s\n", m) }
 	s.relay()
 	code, err := s.finish()
 	if rerr := s.cg.Remove(); err == nil && rerr != nil {
@@ -290,4 +263,66 @@ func WaitMain(args []string) {
 		os.Exit(125)
 	}
 	os.Exit(code)
+}
+
+// parseWaiterArgs reads what becomeWaiter put in argv. Every word must
+// parse: the supervisor it builds is the app's only one.
+func parseWaiterArgs(args []string) (*supervisor, error) {
+	s := &supervisor{pidfd: -1}
+	var id string
+	var v2 bool
+	var words []string
+	var errs []error
+	num := func(k, v string) int64 {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", k, v, err))
+		}
+		return n
+	}
+	for _, a := range args {
+		k, v, _ := strings.Cut(a, "=")
+		switch k {
+		case "pid":
+			s.pid = int(num(k, v))
+		case "pidfd":
+			s.pidfd = int(num(k, v))
+		case "name":
+			s.name = v
+		case "memory":
+			s.memory = v
+		case "stop-timeout":
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("stop-timeout: %w", err))
+			}
+			s.stopTimeout = d
+		case "stop-at":
+			s.stopAt = time.Unix(0, num(k, v))
+		case "late": // EOF at once: the writer's process image is gone
+			f := os.NewFile(uintptr(num(k, v)), "stop deadline from the launcher")
+			b, _ := io.ReadAll(f)
+			f.Close()
+			if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
+				s.stopAt = time.Unix(0, n)
+			}
+		case "id":
+			id = v
+		case "v2":
+			v2 = true
+		case "cgroup":
+			words = append(words, v)
+		default:
+			errs = append(errs, fmt.Errorf("unknown argument %q", a))
+		}
+	}
+	if s.pid <= 0 || s.pidfd < 0 {
+		errs = append(errs, errors.New("no pid= and pidfd= of the app"))
+	}
+	cg, err := cgroup.Adopt(id, v2, words)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	s.cg = cg
+	return s, errors.Join(errs...)
 }

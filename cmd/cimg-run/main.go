@@ -20,6 +20,7 @@ import (
 
 	"flag"
 
+	"cimg.dev/cimg/internal/imagecache"
 	"cimg.dev/cimg/launcher"
 )
 
@@ -70,7 +71,7 @@ func run(args []string) (int, error) {
 		case "doctor":
 			return doctor()
 		case "gc":
-			done, err := launcher.GC("/run/cimg")
+			done, err := imagecache.GC("/run/cimg")
 			for _, d := range done {
 				fmt.Println("unmounted", d)
 			}

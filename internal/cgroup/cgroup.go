@@ -1,4 +1,10 @@
-package launcher
+// Package cgroup is an app's cgroup: created with the manifest's limits
+// before the app exists (v1 per controller, or one v2 directory), held
+// open and flock'ed for the instance's life so that reading, killing and
+// removing it go through directory fds (they work where host paths do
+// not, in the slim waiter), and removed when the app is gone — or by the
+// next launch when a launcher was SIGKILLed.
+package cgroup
 
 import (
 	"errors"
@@ -16,8 +22,8 @@ import (
 	"cimg.dev/cimg/manifest"
 )
 
-// cgroupRoot is where cgroup filesystems are mounted.
-var cgroupRoot = "/sys/fs/cgroup"
+// Root is where cgroup filesystems are mounted (a variable for tests).
+var Root = "/sys/fs/cgroup"
 
 // Cgroup is the app's cgroup: one directory on a cgroup v2 host, one per
 // controller on a v1 (or hybrid) host.
@@ -39,12 +45,12 @@ func newCgroup(id string, v2 bool) *Cgroup {
 	return &Cgroup{V2: v2, Dirs: map[string]string{}, ID: id, held: map[string]*os.File{}, parents: map[string]*os.File{}}
 }
 
-// isV2 reports whether /sys/fs/cgroup itself is cgroup2 (a pure v2 host).
+// IsV2 reports whether /sys/fs/cgroup itself is cgroup2 (a pure v2 host).
 // On hybrid hosts the v2 mount lives elsewhere and holds few controllers;
 // limits go to the v1 hierarchies.
-func isV2() bool {
+func IsV2() bool {
 	var st unix.Statfs_t
-	return unix.Statfs(cgroupRoot, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
+	return unix.Statfs(Root, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
 }
 
 // v1Controllers are the v1 hierarchies cimg ever creates a cgroup in.
@@ -68,11 +74,11 @@ func controllersFor(l manifest.Limits) []string {
 	return c
 }
 
-// NewCgroup creates the cgroup for instance id and writes the limits. It
+// New creates the cgroup for instance id and writes the limits. It
 // always creates one (with the pids and memory controllers at least
 // where they exist), so that stop can kill the whole app.
-func NewCgroup(id string, l manifest.Limits) (*Cgroup, error) {
-	cg := newCgroup(id, isV2())
+func New(id string, l manifest.Limits) (*Cgroup, error) {
+	cg := newCgroup(id, IsV2())
 	// A launcher killed with SIGKILL cannot remove its cgroup; the next
 	// launch does.
 	removeStale(cg.V2)
@@ -87,7 +93,7 @@ func NewCgroup(id string, l manifest.Limits) (*Cgroup, error) {
 		want[c] = true
 	}
 	for c := range want {
-		base := filepath.Join(cgroupRoot, c)
+		base := filepath.Join(Root, c)
 		if _, err := os.Stat(filepath.Join(base, "cgroup.procs")); err != nil {
 			if contains(ctrls, c) {
 				cg.Remove()
@@ -118,11 +124,11 @@ func NewCgroup(id string, l manifest.Limits) (*Cgroup, error) {
 }
 
 func (cg *Cgroup) setupV2(id string, l manifest.Limits, ctrls []string) error {
-	parent := filepath.Join(cgroupRoot, "cimg")
+	parent := filepath.Join(Root, "cimg")
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("create cgroup %s: %w", parent, err)
 	}
-	avail, _ := os.ReadFile(filepath.Join(cgroupRoot, "cgroup.controllers"))
+	avail, _ := os.ReadFile(filepath.Join(Root, "cgroup.controllers"))
 	for _, c := range ctrls {
 		if !strings.Contains(" "+strings.TrimSpace(string(avail))+" ", " "+c+" ") {
 			return fmt.Errorf("cgroup v2 controller %s is not available (cgroup.controllers: %q)", c, strings.TrimSpace(string(avail)))
@@ -134,7 +140,7 @@ func (cg *Cgroup) setupV2(id string, l manifest.Limits, ctrls []string) error {
 			enable += " +" + c
 		}
 	}
-	for _, d := range []string{cgroupRoot, parent} {
+	for _, d := range []string{Root, parent} {
 		if enable != "" {
 			if err := os.WriteFile(filepath.Join(d, "cgroup.subtree_control"), []byte(strings.TrimSpace(enable)), 0); err != nil {
 				return fmt.Errorf("enable controllers in %s: %w", d, err)
@@ -222,9 +228,9 @@ func (cg *Cgroup) limitsV1(l manifest.Limits) error {
 	return errors.Join(errs...)
 }
 
-// procsFiles opens the cgroup.procs files a process is moved with, one
+// ProcsFiles opens the cgroup.procs files a process is moved with, one
 // per controller (v2: one, used only where clone3 cannot clone into it).
-func (cg *Cgroup) procsFiles() ([]*os.File, error) {
+func (cg *Cgroup) ProcsFiles() ([]*os.File, error) {
 	var fs []*os.File
 	for c, dir := range cg.Dirs {
 		f, err := os.OpenFile(filepath.Join(dir, "cgroup.procs"), os.O_WRONLY, 0)
@@ -365,11 +371,11 @@ func contains(list []string, s string) bool {
 // launcher turns into the slim waiter. Only the directories cimg creates
 // are read: this runs on every launch.
 func removeStale(v2 bool) {
-	parents := []string{filepath.Join(cgroupRoot, "cimg")}
+	parents := []string{filepath.Join(Root, "cimg")}
 	if !v2 {
 		parents = parents[:0]
 		for _, c := range v1Controllers {
-			parents = append(parents, filepath.Join(cgroupRoot, c, "cimg"))
+			parents = append(parents, filepath.Join(Root, c, "cimg"))
 		}
 	}
 	for _, parent := range parents {
@@ -399,4 +405,67 @@ func removeStale(v2 bool) {
 func launcherAlive(pid int) bool {
 	exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
 	return err == nil && strings.Contains(filepath.Base(exe), "cimg-run")
+}
+
+// Mode says how cgroups are mounted and which controllers cimg can use:
+// v2 ("unified"), or v1 per controller ("legacy" or "hybrid").
+func Mode() (string, []string) {
+	if IsV2() {
+		b, _ := os.ReadFile(Root + "/cgroup.controllers")
+		return "v2 (unified)", strings.Fields(string(b))
+	}
+	var ctrls []string
+	for _, c := range v1Controllers {
+		if _, err := os.Stat(Root + "/" + c + "/cgroup.procs"); err == nil {
+			ctrls = append(ctrls, c)
+		}
+	}
+	if len(ctrls) == 0 {
+		return "none", nil
+	}
+	mode := "v1 (legacy)"
+	var st unix.Statfs_t
+	if unix.Statfs(Root+"/unified", &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+		mode = "v1 controllers (hybrid)"
+	}
+	return mode, ctrls
+}
+
+// CloneFD is the v2 directory's fd, for clone3's CLONE_INTO_CGROUP (-1 on v1).
+func (cg *Cgroup) CloneFD() int {
+	if d, ok := cg.held[""]; ok && cg.V2 {
+		return int(d.Fd())
+	}
+	return -1
+}
+
+// HandOver describes the held directories for a process that takes the
+// cgroup over across execve (the slim waiter): one "controller:parent-fd:
+// held-fd" word each, and the fds, which the caller must keep open
+// across the exec (clear their close-on-exec flag).
+func (cg *Cgroup) HandOver() (words []string, fds []int) {
+	for c, p := range cg.parents {
+		d := cg.held[c]
+		words = append(words, fmt.Sprintf("%s:%d:%d", c, p.Fd(), d.Fd()))
+		fds = append(fds, int(p.Fd()), int(d.Fd()))
+	}
+	return words, fds
+}
+
+// Adopt rebuilds a cgroup from HandOver's words, in the process that
+// inherited its fds.
+func Adopt(id string, v2 bool, words []string) (*Cgroup, error) {
+	cg := newCgroup(id, v2)
+	for _, w := range words {
+		f := strings.Split(w, ":")
+		p, err1 := strconv.Atoi(f[len(f)-2])
+		d, err2 := strconv.Atoi(f[len(f)-1])
+		if len(f) != 3 || err1 != nil || err2 != nil {
+			cg.release()
+			return nil, fmt.Errorf("cgroup hand-over %q: want controller:parent-fd:held-fd", w)
+		}
+		cg.parents[f[0]] = os.NewFile(uintptr(p), "cgroup parent "+f[0])
+		cg.held[f[0]] = os.NewFile(uintptr(d), "cgroup "+f[0])
+	}
+	return cg, nil
 }

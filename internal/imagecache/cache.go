@@ -1,4 +1,11 @@
-package launcher
+// Package imagecache is the mount cache: an image's squashfs is mounted
+// once, keyed by its verified root hash, under STATE/images, and every
+// instance bind-mounts it into its own mount namespace. squashfs keeps
+// decompressed pages per mount, so a kept mount is what makes the second
+// start of a real app warm. Nothing reaches mount(2) before the payload
+// is known good: dm-verity where the kernel has it, else a user-space
+// check of the whole hash tree once per boot per file.
+package imagecache
 
 import (
 	"encoding/hex"
@@ -15,11 +22,6 @@ import (
 	"cimg.dev/cimg/internal/loop"
 )
 
-// The mount cache: an image's squashfs is mounted once, keyed by its
-// verified root hash, and every instance bind-mounts it into its own
-// mount namespace. squashfs keeps decompressed pages per mount, so a kept
-// mount is what makes the second start of a real app warm.
-
 // cacheDir is the mount point of the image with this root hash.
 func cacheDir(state string, root [32]byte) string {
 	return filepath.Join(state, "images", hex.EncodeToString(root[:16]))
@@ -35,11 +37,11 @@ func isMounted(dir string) bool {
 	return st.Dev != parent.Dev && unix.Statfs(dir, &fs) == nil && fs.Type == unix.SQUASHFS_MAGIC
 }
 
-// mountCached returns the cache mount of img, creating it when absent:
+// Mount returns the cache mount of img, creating it when absent:
 // payload verified (unless this boot verified it already), the same fd
 // loop-attached, squashfs mounted read-only. A lock file serialises
 // concurrent first launches of one image.
-func mountCached(state string, f *os.File, img *format.Image, verifyAlways bool) (string, error) {
+func Mount(state string, f *os.File, img *format.Image, verifyAlways bool) (string, error) {
 	dir := cacheDir(state, img.Footer.RootHash)
 	// Warm start: a mount appears whole, so seeing it needs no lock.
 	if !verifyAlways && isMounted(dir) {
@@ -65,7 +67,7 @@ func mountCached(state string, f *os.File, img *format.Image, verifyAlways bool)
 	// the whole payload is checked here first.
 	useDM := dmverity.Available()
 	if !useDM || verifyAlways {
-		if err := verifyPayload(state, f, img, verifyAlways); err != nil {
+		if err := Verify(state, f, img, verifyAlways); err != nil {
 			return "", err
 		}
 	}
@@ -133,10 +135,10 @@ func mountAdvice(dev, dir string, f *os.File, err error) error {
 	return base
 }
 
-// verifyPayload checks the hash tree in user space, once per boot per
+// Verify checks the hash tree in user space, once per boot per
 // file: the result is remembered in state keyed by device, inode, size,
 // ctime and root hash, any of which changes when the file does.
-func verifyPayload(state string, f *os.File, img *format.Image, always bool) error {
+func Verify(state string, f *os.File, img *format.Image, always bool) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return err
