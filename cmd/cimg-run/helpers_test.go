@@ -1,0 +1,211 @@
+package main
+
+// Launcher tests, for real: images built by cimg-build, started by the
+// cimg-run binary, with a probe program inside reporting what it sees.
+// They need root (CI runs as root) and fail, not skip, without it.
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"cimg.dev/cimg/internal/mounttest"
+	"cimg.dev/cimg/internal/testbin"
+)
+
+var cimgRun, cimgBuild, probe, faultinject string
+
+// testRoot holds every temporary file of these tests (TMPDIR points
+// here), so the leak counts can tell this package's loop devices and
+// mounts from those of tests running beside it.
+var testRoot string
+
+func TestMain(m *testing.M) {
+	var err error
+	if testRoot, err = os.MkdirTemp("", "cimg-run-tests-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Chmod(testRoot, 0o755) // TestRefusals runs cimg-run from here as nobody
+	os.Setenv("TMPDIR", testRoot)
+	run := func() int {
+		defer os.RemoveAll(testRoot)
+		return m.Run()
+	}
+	testbin.Main(run, map[string]string{"cimg-run": ".", "cimg-build": "../cimg-build", "probe": "../../testdata/probe",
+		"faultinject": "../../internal/testbin/faultinject"},
+		func(p map[string]string) {
+			cimgRun, cimgBuild, probe, faultinject = p["cimg-run"], p["cimg-build"], p["probe"], p["faultinject"]
+		})
+}
+
+// probeImage builds an image of the probe with the given manifest body
+// (name, arch and command are filled in).
+func probeImage(t *testing.T, manifestBody string, extra ...string) string {
+	t.Helper()
+	mounttest.RequireRoot(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	os.MkdirAll(filepath.Join(root, "usr/bin"), 0o755)
+	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+	b, _ := os.ReadFile(probe)
+	os.WriteFile(filepath.Join(root, "usr/bin/probe"), b, 0o755)
+	os.WriteFile(filepath.Join(root, "usr/bin/probe-suid"), b, 0o755)
+	os.Chmod(filepath.Join(root, "usr/bin/probe-suid"), 0o4755)
+	mf := filepath.Join(dir, "cimg.toml")
+	os.WriteFile(mf, []byte("name = \"probe\"\n"+manifestBody), 0o644)
+	img := filepath.Join(dir, "probe.cimg")
+	args := append([]string{"-q", "-f", mf, "--rootfs", root, "--entrypoint", "/usr/bin/probe", "-o", img}, extra...)
+	if out, err := exec.Command(cimgBuild, args...).CombinedOutput(); err != nil {
+		t.Fatalf("cimg-build: %v\n%s", err, out)
+	}
+	return img
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func runImage(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+// passHostFDs hands the command fds 3..20, all on a host directory: the
+// kind of fds a careless caller leaks to cimg-run.
+func passHostFDs(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	for i := 3; i <= 20; i++ {
+		f, err := os.Open("/etc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+	}
+}
+
+// expectNoHostFDs fails for any fd of the probe that names a host path.
+// The probe's own fds (Go's epoll, its readdir of /proc/self/fd) are
+// anonymous or in /proc.
+func expectNoHostFDs(t *testing.T, r probeReport) {
+	t.Helper()
+	for _, fd := range r.FDs {
+		n, target, _ := strings.Cut(fd, "=")
+		if i, _ := strconv.Atoi(n); i > 2 && strings.HasPrefix(target, "/") && !strings.HasPrefix(target, "/proc/") {
+			t.Errorf("fd %s leaked into the app", fd)
+		}
+	}
+}
+
+type probeReport struct {
+	PID         int
+	IDs         []int
+	Groups      []int
+	Status      map[string]string
+	Hostname    string
+	Cwd         string
+	Env         []string
+	FDs         []string
+	Mounts      []string
+	Cgroup      string
+	NoFile      [2]uint64
+	Core        [2]uint64
+	WriteErrors map[string]string `json:"write_errors"`
+	Setuid      string            `json:"setuid_result"`
+}
+
+// counts is what a launch could leak: loop devices backed by our images,
+// mounts in cimg's state directory or on our files, cimg cgroups, and
+// this process's fds. Other tests' loop devices and mounts (other
+// packages run at the same time) are not ours to count.
+func counts(t *testing.T) map[string]int {
+	lo, _ := exec.Command("losetup", "-a").Output()
+	loops := 0
+	for _, l := range strings.Split(string(lo), "\n") {
+		if strings.Contains(l, testRoot) {
+			loops++
+		}
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	mounts := 0
+	for _, l := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && (strings.HasPrefix(f[4], "/run/cimg/") || strings.HasPrefix(f[4], testRoot)) {
+			mounts++
+		}
+	}
+	cg, _ := os.ReadDir("/sys/fs/cgroup/memory/cimg")
+	fds, _ := os.ReadDir("/proc/self/fd")
+	return map[string]int{"loop devices": loops, "mounts": mounts, "cgroups": len(cg), "fds": len(fds)}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("timed out waiting")
+}
+
+// settle polls cond for up to 5 s: the kernel tears down namespaces,
+// mounts and loop devices of exited processes asynchronously.
+func settle(cond func() bool) bool {
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
+// expectCounts fails unless counts settle back to before.
+func expectCounts(t *testing.T, before map[string]int, when string) {
+	t.Helper()
+	var after map[string]int
+	if !settle(func() bool { after = counts(t); return fmt.Sprint(after) == fmt.Sprint(before) }) {
+		t.Errorf("%s: %v, before: %v", when, after, before)
+	}
+}
+
+// runExit0 runs img's probe with "exit 0" and stops the test unless it
+// succeeds: the first launch of an image makes its cache mount, a later
+// one removes what killed launches left.
+func runExit0(t *testing.T, img string) {
+	t.Helper()
+	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 {
+		t.Fatalf("%+v", res)
+	}
+}
+
+// startSleeping starts the probe in "sleep" mode and waits until it is up.
+func startSleeping(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(cimgRun, append(args, "--", "sleep")...)
+	out := &bytes.Buffer{}
+	cmd.Stdout = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
+	return cmd, out
+}

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"cimg.dev/cimg/internal/mounttest"
+)
+
+func TestRefusals(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "k")
+	if out, err := exec.Command(cimgBuild, "keygen", key).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n")
+	signed := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n", "--sign", key+".key")
+	other := filepath.Join(dir, "other")
+	exec.Command(cimgBuild, "keygen", other).Run()
+	tampered := filepath.Join(dir, "tampered.cimg")
+	b, _ := os.ReadFile(img)
+	b[100000] ^= 1
+	os.WriteFile(tampered, b, 0o644)
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unsigned with a key", []string{"--key", key + ".pub", img}, "unsigned"},
+		{"signed by another key", []string{"--key", other + ".pub", signed}, "untrusted"},
+		{"tampered payload", []string{"--verify", "always", tampered}, "payload"},
+		{"not an image", []string{"/etc/passwd"}, "not a cimg image"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := runImage(t, exec.Command(cimgRun, tc.args...))
+			if res.code != 125 || !strings.Contains(res.stderr, tc.want) || strings.Count(strings.TrimSpace(res.stderr), "\n") > 1 {
+				t.Errorf("exit %d, stderr %q; want 125 and %q", res.code, res.stderr, tc.want)
+			}
+		})
+	}
+	if res := runImage(t, exec.Command(cimgRun, "--key", key+".pub", signed, "--", "exit", "0")); res.code != 0 {
+		t.Errorf("signed image with its key: %+v", res)
+	}
+	nobody := exec.Command(cimgRun, img)
+	nobody.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if res := runImage(t, nobody); res.code != 125 || !strings.Contains(res.stderr, "must run as root") {
+		t.Errorf("as nobody: %+v", res)
+	}
+}
+
+func TestWrongArchRefused(t *testing.T) {
+	mounttest.RequireRoot(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	os.MkdirAll(filepath.Join(root, "bin"), 0o755)
+	os.WriteFile(filepath.Join(root, "bin/app"), []byte("#!/bin/sh\n"), 0o755)
+	img := filepath.Join(dir, "arm.cimg")
+	if out, err := exec.Command(cimgBuild, "-q", "--rootfs", root, "--entrypoint", "/bin/app", "--arch", "arm64", "-o", img).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	if res := runImage(t, exec.Command(cimgRun, img)); res.code != 125 || !strings.Contains(res.stderr, "built for arm64, this machine is amd64") {
+		t.Errorf("%+v", res)
+	}
+}

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestExitStatusAndSignals(t *testing.T) {
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n")
+	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "7")); res.code != 7 {
+		t.Errorf("exit 7: got %d %s", res.code, res.stderr)
+	}
+	cmd, out := startSleeping(t, img)
+	cmd.Process.Signal(syscall.SIGUSR1)
+	cmd.Wait()
+	if !strings.Contains(out.String(), "got user defined signal 1") {
+		t.Errorf("SIGUSR1 not forwarded: %q", out.String())
+	}
+}
+
+// TestSlimWaiter: a launcher whose app outlives its first 100 ms turns
+// into the slim waiter (same pid, a fresh process image), which still
+// relays signals, reports the status and removes the cgroup — and whose
+// death still takes the app with it.
+func TestSlimWaiter(t *testing.T) {
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"32MiB\"\n")
+	runExit0(t, img) // the cache mount
+	before := counts(t)
+	cmd, out := startSleeping(t, img)
+	waitFor(t, func() bool { return isWaiter(cmd.Process.Pid) })
+	cmd.Process.Signal(syscall.SIGUSR1)
+	if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), "got user defined signal 1") {
+		t.Errorf("through the waiter: %v, %q", err, out.String())
+	}
+	expectCounts(t, before, "after the waiter's app exited")
+
+	cmd, _ = startSleeping(t, img)
+	waitFor(t, func() bool { return isWaiter(cmd.Process.Pid) })
+	procs, _ := os.ReadFile(fmt.Sprintf("/sys/fs/cgroup/memory/cimg/probe-%d/cgroup.procs", cmd.Process.Pid))
+	app, err := strconv.Atoi(strings.TrimSpace(string(procs)))
+	if err != nil {
+		t.Fatalf("the app's pid from its cgroup: %q", procs)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	waitFor(t, func() bool { // gone, or a zombie waiting for the host's init
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", app))
+		return err != nil || strings.Contains(string(b), ") Z ")
+	})
+	runExit0(t, img) // removes the stale cgroup
+	expectCounts(t, before, "after the waiter was killed")
+}
+
+// TestSignalsAcrossWaiterExec sends SIGTERM around the moment the
+// launcher replaces itself with the slim waiter. None may be lost (a lost
+// one leaves the app running and cimg-run waiting for ever): each either
+// reaches the app, or, in the few milliseconds before the new process
+// can take it in (launcher/wait.go), ends cimg-run and the app with it;
+// the next launch then removes what that one left. Every other app
+// ignores SIGTERM: the stop timeout must still end it, so the deadline
+// must cross the exec too.
+func TestSignalsAcrossWaiterExec(t *testing.T) {
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\npids = 16\n")
+	runExit0(t, img) // the cache mount
+	before := counts(t)
+	// When the exec happens, measured from start (it follows a fixed
+	// poll of the app, so it varies little between launches).
+	var at []time.Duration
+	for range 5 {
+		cmd := exec.Command(cimgRun, img, "--", "sleep")
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for !isWaiter(cmd.Process.Pid) {
+			time.Sleep(100 * time.Microsecond)
+		}
+		at = append(at, time.Since(start))
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}
+	slices.Sort(at)
+	lo, hi := at[0]-10*time.Millisecond, at[len(at)-1]+2*time.Millisecond
+	var graceful, timedOut, hard int
+	for i := range 60 {
+		mode := []string{"sleep", "deaf"}[i%2]
+		cmd := exec.Command(cimgRun, "--stop-timeout=300ms", img, "--", mode)
+		out := &bytes.Buffer{}
+		cmd.Stdout = out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(lo + time.Duration(rand.Int64N(int64(hi-lo))))
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+			ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			switch {
+			case mode == "sleep" && ws.Exited() && ws.ExitStatus() == 0 && strings.Contains(out.String(), "got terminated"):
+				graceful++
+			case mode == "deaf" && ws.Exited() && ws.ExitStatus() == 128+int(syscall.SIGKILL):
+				timedOut++
+			case ws.Signaled() && ws.Signal() == syscall.SIGTERM:
+				hard++
+				procs := fmt.Sprintf("/sys/fs/cgroup/pids/cimg/probe-%d/cgroup.procs", cmd.Process.Pid)
+				waitFor(t, func() bool { b, _ := os.ReadFile(procs); return len(b) == 0 })
+			default:
+				t.Errorf("launch %d (%s): %v, %q", i, mode, cmd.ProcessState, out.String())
+			}
+		case <-time.After(5 * time.Second):
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+			t.Errorf("launch %d (%s): SIGTERM lost (waiter: %v, app said %q)\n%s", i, mode, isWaiter(cmd.Process.Pid), out.String(),
+				regexp.MustCompile(`(?m)^(Threads|Sig|Shd).*\n`).FindAll(b, -1))
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	t.Logf("exec at %v–%v after start; SIGTERM sent in %v–%v: %d reached the app, %d apps ignoring it were killed at the stop timeout, %d ended cimg-run",
+		at[0], at[len(at)-1], lo, hi, graceful, timedOut, hard)
+	runExit0(t, img) // removes stale cgroups
+	expectCounts(t, before, "after the signalled launches")
+}
+
+// TestWaiterAsksForSignalsFirst: the slim waiter dies of a stop signal
+// until package earlysig asks for them, so that package must be
+// initialised the moment os/signal is (an import added to it, or a
+// package name sorting before it, would move it later).
+func TestWaiterAsksForSignalsFirst(t *testing.T) {
+	cmd := exec.Command(cimgRun, "__cimg_wait__")
+	cmd.Env = append(os.Environ(), "GODEBUG=inittrace=1")
+	out, _ := cmd.CombinedOutput() // no app to wait for: it fails, after its inits
+	var order []string
+	for _, m := range regexp.MustCompile(`(?m)^init (\S+) @`).FindAllStringSubmatch(string(out), -1) {
+		order = append(order, m[1])
+	}
+	i := slices.Index(order, "os/signal")
+	if i < 0 || i+1 >= len(order) || order[i+1] != "cimg.dev/cimg/internal/earlysig" {
+		t.Errorf("package initialisation order %v: want cimg.dev/cimg/internal/earlysig right after os/signal\n%s", order, out)
+	}
+}
+
+// isWaiter says whether pid is cimg-run turned into its slim waiter.
+func isWaiter(pid int) bool {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return strings.Contains(string(b), "__cimg_wait__")
+}
