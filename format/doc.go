@@ -8,7 +8,8 @@
 //	                data and hash blocks, version 1 salting), byte for
 //	                byte what `veritysetup format --no-superblock` writes
 //	[.., +M)        manifest (TOML, at most MaxManifestSize bytes)
-//	[.., +S)        signatures: "CSIG", count, then (key id, ed25519 sig)
+//	[.., +S)        signatures: "CSIG", count, then (key id, ed25519 sig),
+//	                at most MaxSigSize bytes
 //	[EOF-256, EOF)  footer: magic, version, every section's offset and
 //	                length, verity root hash and salt, manifest sha256,
 //	                and a sha256 of the footer itself

@@ -13,8 +13,17 @@ const (
 	FooterSize = 256
 	// Version is the only format version this package reads and writes.
 	Version = 1
-	// MaxManifestSize caps the manifest section.
+	// MaxManifestSize caps the manifest section, which Open reads whole
+	// into memory before anything is verified. A manifest that sets every
+	// key, with a long environment and many mounts, is a few KiB; 1 MiB is
+	// hundreds of times that and still a harmless allocation.
 	MaxManifestSize = 1 << 20
+	// MaxSigSize caps the signatures section, which Open also reads whole
+	// before any check: an 8-byte header and 72 bytes per signature. Real
+	// images carry one signature per release key, a handful at most; 64 KiB
+	// holds 910. The payload and the hash tree have no cap but the file:
+	// they are never held in memory (VerifyPayload streams them).
+	MaxSigSize = 64 << 10
 	// MaxSaltSize is the room for the verity salt in the footer.
 	MaxSaltSize = 64
 
@@ -45,6 +54,29 @@ type SectionError struct {
 
 func (e *SectionError) Error() string { return e.Section + ": " + e.Err.Error() }
 func (e *SectionError) Unwrap() error { return e.Err }
+
+// SizeError is a section size in the footer over its cap: the fixed
+// maximum of the section, or what is left of the file before the footer.
+// It is the Err of a *SectionError and wraps ErrCorrupt. It is reported
+// before anything of that size is read or allocated.
+type SizeError struct {
+	Field string // the footer field, e.g. "sig_size (footer bytes 216-223)"
+	Size  uint64 // what the footer claims
+	Cap   uint64
+	// FileLimit: the cap is the room left in the file, not a fixed maximum.
+	FileLimit bool
+}
+
+func (e *SizeError) Error() string {
+	if e.FileLimit {
+		return fmt.Sprintf("%v: footer field %s claims %d bytes, but only %d bytes of the file are left before the footer: "+
+			"the file is truncated or its footer damaged; download or copy the image again, or rebuild it", ErrCorrupt, e.Field, e.Size, e.Cap)
+	}
+	return fmt.Sprintf("%v: footer field %s claims %d bytes, over the %d-byte cap for this section: "+
+		"the footer is damaged or forged, or the image was not written by cimg-build; rebuild it, or get it again from its source", ErrCorrupt, e.Field, e.Size, e.Cap)
+}
+
+func (e *SizeError) Unwrap() error { return ErrCorrupt }
 
 func sectionErr(section string, kind error, format string, args ...any) error {
 	return &SectionError{Section: section, Err: fmt.Errorf("%w: "+format, append([]any{kind}, args...)...)}
@@ -143,23 +175,27 @@ func ParseFooter(b []byte, fileSize int64) (*Footer, error) {
 	// become int64, so no overflow can sneak past the bounds checks.
 	end := uint64(fileSize - FooterSize)
 	type span struct {
-		name      string
-		off, size uint64
-		dst       [2]*int64
+		name, field string
+		off, size   uint64
+		max         uint64 // 0: bounded by the file only
+		dst         [2]*int64
 	}
 	spans := []span{
-		{"payload", 0, le.Uint64(b[24:]), [2]*int64{nil, &f.PayloadSize}},
-		{"verity", le.Uint64(b[32:]), le.Uint64(b[40:]), [2]*int64{&f.TreeOffset, &f.TreeSize}},
-		{"manifest", le.Uint64(b[160:]), le.Uint64(b[168:]), [2]*int64{&f.ManifestOffset, &f.ManifestSize}},
-		{"signatures", le.Uint64(b[208:]), le.Uint64(b[216:]), [2]*int64{&f.SigOffset, &f.SigSize}},
+		{"payload", "payload_size (footer bytes 24-31)", 0, le.Uint64(b[24:]), 0, [2]*int64{nil, &f.PayloadSize}},
+		{"verity", "tree_size (footer bytes 40-47)", le.Uint64(b[32:]), le.Uint64(b[40:]), 0, [2]*int64{&f.TreeOffset, &f.TreeSize}},
+		{"manifest", "manifest_size (footer bytes 168-175)", le.Uint64(b[160:]), le.Uint64(b[168:]), MaxManifestSize, [2]*int64{&f.ManifestOffset, &f.ManifestSize}},
+		{"signatures", "sig_size (footer bytes 216-223)", le.Uint64(b[208:]), le.Uint64(b[216:]), MaxSigSize, [2]*int64{&f.SigOffset, &f.SigSize}},
 	}
 	at := uint64(0)
 	for _, s := range spans {
+		if s.max > 0 && s.size > s.max {
+			return nil, &SectionError{Section: s.name, Err: &SizeError{Field: s.field, Size: s.size, Cap: s.max}}
+		}
 		if s.off != at {
 			return nil, sectionErr(s.name, ErrCorrupt, "starts at offset %d, want %d (sections must be contiguous)", s.off, at)
 		}
 		if s.size > end-at {
-			return nil, sectionErr(s.name, ErrCorrupt, "%d bytes at offset %d run past the footer at %d (truncated?)", s.size, s.off, end)
+			return nil, &SectionError{Section: s.name, Err: &SizeError{Field: s.field, Size: s.size, Cap: end - at, FileLimit: true}}
 		}
 		at += s.size
 		if s.dst[0] != nil {
@@ -175,9 +211,6 @@ func ParseFooter(b []byte, fileSize int64) (*Footer, error) {
 	}
 	if want := VerityTreeSize(f.DataBlocks()); f.TreeSize != want {
 		return nil, sectionErr("verity", ErrCorrupt, "hash tree is %d bytes, want %d for %d data blocks", f.TreeSize, want, f.DataBlocks())
-	}
-	if f.ManifestSize > MaxManifestSize {
-		return nil, sectionErr("manifest", ErrCorrupt, "%d bytes exceeds the %d-byte cap", f.ManifestSize, MaxManifestSize)
 	}
 	return f, nil
 }

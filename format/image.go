@@ -81,21 +81,35 @@ func (img *Image) Payload() *io.SectionReader {
 
 // VerifyPayload recomputes the hash tree over the payload and compares it,
 // byte for byte, with the stored tree, and its root with the footer's.
+// It streams: each hash block is compared as soon as it is complete and
+// then dropped, so memory stays at a few MiB whatever the payload's size,
+// and every byte of the file is read once. A stored block that differs is
+// a payload error if the root computed from the payload is not the
+// footer's (the payload changed), else a hash tree error.
 func (img *Image) VerifyPayload() error {
 	f := img.Footer
-	tree, root, err := BuildVerityTree(img.r, f.PayloadSize, f.Salt)
+	stored := make([]byte, BlockSize)
+	badAt := int64(-1)
+	root, err := walkTree(img.r, f.PayloadSize, f.Salt, func(off int64, block []byte) error {
+		if _, err := img.r.ReadAt(stored, f.TreeOffset+off); err != nil {
+			return &SectionError{Section: "verity", Err: fmt.Errorf("read: %w", err)}
+		}
+		if badAt < 0 && !bytes.Equal(stored, block) {
+			badAt = off
+		}
+		return nil
+	})
 	if err != nil {
+		if _, ok := err.(*SectionError); ok {
+			return err
+		}
 		return &SectionError{Section: "payload", Err: err}
 	}
 	if root != f.RootHash {
 		return sectionErr("payload", ErrIntegrity, "verity root hash %x does not match the footer's %x", root, f.RootHash)
 	}
-	stored := make([]byte, f.TreeSize)
-	if _, err := img.r.ReadAt(stored, f.TreeOffset); err != nil {
-		return &SectionError{Section: "verity", Err: fmt.Errorf("read: %w", err)}
-	}
-	if !bytes.Equal(stored, tree) {
-		return sectionErr("verity", ErrIntegrity, "stored hash tree differs from the payload's")
+	if badAt >= 0 {
+		return sectionErr("verity", ErrIntegrity, "stored hash tree differs from the payload's (hash block at tree offset %d)", badAt)
 	}
 	return nil
 }

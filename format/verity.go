@@ -1,7 +1,6 @@
 package format
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -38,6 +37,19 @@ func levelBlocks(dataBlocks int64) []int64 {
 	return out
 }
 
+// levelOffsets returns where each level starts in the tree, level 0 first.
+// On disk the top level comes first, as veritysetup writes it.
+func levelOffsets(dataBlocks int64) []int64 {
+	blocks := levelBlocks(dataBlocks)
+	offs := make([]int64, len(blocks))
+	var at int64
+	for i := len(blocks) - 1; i >= 0; i-- {
+		offs[i] = at
+		at += blocks[i] * BlockSize
+	}
+	return offs
+}
+
 // hashBlock is dm-verity version 1: sha256(salt || block).
 func hashBlock(salt, block []byte) [hashSize]byte {
 	h := sha256.New()
@@ -48,89 +60,198 @@ func hashBlock(salt, block []byte) [hashSize]byte {
 	return out
 }
 
-// BuildVerityTree hashes size bytes of data (a multiple of BlockSize) and
-// returns the tree as laid out on disk (top level first, as dm-verity and
-// veritysetup place it) and the root hash.
-func BuildVerityTree(data io.ReaderAt, size int64, salt []byte) ([]byte, [hashSize]byte, error) {
-	var root [hashSize]byte
+// blockSink receives each hash block of the tree once it is complete, with
+// its byte offset in the tree. The block is only valid during the call.
+type blockSink func(treeOff int64, block []byte) error
+
+// treeWalker builds the hash tree bottom-up from the data blocks' hashes,
+// given in order. It holds one pending hash block per level, so building
+// or checking the tree of any payload takes a few KiB; each completed
+// block goes to the sink and its hash up to the next level.
+type treeWalker struct {
+	salt   []byte
+	sink   blockSink
+	levels []pendingBlock
+	root   [hashSize]byte
+	rooted bool
+}
+
+type pendingBlock struct {
+	buf     [BlockSize]byte
+	n       int   // hashes in buf
+	idx     int64 // blocks of this level done
+	blocks  int64 // blocks this level has
+	treeOff int64 // where this level starts in the tree
+}
+
+func newTreeWalker(dataBlocks int64, salt []byte, sink blockSink) *treeWalker {
+	w := &treeWalker{salt: salt, sink: sink}
+	offs := levelOffsets(dataBlocks)
+	for i, n := range levelBlocks(dataBlocks) {
+		w.levels = append(w.levels, pendingBlock{blocks: n, treeOff: offs[i]})
+	}
+	return w
+}
+
+// push adds the hash of the next block of the level below level.
+func (w *treeWalker) push(level int, h []byte) error {
+	if level == len(w.levels) {
+		if w.rooted {
+			return fmt.Errorf("verity: internal error: a second root hash")
+		}
+		copy(w.root[:], h)
+		w.rooted = true
+		return nil
+	}
+	l := &w.levels[level]
+	copy(l.buf[l.n*hashSize:], h)
+	l.n++
+	if l.n == perBlock {
+		return w.flush(level)
+	}
+	return nil
+}
+
+// flush completes the level's pending block: zero padding, to the sink,
+// and its hash one level up.
+func (w *treeWalker) flush(level int) error {
+	l := &w.levels[level]
+	if l.n == 0 {
+		return nil
+	}
+	if l.idx >= l.blocks {
+		return fmt.Errorf("verity: internal error: level %d has more than %d blocks", level, l.blocks)
+	}
+	clear(l.buf[l.n*hashSize:])
+	if err := w.sink(l.treeOff+l.idx*BlockSize, l.buf[:]); err != nil {
+		return err
+	}
+	l.idx++
+	l.n = 0
+	h := hashBlock(w.salt, l.buf[:])
+	return w.push(level+1, h[:])
+}
+
+// finish flushes the partial blocks, bottom level first, and returns the
+// root hash.
+func (w *treeWalker) finish() ([hashSize]byte, error) {
+	for i := range w.levels {
+		if err := w.flush(i); err != nil {
+			return w.root, err
+		}
+		if l := &w.levels[i]; l.idx != l.blocks {
+			return w.root, fmt.Errorf("verity: internal error: level %d has %d blocks, want %d", i, l.idx, l.blocks)
+		}
+	}
+	if !w.rooted {
+		return w.root, fmt.Errorf("verity: internal error: no root hash")
+	}
+	return w.root, nil
+}
+
+// walkTree hashes size bytes of data (a positive multiple of BlockSize),
+// hands every hash block of the tree to sink and returns the root hash.
+// Memory is bounded whatever the size: a 1 MiB read buffer per core and a
+// hash block per tree level.
+func walkTree(data io.ReaderAt, size int64, salt []byte, sink blockSink) ([hashSize]byte, error) {
 	if size <= 0 || size%BlockSize != 0 {
-		return nil, root, fmt.Errorf("verity: data size %d is not a positive multiple of %d", size, BlockSize)
+		return [hashSize]byte{}, fmt.Errorf("verity: data size %d is not a positive multiple of %d", size, BlockSize)
 	}
 	blocks := size / BlockSize
-	hashes, err := hashData(data, blocks, salt)
+	w := newTreeWalker(blocks, salt, sink)
+	err := hashData(data, blocks, salt, func(hashes []byte) error {
+		for i := 0; i < len(hashes); i += hashSize {
+			if err := w.push(0, hashes[i:i+hashSize]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return [hashSize]byte{}, err
+	}
+	return w.finish()
+}
+
+// BuildVerityTree hashes size bytes of data (a multiple of BlockSize) and
+// returns the tree as laid out on disk (top level first, as dm-verity and
+// veritysetup place it) and the root hash. The tree is the only buffer
+// that grows with size (1/128 of it); Finish writes the tree straight to
+// the file instead.
+func BuildVerityTree(data io.ReaderAt, size int64, salt []byte) ([]byte, [hashSize]byte, error) {
+	if size <= 0 || size%BlockSize != 0 {
+		return nil, [hashSize]byte{}, fmt.Errorf("verity: data size %d is not a positive multiple of %d", size, BlockSize)
+	}
+	var tree []byte
+	if n := VerityTreeSize(size / BlockSize); n > 0 {
+		tree = make([]byte, n)
+	}
+	root, err := walkTree(data, size, salt, func(off int64, block []byte) error {
+		copy(tree[off:], block)
+		return nil
+	})
 	if err != nil {
 		return nil, root, err
 	}
-	if blocks == 1 {
-		copy(root[:], hashes)
-		return nil, root, nil
-	}
-	// Each level packs the hashes below it into zero-padded blocks.
-	var levels [][]byte
-	cur := hashes
-	for {
-		n := (len(cur)/hashSize + perBlock - 1) / perBlock
-		lvl := make([]byte, n*BlockSize)
-		for i := 0; i < len(cur)/hashSize; i++ {
-			copy(lvl[(i/perBlock)*BlockSize+(i%perBlock)*hashSize:], cur[i*hashSize:(i+1)*hashSize])
-		}
-		levels = append(levels, lvl)
-		if n == 1 {
-			root = hashBlock(salt, lvl)
-			break
-		}
-		next := make([]byte, 0, n*hashSize)
-		for i := 0; i < n; i++ {
-			h := hashBlock(salt, lvl[i*BlockSize:(i+1)*BlockSize])
-			next = append(next, h[:]...)
-		}
-		cur = next
-	}
-	var tree bytes.Buffer
-	for i := len(levels) - 1; i >= 0; i-- {
-		tree.Write(levels[i])
-	}
-	return tree.Bytes(), root, nil
+	return tree, root, nil
 }
 
-// hashData returns the concatenated hashes of every data block, computed
-// on all cores in chunks.
-func hashData(data io.ReaderAt, blocks int64, salt []byte) ([]byte, error) {
-	out := make([]byte, blocks*hashSize)
+// hashData hashes every data block on all cores, a chunk of 256 blocks
+// (1 MiB) per core at a time, and hands each chunk's hashes to fn in
+// order. fn runs while no worker reads, so it may write to data's file.
+func hashData(data io.ReaderAt, blocks int64, salt []byte, fn func(hashes []byte) error) error {
 	const chunk = 256 // blocks per work item: 1 MiB reads
-	chunks := int((blocks + chunk - 1) / chunk)
-	workers := min(runtime.GOMAXPROCS(0), chunks)
-	next := make(chan int64)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, min(chunk, blocks)*BlockSize)
-			for start := range next {
-				n := min(chunk, blocks-start)
-				b := buf[:n*BlockSize]
-				if _, err := data.ReadAt(b, start*BlockSize); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = fmt.Errorf("verity: read data block %d: %w", start, err)
-					}
-					mu.Unlock()
-					continue
-				}
-				for i := int64(0); i < n; i++ {
-					h := hashBlock(salt, b[i*BlockSize:(i+1)*BlockSize])
-					copy(out[(start+i)*hashSize:], h[:])
-				}
+	workers := int(min(int64(runtime.GOMAXPROCS(0)), (blocks+chunk-1)/chunk))
+	type slot struct {
+		buf    []byte
+		hashes []byte
+		err    error
+	}
+	slots := make([]slot, workers)
+	for i := range slots {
+		slots[i].buf = make([]byte, min(chunk, blocks)*BlockSize)
+		slots[i].hashes = make([]byte, min(chunk, blocks)*hashSize)
+	}
+	hashChunk := func(s *slot, start int64) {
+		n := min(chunk, blocks-start)
+		b := s.buf[:n*BlockSize]
+		s.hashes = s.hashes[:n*hashSize]
+		if _, err := data.ReadAt(b, start*BlockSize); err != nil {
+			s.err = fmt.Errorf("verity: read data block %d: %w", start, err)
+			return
+		}
+		for i := int64(0); i < n; i++ {
+			h := hashBlock(salt, b[i*BlockSize:(i+1)*BlockSize])
+			copy(s.hashes[i*hashSize:], h[:])
+		}
+	}
+	for start := int64(0); start < blocks; start += int64(workers) * chunk {
+		// One round: each worker hashes one chunk, then the hashes go to
+		// fn in order.
+		var wg sync.WaitGroup
+		used := 0
+		for i := range slots {
+			s := start + int64(i)*chunk
+			if s >= blocks {
+				break
 			}
-		}()
+			used++
+			if i == len(slots)-1 || s+chunk >= blocks {
+				hashChunk(&slots[i], s) // the last one on this goroutine
+				continue
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); hashChunk(&slots[i], s) }()
+		}
+		wg.Wait()
+		for i := range slots[:used] {
+			if slots[i].err != nil {
+				return slots[i].err
+			}
+			if err := fn(slots[i].hashes); err != nil {
+				return err
+			}
+		}
 	}
-	for s := int64(0); s < blocks; s += chunk {
-		next <- s
-	}
-	close(next)
-	wg.Wait()
-	return out, firstErr
+	return nil
 }

@@ -45,22 +45,27 @@ func Finish(f File, payloadSize int64, o FinishOptions) (*Footer, int64, error) 
 	if len(salt) > MaxSaltSize {
 		return nil, 0, fmt.Errorf("salt is %d bytes, over %d", len(salt), MaxSaltSize)
 	}
-	tree, root, err := BuildVerityTree(f, payloadSize, salt)
+	// The tree goes straight to the file as each block completes: nothing
+	// of it is kept in memory.
+	treeSize := VerityTreeSize(payloadSize / BlockSize)
+	root, err := walkTree(f, payloadSize, salt, func(off int64, block []byte) error {
+		if _, err := f.WriteAt(block, payloadSize+off); err != nil {
+			return fmt.Errorf("write hash tree: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, 0, err
 	}
 	ft := &Footer{
 		PayloadSize:    payloadSize,
 		TreeOffset:     payloadSize,
-		TreeSize:       int64(len(tree)),
+		TreeSize:       treeSize,
 		Salt:           salt,
 		RootHash:       root,
-		ManifestOffset: payloadSize + int64(len(tree)),
+		ManifestOffset: payloadSize + treeSize,
 		ManifestSize:   int64(len(o.Manifest)),
 		ManifestHash:   sha256.Sum256(o.Manifest),
-	}
-	if _, err := f.WriteAt(tree, ft.TreeOffset); err != nil {
-		return nil, 0, fmt.Errorf("write hash tree: %w", err)
 	}
 	if _, err := f.WriteAt(o.Manifest, ft.ManifestOffset); err != nil {
 		return nil, 0, fmt.Errorf("write manifest: %w", err)
@@ -93,6 +98,9 @@ func Resign(f File, img *Image, keys []ed25519.PrivateKey) (int64, error) {
 
 func writeTail(f File, ft *Footer, sigs []Signature) (int64, error) {
 	sb := marshalSigs(sigs)
+	if len(sb) > MaxSigSize {
+		return 0, fmt.Errorf("%d signatures take %d bytes, over the %d-byte cap of the signatures section", len(sigs), len(sb), MaxSigSize)
+	}
 	ft.SigOffset = ft.ManifestOffset + ft.ManifestSize
 	ft.SigSize = int64(len(sb))
 	if _, err := f.WriteAt(sb, ft.SigOffset); err != nil {
