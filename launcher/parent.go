@@ -119,6 +119,9 @@ func Run(o Options) (int, error) {
 		return 0, err
 	}
 	defer cg.Remove() // or the slim waiter removes it, if this process becomes one
+	if cg.Warning != "" && o.Warn != nil {
+		o.Warn(cg.Warning) // the app runs without a device allow-list
+	}
 
 	cfg, err := childConfig(m, rootDir, o.Args)
 	if err != nil {

@@ -32,6 +32,10 @@ type Cgroup struct {
 	Dirs map[string]string // controller ("" for v2) → directory
 	ID   string            // the directories' name
 
+	// Warning, when set, says why the app runs without a device
+	// allow-list (the kernel lacks the feature); the launcher prints it.
+	Warning string
+
 	// held and parents hold each controller's cgroup directory and the cimg
 	// directory above it open: reading, killing and removing the cgroup go
 	// through them, so they work where host paths do not (the slim waiter,
@@ -53,8 +57,11 @@ func IsV2() bool {
 	return unix.Statfs(Root, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
 }
 
-// v1Controllers are the v1 hierarchies cimg ever creates a cgroup in.
+// v1Controllers are the v1 hierarchies whose limits a manifest sets.
 var v1Controllers = []string{"memory", "pids", "cpu", "cpuset"}
+
+// v1Hierarchies are all the v1 hierarchies cimg ever creates a cgroup in.
+var v1Hierarchies = append(v1Controllers[:len(v1Controllers):len(v1Controllers)], "devices")
 
 // controllersFor lists the controllers a manifest's limits need.
 func controllersFor(l manifest.Limits) []string {
@@ -74,21 +81,31 @@ func controllersFor(l manifest.Limits) []string {
 	return c
 }
 
-// New creates the cgroup for instance id and writes the limits. It
-// always creates one (with the pids and memory controllers at least
-// where they exist), so that stop can kill the whole app.
-func New(id string, l manifest.Limits) (*Cgroup, error) {
-	cg := newCgroup(id, IsV2())
+// New creates the cgroup for instance id, writes the limits and the
+// device allow-list (devices.go). It always creates one (with the pids,
+// memory and devices controllers at least where they exist), so that
+// stop can kill the whole app. On any error it removes what it made.
+func New(id string, l manifest.Limits) (cg *Cgroup, err error) {
+	cg = newCgroup(id, IsV2())
 	// A launcher killed with SIGKILL cannot remove its cgroup; the next
 	// launch does.
 	removeStale(cg.V2)
+	defer func() {
+		if err != nil {
+			cg.Remove()
+			cg = nil
+		}
+	}()
 	ctrls := controllersFor(l)
 	if cg.V2 {
-		return cg, cg.setupV2(id, l, ctrls)
+		if err := cg.setupV2(id, l, ctrls); err != nil {
+			return cg, err
+		}
+		return cg, cg.applyDevices()
 	}
-	// v1: the controllers asked for, and pids and memory for accounting
-	// and killing where the kernel has them.
-	want := map[string]bool{"pids": true, "memory": true}
+	// v1: the controllers asked for, and pids, memory and devices for
+	// accounting, killing and the allow-list where the kernel has them.
+	want := map[string]bool{"pids": true, "memory": true, "devices": true}
 	for _, c := range ctrls {
 		want[c] = true
 	}
@@ -96,19 +113,19 @@ func New(id string, l manifest.Limits) (*Cgroup, error) {
 		base := filepath.Join(Root, c)
 		if _, err := os.Stat(filepath.Join(base, "cgroup.procs")); err != nil {
 			if contains(ctrls, c) {
-				cg.Remove()
-				return nil, fmt.Errorf("cgroup v1 controller %s is not mounted at %s but the manifest sets limits on it (CONFIG_CGROUP_%s? mount it, or drop the limit)", c, base, strings.ToUpper(c))
+				return cg, fmt.Errorf("cgroup v1 controller %s is not mounted at %s but the manifest sets limits on it (CONFIG_CGROUP_%s? mount it, or drop the limit)", c, base, strings.ToUpper(c))
 			}
 			continue
 		}
 		dir := filepath.Join(base, "cimg", id)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			cg.Remove()
-			return nil, fmt.Errorf("create cgroup %s: %w", dir, err)
+			return cg, fmt.Errorf("create cgroup %s: %w", dir, err)
 		}
 		if err := cg.hold(c, dir); err != nil {
-			cg.Remove()
-			return nil, err
+			if err != errHeld {
+				os.Remove(dir) // not held: Remove would not find it
+			}
+			return cg, err
 		}
 		if c == "cpuset" {
 			// A v1 cpuset is empty until cpus and mems are set; inherit.
@@ -120,7 +137,10 @@ func New(id string, l manifest.Limits) (*Cgroup, error) {
 			}
 		}
 	}
-	return cg, cg.limitsV1(l)
+	if err := cg.limitsV1(l); err != nil {
+		return cg, err
+	}
+	return cg, cg.applyDevices()
 }
 
 func (cg *Cgroup) setupV2(id string, l manifest.Limits, ctrls []string) error {
@@ -129,20 +149,13 @@ func (cg *Cgroup) setupV2(id string, l manifest.Limits, ctrls []string) error {
 		return fmt.Errorf("create cgroup %s: %w", parent, err)
 	}
 	avail, _ := os.ReadFile(filepath.Join(Root, "cgroup.controllers"))
-	for _, c := range ctrls {
-		if !strings.Contains(" "+strings.TrimSpace(string(avail))+" ", " "+c+" ") {
-			return fmt.Errorf("cgroup v2 controller %s is not available (cgroup.controllers: %q)", c, strings.TrimSpace(string(avail)))
-		}
-	}
-	enable := ""
-	for _, c := range []string{"memory", "pids", "cpu", "cpuset"} {
-		if strings.Contains(string(avail), c) {
-			enable += " +" + c
-		}
+	enable, missing := subtreeControl(string(avail), ctrls)
+	if len(missing) > 0 {
+		return fmt.Errorf("cgroup v2 controller %s is not available (cgroup.controllers: %q)", missing[0], strings.TrimSpace(string(avail)))
 	}
 	for _, d := range []string{Root, parent} {
 		if enable != "" {
-			if err := os.WriteFile(filepath.Join(d, "cgroup.subtree_control"), []byte(strings.TrimSpace(enable)), 0); err != nil {
+			if err := os.WriteFile(filepath.Join(d, "cgroup.subtree_control"), []byte(enable), 0); err != nil {
 				return fmt.Errorf("enable controllers in %s: %w", d, err)
 			}
 		}
@@ -152,7 +165,7 @@ func (cg *Cgroup) setupV2(id string, l manifest.Limits, ctrls []string) error {
 		return fmt.Errorf("create cgroup %s: %w", dir, err)
 	}
 	if err := cg.hold("", dir); err != nil {
-		cg.Remove()
+		os.Remove(dir) // made just now, but not held: Remove would not find it
 		return err
 	}
 	w := func(f, v string) error {
@@ -186,6 +199,26 @@ func (cg *Cgroup) setupV2(id string, l manifest.Limits, ctrls []string) error {
 		errs = append(errs, w("cpuset.cpus", l.Cpuset))
 	}
 	return errors.Join(errs...)
+}
+
+// subtreeControl reads a cgroup.controllers file's content (v2): the
+// cgroup.subtree_control line that enables those of cimg's controllers
+// the kernel offers, and which of the controllers the manifest needs
+// (need) it does not offer. Names are whole words: "cpuset" is not "cpu".
+func subtreeControl(controllers string, need []string) (enable string, missing []string) {
+	avail := strings.Fields(controllers)
+	var on []string
+	for _, c := range v1Controllers { // the same four on v2
+		if contains(avail, c) {
+			on = append(on, "+"+c)
+		}
+	}
+	for _, c := range need {
+		if !contains(avail, c) {
+			missing = append(missing, c)
+		}
+	}
+	return strings.Join(on, " "), missing
 }
 
 func (cg *Cgroup) limitsV1(l manifest.Limits) error {
@@ -245,27 +278,29 @@ func (cg *Cgroup) ProcsFiles() ([]*os.File, error) {
 	return fs, nil
 }
 
-// hold records dir as controller c's cgroup, opens its parent and locks
-// it; it fails with errHeld when someone else holds the lock.
+// hold opens dir and its parent, locks dir and records it as controller
+// c's cgroup; it fails with errHeld when someone else holds the lock.
+// Only a held directory is recorded (so Remove never removes one that
+// another launcher holds).
 func (cg *Cgroup) hold(c, dir string) error {
-	cg.Dirs[c] = dir
 	p, err := os.Open(filepath.Dir(dir))
 	if err != nil {
 		return fmt.Errorf("open cgroup %s: %w", filepath.Dir(dir), err)
 	}
-	cg.parents[c] = p
 	l, err := os.Open(dir)
 	if err != nil {
+		p.Close()
 		return fmt.Errorf("open cgroup %s: %w", dir, err)
 	}
 	if err := unix.Flock(int(l.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		l.Close()
+		p.Close()
 		if err == unix.EWOULDBLOCK {
 			return errHeld
 		}
 		return fmt.Errorf("lock cgroup %s: %w", dir, err)
 	}
-	cg.held[c] = l
+	cg.Dirs[c], cg.parents[c], cg.held[c] = dir, p, l
 	return nil
 }
 
@@ -366,15 +401,15 @@ func contains(list []string, s string) bool {
 
 // removeStale removes instance cgroups whose launcher is gone. Names end
 // in the launcher's pid; one whose pid is not a live cimg-run and whose
-// lock (see Cgroup.locks) nobody holds is stale — the pid test covers the
-// moment between a launcher's mkdir and its lock, the lock the moment a
-// launcher turns into the slim waiter. Only the directories cimg creates
-// are read: this runs on every launch.
+// lock (the flock on the directory, see Cgroup.held) nobody holds is
+// stale — the pid test covers the moment between a launcher's mkdir and
+// its lock, the lock the moment a launcher turns into the slim waiter.
+// Only the directories cimg creates are read: this runs on every launch.
 func removeStale(v2 bool) {
 	parents := []string{filepath.Join(Root, "cimg")}
 	if !v2 {
 		parents = parents[:0]
-		for _, c := range v1Controllers {
+		for _, c := range v1Hierarchies {
 			parents = append(parents, filepath.Join(Root, c, "cimg"))
 		}
 	}
@@ -387,7 +422,9 @@ func removeStale(v2 bool) {
 			name := e.Name()
 			i := strings.LastIndexByte(name, '-')
 			pid, err := strconv.Atoi(name[i+1:])
-			if i < 0 || err != nil || launcherAlive(pid) {
+			// A name ending in this process's own pid is a dead
+			// launcher's (the pid was reused): ours is not made yet.
+			if i < 0 || err != nil || (launcherAlive(pid) && pid != os.Getpid()) {
 				continue
 			}
 			stale := newCgroup(name, v2)
