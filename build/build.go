@@ -38,6 +38,12 @@ type Spec struct {
 	Entrypoint string   // absolute path in the image to run
 	Add        []string // SRC:DST, files or directories
 
+	// ResolveRootfs resolves the libraries of the rootfs's ELF objects
+	// too. Off by default: a rootfs is usually a whole distribution root
+	// (debootstrap, an unpacked image) that is complete as it is, and
+	// scanning thousands of files for nothing would slow every build.
+	ResolveRootfs bool
+
 	Compression string // zstd (default), xz, gzip, lz4
 	BlockSize   int
 	Level       int
@@ -52,7 +58,8 @@ type Spec struct {
 	// Warn, if set, gets warnings: things that build but may not run.
 	Warn func(msg string)
 
-	cleanup []func() // temporary state of the inputs, dropped when Build returns
+	cleanup  []func()            // temporary state of the inputs, dropped when Build returns
+	neededBy map[string][]string // library → the image paths that need it, or "--lib"
 }
 
 func (s *Spec) warn(format string, args ...any) {
@@ -70,6 +77,9 @@ type Result struct {
 	Squashfs    squashfs.Stats
 	Manifest    *manifest.Manifest
 	Records     []stage.Record
+	// NeededBy maps each library of the closure (an image path) to the
+	// objects whose DT_NEEDED it satisfies, as the provenance records.
+	NeededBy map[string][]string
 }
 
 // Build stages the inputs, packs and seals them into spec.Output. On any
@@ -91,7 +101,7 @@ func Build(ctx context.Context, spec Spec) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Output: spec.Output, Manifest: spec.Manifest, Records: st.Records()}
+	res := &Result{Output: spec.Output, Manifest: spec.Manifest, Records: st.Records(), NeededBy: spec.neededBy}
 	err = writeAtomic(spec.Output, func(f *os.File) error {
 		sq, err := pack(ctx, f, st.Tree(), &spec)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"cimg.dev/cimg/internal/elfdeps"
 	"cimg.dev/cimg/internal/stage"
 	"cimg.dev/cimg/manifest"
 )
@@ -56,6 +57,13 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 	}
 
 	st := stage.New(stage.Options{Epoch: spec.Epoch, KeepOwners: spec.KeepOwners, KeepMtimes: spec.KeepMtimes})
+	// What the image holds, from the inputs, for the closure search; and
+	// the ELF objects among the inputs whose libraries must come along.
+	staged := map[string]string{}
+	var objects []elfInput
+	if spec.ResolveRootfs && spec.Rootfs == "" {
+		return nil, errors.New("--resolve-rootfs needs --rootfs")
+	}
 	if spec.Rootfs != "" {
 		fi, err := os.Stat(spec.Rootfs)
 		if err != nil {
@@ -67,6 +75,11 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 		if err := st.Add(spec.Rootfs, "/", "rootfs"); err != nil {
 			return nil, err
 		}
+		objs, err := scanInput(spec, spec.Rootfs, "/", spec.ResolveRootfs, staged)
+		if err != nil {
+			return nil, err
+		}
+		objects = append(objects, objs...)
 	}
 	if spec.FromOCI != "" {
 		if spec.Rootfs != "" {
@@ -76,10 +89,11 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 			return nil, err
 		}
 	}
-	binPath := ""
+	binPath, binReal, binHost := "", "", ""
 	if spec.Binary != "" {
 		binPath = "/usr/bin/" + filepath.Base(spec.Binary)
-		if err := st.Add(spec.Binary, binPath, "binary"); err != nil {
+		var err error
+		if binReal, binHost, err = stageBinary(st, spec, binPath, staged); err != nil {
 			return nil, err
 		}
 	}
@@ -95,6 +109,11 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 		if err := st.Add(src, dst, "added"); err != nil {
 			return nil, fmt.Errorf("--add %s: %w", a, err)
 		}
+		objs, err := scanInput(spec, src, dst, true, staged)
+		if err != nil {
+			return nil, fmt.Errorf("--add %s: %w", a, err)
+		}
+		objects = append(objects, objs...)
 	}
 
 	// Complete the manifest from what was staged.
@@ -118,7 +137,7 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 	}
 	var elfArch, elfFrom string
 	if spec.Binary != "" {
-		elfFrom = spec.Binary
+		elfFrom = binHost
 	} else if len(m.App.Command) > 0 && spec.Rootfs != "" {
 		elfFrom = hostPathIn(spec.Rootfs, m.App.Command[0])
 	}
@@ -137,14 +156,15 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 	case elfArch != "" && m.Arch != elfArch:
 		return nil, fmt.Errorf("manifest says arch %q but %s is an %s binary", m.Arch, elfFrom, elfArch)
 	}
-	if spec.Binary != "" {
-		// The closure: the interpreter and every library the target
-		// loader will map, from the sysroot (or the host's /).
-		if err := stageClosure(st, spec, binPath); err != nil {
+	// The closure: the interpreter and every library the target loader
+	// will map for the binary and the ELF objects among the other inputs,
+	// from the sysroot (or the host's /).
+	if spec.Binary != "" || len(objects) > 0 {
+		if err := stageClosure(st, spec, binReal, binHost, objects, staged); err != nil {
 			return nil, err
 		}
 	} else if len(spec.Libs) > 0 {
-		return nil, errors.New("--lib needs a binary whose closure it extends")
+		return nil, errors.New("--lib needs a binary, or ELF objects in --add or a --resolve-rootfs rootfs, whose closure it extends")
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
@@ -162,10 +182,155 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 			}
 		}
 	}
-	if err := writeProvenance(st); err != nil {
+	if err := writeProvenance(st, spec.neededBy); err != nil {
 		return nil, err
 	}
 	return st, nil
+}
+
+// stageBinary stages the program at binPath and returns where its real
+// file is, in the image and on the host. A symlinked program (python3 ->
+// python3.11, or through /etc/alternatives) is staged as the same chain
+// of symlinks, each keeping its text, down to the real file: launching
+// the link then runs what it ran on the build host, and the program
+// still sees the name it was called by (python finds its prefix from the
+// real path, busybox-style programs switch on the name).
+//
+// The chain is followed inside the sysroot when the binary is in it (an
+// absolute target starts at the sysroot, and a target that climbs above
+// it is refused). A binary from elsewhere, a build tree say, follows its
+// relative links on the host and its first absolute one into the
+// sysroot, which is what the image's / is made of.
+func stageBinary(st *stage.Stager, spec *Spec, binPath string, staged map[string]string) (img, host string, err error) {
+	fi, err := os.Lstat(spec.Binary)
+	if err != nil {
+		return "", "", fmt.Errorf("binary: %w", err)
+	}
+	if fi.Mode()&fs.ModeSymlink == 0 {
+		staged[binPath] = spec.Binary
+		return binPath, spec.Binary, st.Add(spec.Binary, binPath, "binary")
+	}
+	sysroot := elfdeps.Root{Dir: "/"}
+	if spec.Sysroot != "" {
+		sysroot = elfdeps.Root{Dir: spec.Sysroot}
+	}
+	abs, err := filepath.Abs(spec.Binary)
+	if err != nil {
+		return "", "", err
+	}
+	root, rp := elfdeps.Root{Dir: "/"}, abs
+	if rel, ok := within(sysroot.Dir, abs); ok {
+		root, rp = sysroot, rel
+	}
+	img, reason := binPath, "binary"
+	for hops := 0; hops <= 40; hops++ {
+		real, host, err := root.Locate(rp)
+		if err != nil {
+			return "", "", fmt.Errorf("binary %s: follow its symlinks to %s in %s: %w", spec.Binary, rp, root.Dir, err)
+		}
+		fi, err := os.Lstat(host)
+		if err != nil {
+			return "", "", fmt.Errorf("binary %s: %w", spec.Binary, err)
+		}
+		isLink := fi.Mode()&fs.ModeSymlink != 0
+		if !isLink && !fi.Mode().IsRegular() {
+			return "", "", fmt.Errorf("binary %s leads to %s, which is not a regular file", spec.Binary, host)
+		}
+		if err := st.Add(host, img, reason); err != nil {
+			return "", "", err
+		}
+		staged[img] = host
+		if !isLink {
+			return img, host, nil
+		}
+		t, err := os.Readlink(host)
+		if err != nil {
+			return "", "", fmt.Errorf("binary %s: %w", spec.Binary, err)
+		}
+		next := t
+		if path.IsAbs(t) {
+			root, rp = sysroot, t
+		} else {
+			// The link keeps its text, so its target goes where that
+			// text leads from the link's place in the image; the content
+			// comes from where it leads in the root.
+			next = path.Join(strings.TrimPrefix(path.Dir(img), "/"), t)
+			if next == ".." || strings.HasPrefix(next, "../") {
+				return "", "", fmt.Errorf("binary %s: symlink %s -> %s leads out of the root of the image", spec.Binary, img, t)
+			}
+			rp = path.Dir(real) + "/" + t
+		}
+		reason = "binary: target of the symlink " + img
+		img = path.Clean("/" + next)
+	}
+	return "", "", fmt.Errorf("binary %s: %w", spec.Binary, elfdeps.ErrSymlinkLoop)
+}
+
+// within returns p relative to dir as an absolute image path, if p is
+// below dir.
+func within(dir, p string) (string, bool) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", false
+	}
+	rel, err := filepath.Rel(dir, p)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", false
+	}
+	return "/" + filepath.ToSlash(rel), true
+}
+
+// elfInput is an ELF object that goes into the image as part of an
+// --add tree or the rootfs, and whose libraries must come with it.
+type elfInput struct {
+	image, host string
+	file        *elfdeps.File
+}
+
+// scanInput records every file and symlink of the host path src, staged
+// at dst, in staged (so the closure search sees what the image holds)
+// and, when objects is set, returns the dynamic ELF objects among them.
+//
+// What is skipped: files that are not ELF (the magic is read, nothing
+// more), and ELF files without PT_DYNAMIC — static programs, relocatable
+// objects and kernel modules (.o, .ko), core dumps — which the dynamic
+// loader never maps and which so have no closure. An ELF file whose
+// dynamic section cannot be read (a separate debug-info file keeps the
+// headers but not the contents) is packed as it is with a warning.
+// Objects of another architecture are not skipped here but refused by
+// stageClosure, which knows the target.
+func scanInput(spec *Spec, src, dst string, objects bool, staged map[string]string) ([]elfInput, error) {
+	var out []elfInput
+	err := filepath.WalkDir(src, func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("input %s: %w", p, err)
+		}
+		if de.IsDir() {
+			return nil
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		img := path.Join(dst, filepath.ToSlash(rel))
+		staged[img] = p
+		if !objects || !de.Type().IsRegular() {
+			return nil
+		}
+		f, err := elfdeps.ReadFile(p)
+		switch {
+		case errors.Is(err, elfdeps.ErrNotELF):
+			return nil
+		case err != nil:
+			spec.warn("%s: packed without resolving its libraries: %v", p, err)
+			return nil
+		case f.Static:
+			return nil
+		}
+		out = append(out, elfInput{image: img, host: p, file: f})
+		return nil
+	})
+	return out, err
 }
 
 func argsAfterFirst(cmd []string) []string {

@@ -41,14 +41,17 @@ Usage:
 
 Build inputs (combine as needed):
   BINARY                  an ELF program, packed as /usr/bin/NAME with its libraries
+                          (a symlink is packed as the same chain of symlinks to its target)
       --sysroot DIR       take those libraries from a target root (cross builds)
       --lib NAME          also pack a dlopen'd library and its closure (repeatable)
   -f, --manifest FILE     cimg.toml: manifest plus a [build] table of inputs
       --rootfs DIR        a directory that becomes the image root
+      --resolve-rootfs    also pack the libraries the rootfs's ELF files need
       --from-oci PATH     an OCI image layout dir or docker-archive tarball, flattened
       --platform P        which platform of a multi-platform OCI image (linux/arm/v7)
       --entrypoint PATH   the program to run, as a path in the image
-      --add SRC:DST       add a host file or directory at DST (repeatable)
+      --add SRC:DST       add a host file or directory at DST (repeatable); the
+                          libraries its ELF files (extension modules, plugins) need come too
 
 Build flags:
 `
@@ -100,6 +103,7 @@ func buildFlags(s *build.Spec, o *buildOpts) *flag.FlagSet {
 	fs.StringVarP(&s.Output, "output", "o", "", "image file to write (written atomically)")
 	fs.StringVarP(&o.manifest, "manifest", "f", "", "manifest file (cimg.toml)")
 	fs.StringVar(&s.Rootfs, "rootfs", "", "directory to use as the image root")
+	fs.BoolVar(&s.ResolveRootfs, "resolve-rootfs", false, "with --rootfs: resolve and pack the shared libraries of its ELF files from the sysroot too (off: a rootfs is usually complete)")
 	fs.StringVar(&s.Entrypoint, "entrypoint", "", "absolute path in the image of the program to run")
 	fs.StringVar(&s.FromOCI, "from-oci", "", "import an OCI image layout directory or docker-archive tarball as the root")
 	fs.StringVar(&s.Platform, "platform", "", "with --from-oci: os/arch[/variant] to pick, e.g. linux/arm/v7")

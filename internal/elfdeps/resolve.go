@@ -65,6 +65,43 @@ func (r Root) resolve(p string) (string, string, error) {
 	return real, r.host(real), nil
 }
 
+// imageOver is the image as far as the build has staged it, over the
+// root: a path the build staged (an --add tree, a rootfs) holds what was
+// staged there, whatever the root has at that path, as the loader in the
+// image will find it. Only staged files and symlinks are known, not the
+// directories, so a path below a staged directory symlink falls through
+// to the root.
+type imageOver struct {
+	staged map[string]string // image path → host file or symlink
+	root   Root
+}
+
+func (o imageOver) resolve(p string) (string, string, error) {
+	p = path.Clean("/" + p)
+	for hops := 0; hops <= maxHops; hops++ {
+		src, ok := o.staged[p]
+		if !ok {
+			return o.root.resolve(p)
+		}
+		fi, err := os.Lstat(src)
+		if err != nil {
+			return "", "", err
+		}
+		if fi.Mode()&os.ModeSymlink == 0 {
+			return p, src, nil
+		}
+		t, err := os.Readlink(src)
+		if err != nil {
+			return "", "", err
+		}
+		if !path.IsAbs(t) {
+			t = path.Join(path.Dir(p), t)
+		}
+		p = path.Clean(t)
+	}
+	return "", "", &os.PathError{Op: "resolve", Path: p, Err: ErrSymlinkLoop}
+}
+
 // hostTree places the host directory HostDir at ImageDir in the image.
 type hostTree struct{ ImageDir, HostDir string }
 
@@ -85,6 +122,12 @@ func (h hostTree) resolve(p string) (string, string, error) {
 type Program struct {
 	Path string // in the image
 	Host string // optional: the host file, when it is not in the root
+	// Plugin marks an object the program maps or runs later (an extension
+	// module, a plugin, a helper program): its libraries are resolved
+	// like the program's, but its SONAME satisfies nobody's DT_NEEDED —
+	// the loader does not know it until it is loaded, so a library that
+	// happens to share its name must still be found on the search path.
+	Plugin bool
 }
 
 // Soname is the object's DT_SONAME, or its file name.
@@ -101,6 +144,15 @@ type Result struct {
 	Musl    bool
 	Interp  *Object   // nil for static programs
 	Objects []*Object // programs, then libraries in load order
+	// Needs has one entry per DT_NEEDED (and declared library) met: Loader
+	// records only the first requester, provenance wants them all.
+	Needs []Need
+}
+
+// Need says that NeededBy (an image path; "" for a declared library)
+// asked for Name and got Library.
+type Need struct {
+	Library, Name, NeededBy string
 }
 
 // NotFoundError says which library is missing, through which chain, and
@@ -128,11 +180,15 @@ type Options struct {
 	// Extra are dlopen'd libraries the program cannot declare: SONAMEs
 	// searched like DT_NEEDED of the first program, or absolute paths.
 	Extra []string
+	// Image maps image paths the build has staged already to their host
+	// files or symlinks; the search looks there before the root.
+	Image map[string]string
 }
 
 type resolver struct {
 	opts     Options
 	root     Root
+	fs       fsys // the root, under what the image holds already
 	t        Target
 	musl     bool
 	cache    []CacheEntry
@@ -144,6 +200,7 @@ type resolver struct {
 	objects  []*Object
 	main     *Object
 	errs     []error
+	needs    []Need
 }
 
 // Resolve computes the closure of the programs (paths inside the root).
@@ -162,10 +219,14 @@ func ResolvePrograms(programs []Program, opts Options) (*Result, error) {
 		return nil, errors.New("no program to resolve")
 	}
 	r := &resolver{opts: opts, root: opts.Root, loaded: map[string]*Object{}}
+	r.fs = r.root
+	if len(opts.Image) > 0 {
+		r.fs = imageOver{staged: opts.Image, root: r.root}
+	}
 	res := &Result{}
 	for i, prog := range programs {
 		p := prog.Path
-		var fs fsys = r.root
+		fs := r.fs
 		if prog.Host != "" {
 			fs = hostTree{ImageDir: path.Dir(p), HostDir: filepath.Dir(prog.Host)}
 		}
@@ -188,15 +249,19 @@ func ResolvePrograms(programs []Program, opts Options) (*Result, error) {
 			return nil, fmt.Errorf("program %s is %s, but the target is %s", p, why, r.t.Arch)
 		}
 		o := &Object{Path: p, Real: real, Host: host, Name: p, File: f, Reason: "program", fs: fs}
-		r.add(o)
 		if r.main == nil {
 			r.main = o
 		}
+		if prog.Plugin {
+			r.addByPath(o)
+			continue
+		}
+		r.add(o)
 	}
 	res.Target = r.t
 	if interp := r.main.File.Interp; interp != "" {
 		r.musl = strings.Contains(path.Base(interp), "ld-musl")
-		o, skipped, err := r.tryPath(r.root, interp)
+		o, skipped, err := r.tryPath(r.fs, interp)
 		if err != nil || o == nil {
 			return nil, &NotFoundError{Chain: []string{path.Base(r.main.Path), interp + " (interpreter)"}, Searched: []string{interp}, Skipped: skipped}
 		}
@@ -220,18 +285,31 @@ func ResolvePrograms(programs []Program, opts Options) (*Result, error) {
 	if len(r.errs) > 0 {
 		return nil, errors.Join(r.errs...)
 	}
-	res.Objects = r.objects
+	res.Objects, res.Needs = r.objects, r.needs
 	return res, nil
 }
 
 func (r *resolver) add(o *Object) {
-	r.objects = append(r.objects, o)
+	r.addByPath(o)
 	r.loaded[o.Name] = o
-	r.loaded[o.Real] = o
-	r.loaded[o.Path] = o
 	if o.File.Soname != "" {
 		r.loaded[o.File.Soname] = o
 	}
+}
+
+func (r *resolver) addByPath(o *Object) {
+	r.objects = append(r.objects, o)
+	r.loaded[o.Real] = o
+	r.loaded[o.Path] = o
+}
+
+// needed records that requester's name was satisfied by o.
+func (r *resolver) needed(name string, requester, o *Object) {
+	n := Need{Library: o.Path, Name: name}
+	if requester != nil {
+		n.NeededBy = requester.Path
+	}
+	r.needs = append(r.needs, n)
 }
 
 func (r *resolver) setupSearch() {
@@ -280,7 +358,10 @@ func (r *resolver) isDir(p string) bool {
 
 // need finds name for requester (nil for declared libraries).
 func (r *resolver) need(name string, requester *Object, reason string) {
-	if _, ok := r.loaded[name]; ok {
+	if prev, ok := r.loaded[name]; ok {
+		if prev.File != nil {
+			r.needed(name, requester, prev)
+		}
 		return
 	}
 	o, searched, skipped := r.search(name, requester)
@@ -304,6 +385,7 @@ func (r *resolver) need(name string, requester *Object, reason string) {
 	if prev, ok := r.loaded[o.Real]; ok && prev.File != nil {
 		// The same file under another name: the loader maps it once.
 		r.loaded[name] = prev
+		r.needed(name, requester, prev)
 		return
 	}
 	o.Name, o.Loader, o.Reason = name, requester, reason
@@ -311,6 +393,7 @@ func (r *resolver) need(name string, requester *Object, reason string) {
 		o.Loader = nil
 	}
 	r.add(o)
+	r.needed(name, requester, o)
 }
 
 // tryPath opens an absolute candidate; nil when missing or unusable.
@@ -368,7 +451,7 @@ func (r *resolver) search(name string, req *Object) (*Object, []string, []string
 		return o
 	}
 	if strings.Contains(name, "/") {
-		o, sk, _ := r.tryPath(r.root, path.Clean("/"+name))
+		o, sk, _ := r.tryPath(r.fs, path.Clean("/"+name))
 		return o, []string{name}, sk
 	}
 	tryDirs := func(kind string, o *Object, dirs []string) *Object {
@@ -384,7 +467,7 @@ func (r *resolver) search(name string, req *Object) (*Object, []string, []string
 					label += "=" + ed
 				}
 			}
-			var fs fsys = r.root
+			fs := r.fs
 			if o != nil && o.fs != nil && strings.Contains(d, "ORIGIN") {
 				fs = o.fs // $ORIGIN stays in the tree its object came from
 			}
@@ -434,7 +517,7 @@ func (r *resolver) search(name string, req *Object) (*Object, []string, []string
 	if r.hasCache {
 		searched = append(searched, "ld.so.cache")
 		if p, ok := LookupCache(r.cache, name, r.t.CacheID); ok && !(nodeflib && r.inDefaults(p)) {
-			o, sk, err := r.tryPath(r.root, p)
+			o, sk, err := r.tryPath(r.fs, p)
 			skipped = append(skipped, sk...)
 			if err == nil && o != nil {
 				return o, searched, skipped

@@ -25,7 +25,32 @@ func (r Root) host(p string) string { return filepath.Join(r.Dir, filepath.FromS
 // them — an absolute link target starts at the root, never at the host's
 // / — and returns the real path inside the root.
 func (r Root) Resolve(p string) (string, error) {
-	p = path.Clean("/" + p)
+	return r.walk(path.Clean("/"+p), false, true)
+}
+
+// ErrEscapesRoot is returned by Locate for a symlink whose target climbs
+// above the root.
+var ErrEscapesRoot = errors.New("symlink leads out of the root")
+
+// Locate finds the entry p names in the root without following it if it
+// is a symlink itself: its directories are resolved, and it returns the
+// entry's path inside the root and its host path. Unlike Resolve, which
+// stays at the root on ".." as a chroot does, a ".." above the root is
+// an error: Locate serves build inputs (a symlinked program), and a link
+// that climbs out of the sysroot names a host file by accident — packing
+// it would take the host's program into a cross image.
+func (r Root) Locate(p string) (real, host string, err error) {
+	real, err = r.walk(p, true, false)
+	if err != nil {
+		return "", "", err
+	}
+	return real, r.host(real), nil
+}
+
+// walk resolves p component by component. strict refuses ".." above the
+// root; followLast says whether a symlink as the last component is
+// followed.
+func (r Root) walk(p string, strict, followLast bool) (string, error) {
 	hops := 0
 	done := "/"
 	rest := strings.Split(strings.TrimPrefix(p, "/"), "/")
@@ -36,6 +61,9 @@ func (r Root) Resolve(p string) (string, error) {
 			continue
 		}
 		if c == ".." {
+			if strict && done == "/" {
+				return "", &fs.PathError{Op: "resolve", Path: p, Err: ErrEscapesRoot}
+			}
 			done = path.Dir(done)
 			continue
 		}
@@ -44,7 +72,7 @@ func (r Root) Resolve(p string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if fi.Mode()&fs.ModeSymlink == 0 {
+		if fi.Mode()&fs.ModeSymlink == 0 || (!followLast && len(rest) == 0) {
 			done = next
 			continue
 		}
