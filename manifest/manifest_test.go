@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"bytes"
 	"flag"
 	"os"
 	"path/filepath"
@@ -139,29 +140,38 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
+// FuzzParse: any bytes either parse into a manifest whose embedded form
+// parses back to the same encoding, or fail with an *Errors listing at
+// least one problem with a message. The seeds (testdata/fuzz/FuzzParse)
+// are one small table each, not whole manifests: the fuzzer's minimizer
+// re-runs the target for every byte it tries to drop, and with kilobyte
+// seeds at half a millisecond a parse it stalled fuzzing for a minute at
+// a time (230 execs/s).
 func FuzzParse(f *testing.F) {
-	for _, dir := range []string{"testdata/good/*.toml", "testdata/bad/*.toml"} {
-		files, _ := filepath.Glob(dir)
-		for _, p := range files {
-			b, _ := os.ReadFile(p)
-			f.Add(b)
-		}
-	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Parse(data, "fuzz.toml")
 		if err != nil {
-			if err.Error() == "" {
-				t.Fatal("empty error")
+			es, ok := err.(*Errors)
+			if !ok || len(es.List) == 0 {
+				t.Fatalf("error is not a non-empty *Errors: %T %v", err, err)
+			}
+			for _, e := range es.List {
+				if e.Msg == "" {
+					t.Fatalf("empty message in %v", err)
+				}
 			}
 			return
 		}
-		// Whatever parses must encode and parse back.
 		enc, err := m.Encode()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Parse(enc, "re"); err != nil {
+		back, err := Parse(enc, "re")
+		if err != nil {
 			t.Fatalf("re-parse of encoded manifest: %v\n%s", err, enc)
+		}
+		if enc2, err := back.Encode(); err != nil || !bytes.Equal(enc, enc2) {
+			t.Fatalf("encoding is not stable (%v):\n%s\n---\n%s", err, enc, enc2)
 		}
 	})
 }
