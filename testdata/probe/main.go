@@ -111,6 +111,28 @@ func main() {
 		case "euid":
 			os.Stdout.WriteString(strconv.Itoa(os.Geteuid()) + "\n")
 			os.Exit(0)
+		case "mknod": // mknod PATH MAJ MIN: a block node; then open it, and write to /dev/null
+			ma, _ := strconv.Atoi(args[2])
+			mi, _ := strconv.Atoi(args[3])
+			res := func(err error) string {
+				if err != nil {
+					return err.Error()
+				}
+				return "ok"
+			}
+			mk := res(syscall.Mknod(args[1], syscall.S_IFBLK|0o600, ma<<8|mi&0xff|(mi&^0xff)<<12))
+			fd, err := syscall.Open(args[1], syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+			if err == nil {
+				syscall.Close(fd)
+			}
+			op := res(err)
+			fd, err = syscall.Open("/dev/null", syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+			if err == nil {
+				_, err = syscall.Write(fd, []byte("x"))
+				syscall.Close(fd)
+			}
+			os.Stdout.WriteString("mknod=" + mk + " open=" + op + " null=" + res(err) + "\n")
+			os.Exit(0)
 		}
 	}
 	r := report{PID: os.Getpid(), Status: map[string]string{}, WriteErrors: map[string]string{}}

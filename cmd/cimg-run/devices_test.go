@@ -1,0 +1,92 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"cimg.dev/cimg/internal/vmtest"
+)
+
+// mknodImage is a probe image whose app runs as root and keeps CAP_MKNOD.
+func mknodImage(t *testing.T) string {
+	return probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[security]\ncapabilities = [\"CAP_MKNOD\"]\n")
+}
+
+// deviceStateDir is a state directory of this test's own, whose mount
+// cache cimg-run gc empties when the test ends.
+func deviceStateDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	os.Chmod(dir, 0o700)
+	t.Cleanup(func() {
+		if out, err := exec.Command(cimgRun, "gc", "--state-dir", dir).CombinedOutput(); err != nil {
+			t.Errorf("cimg-run gc --state-dir: %v\n%s", err, out)
+		}
+	})
+	return dir
+}
+
+// mknodWant is the probe's "mknod" line when the device cgroup refuses
+// the node (which so never exists) and lets /dev/null through.
+const mknodWant = "mknod=operation not permitted open=no such file or directory null=ok"
+
+// TestMknodHostDiskDeniedByDeviceCgroup: an app that keeps CAP_MKNOD
+// cannot make, in its writable /dev, a node for the host's root disk —
+// the device cgroup's allow-list refuses it — while /dev/null works.
+// Without the allow-list the node was made and opened (the disk's data
+// readable from inside).
+func TestMknodHostDiskDeniedByDeviceCgroup(t *testing.T) {
+	img := mknodImage(t)
+	state := deviceStateDir(t)
+	// The capability is there: the refusal is the cgroup's.
+	res := runImage(t, exec.Command(cimgRun, "--state-dir", state, img))
+	var r probeReport
+	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil || res.code != 0 {
+		t.Fatalf("probe report: %v, exit %d\n%s%s", err, res.code, res.stdout, res.stderr)
+	}
+	if eff, _ := strconv.ParseUint(r.Status["CapEff"], 16, 64); eff&(1<<unix.CAP_MKNOD) == 0 {
+		t.Fatalf("the app lacks CAP_MKNOD (CapEff %s): the test would prove nothing", r.Status["CapEff"])
+	}
+	// The host's root disk (a loop device where / is on no block device).
+	var st unix.Stat_t
+	if err := unix.Stat("/", &st); err != nil {
+		t.Fatal(err)
+	}
+	major, minor := unix.Major(st.Dev), unix.Minor(st.Dev)
+	if major == 0 {
+		major, minor = 7, 0
+	}
+	res = runImage(t, exec.Command(cimgRun, "--state-dir", state, img, "--", "mknod", "/dev/hostdisk",
+		strconv.Itoa(int(major)), strconv.Itoa(int(minor))))
+	if res.code != 0 || strings.TrimSpace(res.stdout) != mknodWant {
+		t.Errorf("mknod of the root disk %d:%d: exit %d, %q%s; want %q", major, minor, res.code, res.stdout, res.stderr, mknodWant)
+	}
+	if strings.Contains(res.stderr, "device allow-list") {
+		t.Errorf("warning on a host with the devices controller: %s", res.stderr)
+	}
+}
+
+// TestMknodDeniedByDeviceFilterInVM: the same on cgroup v2, where the
+// allow-list is a BPF program attached to the app's cgroup (the VM has
+// no disk: the node is loop0's, 7:0, whose module is loaded).
+func TestMknodDeniedByDeviceFilterInVM(t *testing.T) {
+	img := mknodImage(t)
+	out := vmtest.Run(t, map[string]string{"/cimg-run": cimgRun, "/probe.cimg": img}, `
+/cimg-run /probe.cimg -- mknod /dev/hostdisk 7 0; echo "MKNOD-EXIT $?"
+echo "CGROUPS-LEFT $(ls /sys/fs/cgroup/cimg/ | grep -c probe-)"
+`)
+	for _, want := range []string{mknodWant, "MKNOD-EXIT 0", "CGROUPS-LEFT 0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("VM output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "device allow-list") {
+		t.Errorf("warning on a kernel with cgroup BPF:\n%s", out)
+	}
+}
