@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -304,6 +305,59 @@ func TestProgressBarOnTerminal(t *testing.T) {
 		}
 		if has := strings.Contains(string(out), "packing"); has == quiet {
 			t.Errorf("quiet=%v: progress bar shown=%v:\n%q", quiet, has, out)
+		}
+	}
+}
+
+// TestInputClosures builds as the issue did: the python3 symlink with
+// the standard library added, and a rootfs holding an extension module
+// whose library comes from a sysroot only with --resolve-rootfs.
+func TestInputClosures(t *testing.T) {
+	dir := t.TempDir()
+	py := filepath.Join(dir, "py.cimg")
+	mustCLI(t, "/usr/bin/python3", "--add", "/usr/lib/python3.11:/usr/lib/python3.11", "-o", py)
+	files := map[string]string{}
+	for _, f := range inspectImage(t, py).Files {
+		files[f.Path] = f.Mode
+	}
+	if !strings.HasPrefix(files["/usr/bin/python3"], "L") || !strings.HasPrefix(files["/usr/bin/python3.11"], "-") {
+		t.Errorf("python3 symlink and target: %q %q", files["/usr/bin/python3"], files["/usr/bin/python3.11"])
+	}
+	if text := mustCLI(t, "inspect", "--files", py); !regexp.MustCompile(`libsqlite3\.so\.0 .*\(needed by /usr/lib/python3\.11/lib-dynload/_sqlite3`).MatchString(text) {
+		t.Errorf("inspect does not say libsqlite3.so.0 is needed by the _sqlite3 module:\n%.2000s", text)
+	}
+
+	src, _ := filepath.Abs("../../build/testdata/plugin")
+	root, sysroot := filepath.Join(dir, "rootfs"), filepath.Join(dir, "sysroot")
+	os.MkdirAll(filepath.Join(root, "opt/app"), 0o755)
+	os.MkdirAll(filepath.Join(sysroot, "usr/lib"), 0o755)
+	copyFile(t, helloBin, filepath.Join(root, "opt/app/run"))
+	lib := filepath.Join(sysroot, "usr/lib", "libcimgdep.so.1")
+	for _, args := range [][]string{
+		{"-Wl,-soname,libcimgdep.so.1", "-o", lib, filepath.Join(src, "dep.c")},
+		{"-o", filepath.Join(root, "opt/app/mod.so"), filepath.Join(src, "mod.c"), lib},
+	} {
+		if out, err := exec.Command("gcc", append([]string{"-shared", "-fPIC", "-nostdlib"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("gcc %v: %v\n%s", args, err, out)
+		}
+	}
+	has := func(img string) bool {
+		for _, f := range inspectImage(t, img).Files {
+			if f.Path == "/usr/lib/libcimgdep.so.1" {
+				return true
+			}
+		}
+		return false
+	}
+	for _, resolve := range []bool{false, true} {
+		img := filepath.Join(dir, fmt.Sprintf("rootfs-%v.cimg", resolve))
+		args := []string{"--rootfs", root, "--sysroot", sysroot, "--entrypoint", "/opt/app/run", "-o", img}
+		if resolve {
+			args = append(args, "--resolve-rootfs")
+		}
+		mustCLI(t, args...)
+		if has(img) != resolve {
+			t.Errorf("--resolve-rootfs=%v: libcimgdep.so.1 packed: %v", resolve, !resolve)
 		}
 	}
 }

@@ -310,3 +310,57 @@ func TestCacheReadByHostLdconfig(t *testing.T) {
 		t.Errorf("host cache: libc.so.6 → %q %v", p, ok)
 	}
 }
+
+func TestLocateRefusesEscapesAndKeepsTheLastLink(t *testing.T) {
+	r := base(t).
+		elf("/usr/bin/python3.11", exe(spec{})).
+		link("/usr/bin/python3", "python3.11").
+		link("/bin/out", "../../../etc/passwd")
+	root := Root{Dir: r.root}
+	// Directories are followed, the last component is not.
+	real, host, err := root.Locate("/usr/bin/python3")
+	if err != nil || real != "/usr/bin/python3" || host != r.root+"/usr/bin/python3" {
+		t.Errorf("Locate python3: %q %q %v", real, host, err)
+	}
+	if _, _, err := root.Locate("/bin/out/x"); !errors.Is(err, ErrEscapesRoot) {
+		t.Errorf("a link above the root: %v", err)
+	}
+	// Resolve keeps the chroot rule: ".." at the root stays there.
+	if _, err := root.Resolve("/bin/out"); errors.Is(err, ErrEscapesRoot) {
+		t.Errorf("Resolve refused: %v", err)
+	}
+}
+
+func TestPluginsImageAndNeeds(t *testing.T) {
+	// A module needs libdep.so.1, which only the image holds (an --add
+	// tree put it on the default path), and libc from the root; a second plugin's SONAME matches the
+	// program's DT_NEEDED but must not satisfy it.
+	r := base(t).
+		elf("/usr/bin/app", exe(spec{needed: []string{"libshared.so.1"}})).
+		elf(mlib+"/libshared.so.1", amd64(spec{soname: "libshared.so.1"}))
+	img := newRoot(t).
+		elf("/mod.so", amd64(spec{needed: []string{"libdep.so.1", "libc.so.6"}})).
+		elf("/other.so", amd64(spec{soname: "libshared.so.1"})).
+		elf("/libdep.so.1", amd64(spec{soname: "libdep.so.1"}))
+	staged := map[string]string{"/opt/mods/mod.so": img.root + "/mod.so", "/opt/mods/other.so": img.root + "/other.so",
+		mlib + "/libdep.so.1": img.root + "/libdep.so.1"}
+	res, err := ResolvePrograms([]Program{{Path: "/usr/bin/app"}, {Path: "/opt/mods/mod.so", Plugin: true}, {Path: "/opt/mods/other.so", Plugin: true}},
+		Options{Root: Root{Dir: r.root}, Image: staged})
+	mustFind(t, res, err, "libshared.so.1", mlib+"/libshared.so.1")
+	mustFind(t, res, err, "libdep.so.1", mlib+"/libdep.so.1")
+	by := map[string][]string{}
+	for _, n := range res.Needs {
+		by[n.Library] = append(by[n.Library], n.NeededBy)
+	}
+	if got := strings.Join(by[mlib+"/libdep.so.1"], ","); got != "/opt/mods/mod.so" {
+		t.Errorf("libdep.so.1 needed by %q", got)
+	}
+	if got := strings.Join(by[mlib+"/libc.so.6"], ","); got != "/usr/bin/app,/opt/mods/mod.so" {
+		t.Errorf("libc needed by %q", got)
+	}
+	for _, o := range res.Objects {
+		if o.Path == mlib+"/libdep.so.1" && o.Host != img.root+"/libdep.so.1" {
+			t.Errorf("libdep.so.1 read from %s, not from what the image holds", o.Host)
+		}
+	}
+}
