@@ -36,7 +36,7 @@ type forkPlan struct {
 	syncR, syncW int // the parent writes one byte once the child is in its cgroup
 	errR, errW   int // the child writes a childError here; execve closes it
 
-	procSrc, procDir, procType *byte // mount("proc", "/proc", "proc")
+	procMounts []rawMount // /proc, then its read-only and masked paths
 
 	rlimits    []rlimitCall
 	filter     *unix.SockFprog // nil: no seccomp
@@ -51,6 +51,14 @@ type forkPlan struct {
 	path *byte   // execve's path
 	argv []*byte // nil-terminated
 	envv []*byte // nil-terminated
+}
+
+// rawMount is one mount(2) call of the child; optional ones may find no
+// target (ENOENT: a /proc file this kernel does not have).
+type rawMount struct {
+	src, dst, fstype, data *byte
+	flags                  uintptr
+	optional               bool
 }
 
 type rlimitCall struct {
@@ -77,6 +85,7 @@ const (
 	stepSetgroups
 	stepSetgid
 	stepSetuid
+	stepRearm
 	stepCapset
 	stepAmbient
 	stepNoNewPrivs
@@ -87,7 +96,7 @@ var stepNames = map[uint32]string{
 	stepPdeathsig: "set the parent-death signal", stepSync: "wait for the cgroup join",
 	stepCgroupNS: "unshare the cgroup namespace", stepProc: "mount /proc", stepCloseFDs: "close inherited fds",
 	stepRlimit: "setrlimit", stepSeccomp: "load the seccomp filter", stepBounding: "drop capabilities from the bounding set",
-	stepKeepCaps: "PR_SET_KEEPCAPS", stepSetgroups: "setgroups", stepSetgid: "setgid", stepSetuid: "setuid",
+	stepKeepCaps: "PR_SET_KEEPCAPS", stepSetgroups: "setgroups", stepSetgid: "setgid", stepSetuid: "setuid", stepRearm: "re-arm the parent-death signal",
 	stepCapset: "capset", stepAmbient: "set ambient capabilities", stepNoNewPrivs: "set no_new_privs", stepExec: "execve",
 }
 
@@ -112,6 +121,8 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 		i      int
 		n      uintptr
 		buf    [1]byte
+		poll   unix.PollFd
+		noWait unix.Timespec
 		report childError
 	)
 	runtimeBeforeFork()
@@ -152,11 +163,15 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 	if _, _, err1 = syscall.RawSyscall(unix.SYS_UNSHARE, unix.CLONE_NEWCGROUP, 0, 0); err1 != 0 {
 		goto fail
 	}
-	// /proc of our pid namespace: only a process inside it can mount that.
+	// /proc of our pid namespace (only a process inside it can mount
+	// that), with what reaches the host kernel read-only or masked.
 	step = stepProc
-	if _, _, err1 = syscall.RawSyscall6(unix.SYS_MOUNT, uintptr(unsafe.Pointer(p.procSrc)), uintptr(unsafe.Pointer(p.procDir)),
-		uintptr(unsafe.Pointer(p.procType)), unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, 0, 0); err1 != 0 {
-		goto fail
+	for i = 0; i < len(p.procMounts); i++ {
+		if _, _, err1 = syscall.RawSyscall6(unix.SYS_MOUNT, uintptr(unsafe.Pointer(p.procMounts[i].src)), uintptr(unsafe.Pointer(p.procMounts[i].dst)),
+			uintptr(unsafe.Pointer(p.procMounts[i].fstype)), p.procMounts[i].flags, uintptr(unsafe.Pointer(p.procMounts[i].data)), 0); err1 != 0 &&
+			!(err1 == unix.ENOENT && p.procMounts[i].optional) {
+			goto fail
+		}
 	}
 	// Every inherited fd above stderr closes at exec (the error pipe
 	// still works until then). Without close_range (ENOSYS, Linux < 5.9)
@@ -210,6 +225,17 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 	step = stepSetuid
 	if _, _, err1 = syscall.RawSyscall(sysSetresuid, p.uid, p.uid, p.uid); err1 != 0 {
 		goto fail
+	}
+	// The kernel clears the parent-death signal when the ids change: arm
+	// it again, then make sure the launcher did not die in between (its
+	// end of the sync pipe would have closed).
+	step = stepRearm
+	if _, _, err1 = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0, 0); err1 != 0 {
+		goto fail
+	}
+	poll.Fd, poll.Events = int32(p.syncR), unix.POLLIN
+	if n, _, err1 = syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&poll)), 1, uintptr(unsafe.Pointer(&noWait)), 0, 0, 0); err1 == 0 && n == 1 && poll.Revents&unix.POLLHUP != 0 {
+		goto exit
 	}
 	step = stepCapset
 	if _, _, err1 = syscall.RawSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&p.capHdr)), uintptr(unsafe.Pointer(&p.capData[0])), 0); err1 != 0 {

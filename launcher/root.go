@@ -1,8 +1,10 @@
 package launcher
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,83 +15,42 @@ import (
 )
 
 // enterRoot builds the app's world on the calling thread, top to bottom:
-// it leaves the thread in fresh mount, uts, ipc (and net) namespaces with
-// the image as its root and the app's working directory as its cwd. The
-// caller has locked the thread and never unlocks it: these namespaces
-// are the thread's alone, and the app is forked from it (fork.go). The
-// image is assembled on STATE/root, a directory of the host that only
-// this namespace mounts on. image is the verified image file, mounted
-// here only with PrivateMount.
-func enterRoot(c *Config, image *os.File) error {
-	root := filepath.Join(c.StateDir, "root")
+// it leaves the thread in fresh namespaces with the image as its root and
+// the app's working directory as its cwd. The caller has locked the
+// thread and never unlocks it: these namespaces are the thread's alone,
+// and the app is forked from it (fork.go). The image is assembled on
+// STATE/root, a directory of the host that only this namespace mounts
+// on. image is the verified image file, mounted here only with
+// PrivateMount; volumes is the operator's volume directory.
+func enterRoot(p *Plan, image *os.File, volumes string) error {
+	root := filepath.Join(p.StateDir, "root")
 
 	// New namespaces for this thread only; the pid and cgroup namespaces
 	// come at fork and in the child (they take effect for children, and
 	// after the cgroup join).
-	flags := unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC
-	if c.NetNone {
-		flags |= unix.CLONE_NEWNET
-	}
-	if err := unix.Unshare(flags); err != nil {
+	if err := unix.Unshare(int(p.Unshare)); err != nil {
 		return fmt.Errorf("unshare namespaces: %w", err)
 	}
 	// A private / first: nothing we mount may propagate to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make / private: %w", err)
 	}
-	if c.PrivateMount {
-		// The image mounted for this launch only, from the fd the parent
-		// verified; it goes (and its loop device with it) when we do.
-		dev, err := loop.Attach(image.Fd(), 0, c.PayloadSize)
-		if err != nil {
-			return fmt.Errorf("loop-attach the image: %w", err)
-		}
-		err = unix.Mount(dev.Path, root, "squashfs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, "")
-		dev.Close()
-		if err != nil {
-			return fmt.Errorf("mount squashfs %s on %s: %w", dev.Path, root, err)
-		}
-	} else {
-		// The image: a read-only bind of the cached squashfs mount.
-		if err := unix.Mount(c.Root, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return fmt.Errorf("bind %s on %s: %w", c.Root, root, err)
-		}
-		if err := unix.Mount("", root, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
-			return fmt.Errorf("remount %s read-only: %w", root, err)
-		}
-	}
-	// Mount points must be real directories of the image: a symlink
-	// there could point a mount anywhere on the host. (/proc is mounted
-	// by the child, the first process of the new pid namespace: proc
-	// shows the pid namespace of whoever mounts it.)
-	for _, d := range []string{"/proc", "/dev", "/tmp", "/run"} {
-		if err := realDir(root, d); err != nil {
-			return err
-		}
-	}
-	if err := setupDev(filepath.Join(root, "dev"), c.ShmSize); err != nil {
-		return err
-	}
-	for _, t := range []struct {
-		dir  string
-		size int64
-	}{{"/tmp", c.TmpSize}, {"/run", c.RunSize}} {
-		if err := tmpfs(filepath.Join(root, t.dir), t.size, 0o1777); err != nil {
-			return err
-		}
-	}
-	for i, m := range c.Mounts {
-		if err := mountOne(root, m, filepath.Join(c.StateDir, "scratch"), i); err != nil {
-			return err
+	// Every mount of the plan, in order. Targets are opened below the
+	// new root without following any symlink, so nothing the image or a
+	// writable volume holds can point a mount at the host.
+	b := &builder{root: root, plan: p, image: image, volumes: volumes}
+	for i, m := range p.Mounts {
+		if err := b.mount(i, m); err != nil {
+			return fmt.Errorf("mount %s (%s): %w", m.Target, m.Kind, err)
 		}
 	}
 	// Names and network of the new namespaces.
-	if c.Hostname != "" {
-		if err := unix.Sethostname([]byte(c.Hostname)); err != nil {
+	if p.Hostname != "" {
+		if err := unix.Sethostname([]byte(p.Hostname)); err != nil {
 			return fmt.Errorf("sethostname: %w", err)
 		}
 	}
-	if c.NetNone {
+	if p.Unshare&unix.CLONE_NEWNET != 0 {
 		if err := loopbackUp(); err != nil {
 			return err
 		}
@@ -98,139 +59,242 @@ func enterRoot(c *Config, image *os.File) error {
 	if err := pivot(root); err != nil {
 		return err
 	}
-	if err := unix.Chdir(c.Workdir); err != nil {
-		return fmt.Errorf("chdir %s: %w", c.Workdir, err)
+	if err := unix.Chdir(p.Workdir); err != nil {
+		return fmt.Errorf("chdir %s: %w", p.Workdir, err)
 	}
 	// The working directory must be inside the new root: getcwd names a
 	// directory outside it "(unreachable)…", and a symlink or /proc
 	// magic link could have led there.
-	if wd, err := unix.Getwd(); err != nil || wd != c.Workdir {
-		return fmt.Errorf("workdir %s resolves to %q, outside the image or through a link: refused", c.Workdir, wd)
+	if wd, err := unix.Getwd(); err != nil || wd != p.Workdir {
+		return fmt.Errorf("workdir %s resolves to %q, outside the image or through a link: refused", p.Workdir, wd)
 	}
-	return nil
+	// The command, followed as execve will follow it, must not lead into
+	// /proc: there the child's /proc/self/exe is the host's cimg-run.
+	return checkExec(p.Argv[0])
 }
 
-// realDir checks that p inside root is a directory reached without any
-// symlink.
-func realDir(root, p string) error {
-	cur := root
-	for _, part := range strings.Split(strings.Trim(p, "/"), "/") {
-		cur = filepath.Join(cur, part)
-		fi, err := os.Lstat(cur)
+// builder carries what the mount steps share.
+type builder struct {
+	root    string
+	plan    *Plan
+	image   *os.File
+	volumes string
+}
+
+func (b *builder) mount(i int, m MountSpec) error {
+	if m.Kind == KindImage {
+		return b.mountImage(m)
+	}
+	target, err := b.open(m.Target, unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	dst := fdPath(target)
+	switch m.Kind {
+	case KindTmpfs:
+		return unix.Mount("tmpfs", dst, "tmpfs", m.Flags, m.Data)
+	case KindDevNodes:
+		return devNodes(target)
+	case KindDevpts:
+		return unix.Mount("devpts", dst, "devpts", m.Flags, m.Data)
+	case KindRemount:
+		return unix.Mount("", dst, "", unix.MS_REMOUNT|m.Flags, m.Data)
+	case KindOverlay:
+		return b.overlay(i, m, target)
+	case KindBind:
+		src, err := b.bindSource(m)
 		if err != nil {
-			return fmt.Errorf("image has no %s directory to mount on (rebuild it with cimg-build, which creates the mount points): %w", p, err)
-		}
-		if !fi.IsDir() {
-			return fmt.Errorf("image's %s is a %s, not a directory: refusing to mount over it", p, fi.Mode().Type())
-		}
-	}
-	return nil
-}
-
-func tmpfs(dir string, size int64, mode uint32) error {
-	opts := fmt.Sprintf("mode=%o", mode)
-	if size > 0 {
-		opts += fmt.Sprintf(",size=%d", size)
-	}
-	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-		return fmt.Errorf("mount tmpfs on %s: %w", dir, err)
-	}
-	return nil
-}
-
-// setupDev makes a fresh /dev: the standard nodes, devpts and /dev/shm,
-// nothing of the host's.
-func setupDev(dev string, shmSize int64) error {
-	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=65536"); err != nil {
-		return fmt.Errorf("mount tmpfs on /dev: %w", err)
-	}
-	for _, n := range []struct {
-		name         string
-		major, minor uint32
-	}{{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}} {
-		p := filepath.Join(dev, n.name)
-		if err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(n.major, n.minor))); err != nil {
-			return fmt.Errorf("mknod %s: %w", p, err)
-		}
-		if err := os.Chmod(p, 0o666); err != nil { // past the umask
 			return err
 		}
-	}
-	for _, d := range []string{"pts", "shm"} {
-		if err := os.Mkdir(filepath.Join(dev, d), 0o755); err != nil {
-			return err
+		defer src.Close()
+		if err := unix.Mount(fdPath(src), dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s: %w", src.Name(), err)
 		}
+		return b.setFlags(m)
 	}
-	if err := unix.Mount("devpts", filepath.Join(dev, "pts"), "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
-		return fmt.Errorf("mount devpts: %w", err)
-	}
-	if err := tmpfs(filepath.Join(dev, "shm"), shmSize, 0o1777); err != nil {
-		return err
-	}
-	for name, target := range map[string]string{"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
-		"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
-		if err := os.Symlink(target, filepath.Join(dev, name)); err != nil {
-			return err
-		}
-	}
-	return unix.Mount("", dev, "", unix.MS_REMOUNT|unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=65536")
+	return fmt.Errorf("mount kind %q is not known to this launcher", m.Kind)
 }
 
-// mountOne mounts m inside root; an in-memory overlay keeps its layer in
-// a tmpfs on scratch (a host directory mounted on only in this namespace;
-// the tmpfs becomes unreachable with the old root, and lives as long as
-// the overlay using it).
-func mountOne(root string, m Mount, scratch string, i int) error {
-	if err := realDir(root, m.Target); err != nil {
-		return err
-	}
-	dst := filepath.Join(root, m.Target)
-	switch m.Type {
-	case "tmpfs":
-		return tmpfs(dst, m.Size, m.Mode)
-	case "bind":
-		if err := unix.Mount(m.Source, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return fmt.Errorf("bind %s on %s: %w", m.Source, m.Target, err)
+// mountImage puts the image's squashfs on the new root, read-only.
+func (b *builder) mountImage(m MountSpec) error {
+	if b.plan.PrivateMount {
+		// The image mounted for this launch only, from the fd the parent
+		// verified; it goes (and its loop device with it) when we do.
+		dev, err := loop.Attach(b.image.Fd(), 0, b.plan.PayloadSize)
+		if err != nil {
+			return fmt.Errorf("loop-attach the image: %w", err)
 		}
-		flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_NOSUID | unix.MS_NODEV)
-		if m.ReadOnly {
-			flags |= unix.MS_RDONLY
-		}
-		if err := unix.Mount("", dst, "", flags, ""); err != nil {
-			return fmt.Errorf("remount %s: %w", m.Target, err)
+		err = unix.Mount(dev.Path, b.root, "squashfs", m.Flags, "")
+		dev.Close()
+		if err != nil {
+			return fmt.Errorf("mount squashfs %s on %s: %w", dev.Path, b.root, err)
 		}
 		return nil
-	case "overlay":
-		return mountOverlay(dst, m, scratch, i)
 	}
-	return fmt.Errorf("mount type %q is not supported by this launcher yet", m.Type)
+	// A bind of the cached squashfs mount, with the flags of this launch.
+	if err := unix.Mount(b.plan.Image, b.root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind %s on %s: %w", b.plan.Image, b.root, err)
+	}
+	return b.setFlags(m)
 }
 
-// mountOverlay puts a writable overlay on dst, over the image's own
-// directory there.
-func mountOverlay(dst string, m Mount, scratch string, i int) error {
-	layer := m.Source
-	if layer == "" {
-		layer = filepath.Join(scratch, strconv.Itoa(i))
-		if err := os.MkdirAll(layer, 0o700); err != nil {
-			return err
-		}
-		if err := tmpfs(layer, m.Size, 0o700); err != nil {
-			return err
-		}
-		for _, d := range []string{"upper", "work"} {
-			if err := os.Mkdir(filepath.Join(layer, d), 0o755); err != nil {
-				return err
-			}
+// open opens p (absolute, inside the new root) below the root without
+// following symlinks.
+func (b *builder) open(p string, flags int) (*os.File, error) {
+	rootFD, err := unix.Open(b.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", b.root, err)
+	}
+	defer unix.Close(rootFD)
+	fd, err := openBeneath(rootFD, p, flags)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return nil, fmt.Errorf("the image has no %s directory to mount on (add it to the image, e.g. with cimg-build --add): %w", p, err)
+	case errors.Is(err, unix.ELOOP), errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.EXDEV):
+		return nil, fmt.Errorf("the image's %s is, or passes through, a symlink or a non-directory: refusing to mount there, it could lead out of the image: %w", p, err)
+	case err != nil:
+		return nil, fmt.Errorf("open %s in the image: %w", p, err)
+	}
+	return os.NewFile(uintptr(fd), p), nil
+}
+
+// setFlags applies m's flags to the mount at its target and, where m is
+// Recursive, to every mount below it: a read-only bind of / must not
+// leave /dev or /proc under it writable (mount_setattr AT_RECURSIVE,
+// Linux 5.12; before that, each mount remounted by itself).
+func (b *builder) setFlags(m MountSpec) error {
+	t, err := b.open(m.Target, unix.O_PATH|unix.O_DIRECTORY) // the new mount's root now
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	attr := &unix.MountAttr{}
+	for _, f := range []struct {
+		ms   uintptr
+		attr uint64
+	}{{unix.MS_RDONLY, unix.MOUNT_ATTR_RDONLY}, {unix.MS_NOSUID, unix.MOUNT_ATTR_NOSUID}, {unix.MS_NODEV, unix.MOUNT_ATTR_NODEV}, {unix.MS_NOEXEC, unix.MOUNT_ATTR_NOEXEC}} {
+		if m.Flags&f.ms != 0 {
+			attr.Attr_set |= f.attr
 		}
 	}
-	opts := "lowerdir=" + overlayEscape(dst) + ",upperdir=" + overlayEscape(filepath.Join(layer, "upper")) +
-		",workdir=" + overlayEscape(filepath.Join(layer, "work"))
-	if err := unix.Mount("overlay", dst, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-		if err == unix.ENODEV {
-			return fmt.Errorf("overlay on %s: the kernel has no overlayfs (CONFIG_OVERLAY_FS; modprobe overlay)", m.Target)
+	flags := unix.AT_EMPTY_PATH
+	if m.Recursive {
+		flags |= unix.AT_RECURSIVE
+	}
+	err = unix.MountSetattr(int(t.Fd()), "", uint(flags), attr)
+	if err != unix.ENOSYS {
+		return err
+	}
+	remount := func(p string) error {
+		return unix.Mount("", p, "", unix.MS_BIND|unix.MS_REMOUNT|m.Flags, "")
+	}
+	if err := remount(fdPath(t)); err != nil {
+		return err
+	}
+	if !m.Recursive {
+		return nil
+	}
+	top := filepath.Join(b.root, m.Target)
+	for _, p := range submounts(top) {
+		if err := remount(p); err != nil && err != unix.EACCES {
+			return fmt.Errorf("remount %s: %w", p, err)
 		}
-		return fmt.Errorf("overlay on %s (layer %s): %w", m.Target, layer, err)
+	}
+	return nil
+}
+
+// submounts lists the mount points strictly below dir, from this
+// thread's mountinfo (fields: id parent major:minor root mount-point ...).
+func submounts(dir string) []string {
+	b, _ := os.ReadFile("/proc/thread-self/mountinfo")
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			out = append(out, unescapeMountinfo(f[4]))
+		}
+	}
+	return out
+}
+
+func unescapeMountinfo(s string) string {
+	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
+}
+
+// bindSource opens a bind's source: a granted host path as the operator
+// named it, or a volume below the volume directory without following any
+// symlink.
+func (b *builder) bindSource(m MountSpec) (*os.File, error) {
+	if m.Volume == "" {
+		fd, err := unix.Open(m.Source, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("host path %s: %w", m.Source, err)
+		}
+		return os.NewFile(uintptr(fd), m.Source), nil
+	}
+	return b.volume(m.Volume)
+}
+
+// volume opens rel below the volume directory, without following symlinks.
+func (b *builder) volume(rel string) (*os.File, error) {
+	dir, err := unix.Open(b.volumes, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("volume directory %s: %w", b.volumes, err)
+	}
+	defer unix.Close(dir)
+	fd, err := openBeneath(dir, rel, unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return nil, fmt.Errorf("volume %s in %s (a symlink there is refused): %w", rel, b.volumes, err)
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(b.volumes, rel)), nil
+}
+
+// overlay puts a writable overlay on target, over the image's own
+// directory there. Its layer is a volume (upper and work opened inside it
+// without following symlinks the app may have left there), or a tmpfs on
+// STATE/scratch, a host directory mounted on only in this namespace: it
+// becomes unreachable with the old root, and lives as long as the
+// overlay using it.
+func (b *builder) overlay(i int, m MountSpec, target *os.File) error {
+	var layer *os.File
+	var err error
+	if m.Volume != "" {
+		if layer, err = b.volume(m.Volume); err != nil {
+			return err
+		}
+	} else {
+		dir := filepath.Join(b.plan.StateDir, "scratch", strconv.Itoa(i))
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		if err := unix.Mount("tmpfs", dir, "tmpfs", writable, "mode=0700,"+m.Data); err != nil {
+			return fmt.Errorf("tmpfs for the overlay's layer: %w", err)
+		}
+		if layer, err = os.Open(dir); err != nil {
+			return err
+		}
+	}
+	defer layer.Close()
+	var dirs [2]*os.File
+	for j, name := range []string{"upper", "work"} {
+		if err := unix.Mkdirat(int(layer.Fd()), name, 0o755); err != nil && err != unix.EEXIST {
+			return fmt.Errorf("overlay layer %s/%s: %w", layer.Name(), name, err)
+		}
+		fd, err := openBeneath(int(layer.Fd()), name, unix.O_PATH|unix.O_DIRECTORY)
+		if err != nil {
+			return fmt.Errorf("overlay layer %s/%s (a symlink there is refused): %w", layer.Name(), name, err)
+		}
+		dirs[j] = os.NewFile(uintptr(fd), name)
+		defer dirs[j].Close()
+	}
+	dst := fdPath(target)
+	opts := "lowerdir=" + overlayEscape(dst) + ",upperdir=" + overlayEscape(fdPath(dirs[0])) + ",workdir=" + overlayEscape(fdPath(dirs[1]))
+	if err := unix.Mount("overlay", dst, "overlay", m.Flags, opts); err != nil {
+		if err == unix.ENODEV {
+			return fmt.Errorf("the kernel has no overlayfs (CONFIG_OVERLAY_FS; modprobe overlay)")
+		}
+		return fmt.Errorf("overlay (layer %s): %w", layer.Name(), err)
 	}
 	return nil
 }
@@ -238,6 +302,94 @@ func mountOverlay(dst string, m Mount, scratch string, i int) error {
 // overlayEscape escapes what overlayfs's option parser splits on.
 func overlayEscape(p string) string {
 	return strings.NewReplacer(`\`, `\\`, ",", `\,`, ":", `\:`).Replace(p)
+}
+
+// devNodes makes the standard nodes in the fresh /dev, each bound onto
+// itself so that it still opens once /dev turns nodev; then the
+// directories and links a /dev has.
+func devNodes(dev *os.File) error {
+	dir, err := os.Open(fdPath(dev)) // a real fd: mknodat needs one
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	d := int(dir.Fd())
+	for _, n := range []struct {
+		name         string
+		major, minor uint32
+	}{{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}} {
+		if err := unix.Mknodat(d, n.name, unix.S_IFCHR|0o666, int(unix.Mkdev(n.major, n.minor))); err != nil {
+			return fmt.Errorf("mknod /dev/%s: %w", n.name, err)
+		}
+		if err := unix.Fchmodat(d, n.name, 0o666, 0); err != nil { // past the umask
+			return err
+		}
+		fd, err := unix.Openat(d, n.name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		p := "/proc/thread-self/fd/" + strconv.Itoa(fd)
+		err = unix.Mount(p, p, "", unix.MS_BIND, "")
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("bind /dev/%s onto itself: %w", n.name, err)
+		}
+	}
+	for _, name := range []string{"pts", "shm"} {
+		if err := unix.Mkdirat(d, name, 0o755); err != nil {
+			return fmt.Errorf("mkdir /dev/%s: %w", name, err)
+		}
+	}
+	for name, target := range map[string]string{"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+		"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
+		if err := unix.Symlinkat(target, d, name); err != nil {
+			return fmt.Errorf("symlink /dev/%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// fdPath names an open file by its fd, for calls that take a path: the
+// kernel follows it to that very file, whatever its path now leads to.
+func fdPath(f *os.File) string { return "/proc/thread-self/fd/" + strconv.Itoa(int(f.Fd())) }
+
+// openBeneath opens rel below the directory dirfd without following any
+// symlink or leaving the directory: openat2 with RESOLVE_BENEATH and
+// RESOLVE_NO_SYMLINKS (Linux 5.6); before that, one component at a time
+// with O_NOFOLLOW. A symlink anywhere on the way is ELOOP or ENOTDIR.
+func openBeneath(dirfd int, rel string, flags int) (int, error) {
+	rel = strings.TrimPrefix(path.Clean("/"+rel), "/")
+	if rel == "" {
+		rel = "."
+	}
+	fd, err := unix.Openat2(dirfd, rel, &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW),
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS})
+	if err != unix.ENOSYS {
+		return fd, err
+	}
+	cur, err := unix.Dup(dirfd)
+	if err != nil {
+		return -1, err
+	}
+	parts := strings.Split(rel, "/")
+	for i, part := range parts {
+		f := unix.O_PATH | unix.O_DIRECTORY
+		if i == len(parts)-1 {
+			f = flags
+		}
+		next, err := unix.Openat(cur, part, f|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		unix.Close(cur)
+		if err != nil {
+			return -1, err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(next, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			unix.Close(next)
+			return -1, unix.ELOOP
+		}
+		cur = next
+	}
+	return cur, nil
 }
 
 func loopbackUp() error {

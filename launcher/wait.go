@@ -48,6 +48,18 @@ type supervisor struct {
 	late *os.File // during the hand-over: the waiter learns a stop deadline set after its argv
 }
 
+// newSupervisor watches the app forked as pid.
+func newSupervisor(pid int, l *launch) *supervisor {
+	// Before Linux 5.3 there are no pidfds: signals then go by pid (ours
+	// until we reap it) and the slim waiter is skipped.
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		pidfd = -1
+	}
+	return &supervisor{pid: pid, pidfd: pidfd, cg: l.cg, name: l.plan.Name, memory: l.plan.Memory,
+		stopTimeout: l.opts.StopTimeout, warn: l.opts.Warn}
+}
+
 // relay forwards signals until finish; it returns at once.
 func (s *supervisor) relay() {
 	s.done = make(chan struct{})
@@ -105,6 +117,9 @@ func (s *supervisor) finish() (int, error) {
 	}
 	close(s.done)
 	signal.Stop(s.sigs)
+	if s.pidfd >= 0 {
+		unix.Close(s.pidfd)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("wait for the app: %w", err)
 	}

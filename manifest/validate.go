@@ -114,6 +114,20 @@ func (v *validator) app() {
 			v.add("app.env."+k, "value contains a NUL byte")
 		}
 	}
+	// (uid_t)-1 tells setresuid and setresgid "leave unchanged": the app
+	// would keep the launcher's root.
+	const unchanged = 1<<32 - 1
+	if a.User == unchanged {
+		v.add("app.user", "%d is (uid_t)-1, which the kernel reads as \"unchanged\" (the app would run as root): pick a real uid", a.User)
+	}
+	if a.Group == unchanged {
+		v.add("app.group", "%d is (gid_t)-1, which the kernel reads as \"unchanged\" (the app would keep gid 0): pick a real gid", a.Group)
+	}
+	for i, g := range a.Groups {
+		if g == unchanged {
+			v.add("app.groups["+strconv.Itoa(i)+"]", "%d is (gid_t)-1, which the kernel reads as \"unchanged\": not a group", g)
+		}
+	}
 	v.imagePath("app.workdir", a.Workdir)
 	for _, r := range reserved {
 		if a.Workdir == r || strings.HasPrefix(a.Workdir, r+"/") {

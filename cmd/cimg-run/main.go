@@ -28,7 +28,7 @@ const usage = `cimg-run runs a .cimg image in the foreground, isolated, and exit
 
 Usage:
   cimg-run [flags] IMAGE [-- ARGS...]   run the image (ARGS replace the manifest's args)
-  cimg-run gc                           unmount cached images no instance uses
+  cimg-run gc [--state-dir DIR]         unmount cached images no instance uses
   cimg-run doctor                       the kernel features cimg uses, and what is missing
   cimg-run help                         this text
 
@@ -62,6 +62,9 @@ func run(args []string) (int, error) {
 	fs.DurationVar(&o.StopTimeout, "stop-timeout", 10*time.Second, "after SIGTERM/SIGINT, SIGKILL the app's cgroup this much later")
 	fs.BoolVar(&o.PrivateMount, "private-mount", false, "mount the image for this launch only (cold page cache) instead of from the mount cache")
 	fs.BoolVar(&o.Init, "init", false, "run a minimal init as PID 1 that reaps zombies and forwards signals")
+	fs.StringVar(&o.VolumeDir, "volume-dir", "/var/lib/cimg/volumes", "root-only `directory` holding the apps' volumes")
+	fs.BoolVar(&o.NoHealth, "no-health", false, "run an image that has a [health] check without it")
+	fs.Func("grant", "grant the image a privilege it asks for (repeatable): "+launcher.GrantHelp, o.Grants.Add)
 	if len(args) > 0 {
 		switch args[0] {
 		case "help", "-h", "--help":
@@ -71,7 +74,15 @@ func run(args []string) (int, error) {
 		case "doctor":
 			return doctor()
 		case "gc":
-			done, err := imagecache.GC("/run/cimg")
+			gcFlags := flag.NewFlagSet("cimg-run gc", flag.ContinueOnError)
+			state := gcFlags.String("state-dir", "/run/cimg", "the state `directory` whose mount cache to collect")
+			if err := gcFlags.Parse(args[1:]); err != nil {
+				return 2, err
+			}
+			if gcFlags.NArg() > 0 {
+				return 2, errors.New("usage: cimg-run gc [--state-dir DIR]")
+			}
+			done, err := imagecache.GC(*state)
 			for _, d := range done {
 				fmt.Println("unmounted", d)
 			}

@@ -1,0 +1,312 @@
+package launcher
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"cimg.dev/cimg/internal/cgroup"
+	"cimg.dev/cimg/internal/imagecache"
+)
+
+// launch is one start of the app: what Run decided, and what start
+// prepares on the way.
+type launch struct {
+	plan  *Plan
+	opts  *Options
+	cg    *cgroup.Cgroup
+	image *os.File          // the verified image (mounted by the thread with PrivateMount)
+	lease *imagecache.Lease // the cache mount, until the app's bind of it exists
+
+	fp     *forkPlan  // the child's system calls, every argument made before fork
+	sync   [2]int     // parent → child: one byte once the child is in its cgroup
+	errp   [2]int     // child → parent: a childError, or EOF at execve
+	join   []*os.File // cgroup.procs files, opened while host paths still lead there
+	exe    *os.File   // this executable, for the slim waiter
+	sealed *os.File   // the sealed copy the init runs from
+}
+
+// start forks the app into its namespaces and cgroup, then supervises
+// it; it returns the app's exit status.
+//
+//  1. prepare: everything the child and the slim waiter will need, made
+//     while this process still sees the host.
+//  2. spawn: the launch thread builds the app's root, forks the child and
+//     releases it into its cgroup; it reports once the child exec'd.
+//  3. supervise: relay signals; an app still running after slimAfter is
+//     handed to the slim waiter; reap and report.
+func start(l *launch) (int, error) {
+	defer l.close()
+	if err := l.prepare(); err != nil {
+		return 0, err
+	}
+	t := l.spawn()
+	r := <-t.started
+	// The child's namespace has its bind of the cache mount now (or never
+	// will): gc may unmount what it sees unused.
+	l.lease.Release()
+	if r.pid == 0 {
+		return 0, r.err
+	}
+	sv := newSupervisor(r.pid, l)
+	if r.err != nil {
+		sv.forward(syscall.SIGKILL)
+		syscall.Wait4(r.pid, nil, 0, nil)
+		return 0, r.err
+	}
+	sv.relay()
+	// Signal windows around the hand-over are documented at becomeWaiter:
+	// until the exec the relay forwards; a stop deadline set meanwhile
+	// reaches the waiter down its "late" pipe.
+	if !sv.exited(slimAfter) {
+		t.slim <- sv
+		if err := <-t.slimFailed; err != nil {
+			l.opts.Warn(err.Error()) // still supervised, by this fuller process
+		}
+	}
+	return sv.finish()
+}
+
+// prepare makes the child's plan, its pipes and the files opened by host
+// path: once the launch thread's root is the app's, no path leads to them.
+func (l *launch) prepare() error {
+	var err error
+	if l.fp, err = newForkPlan(l.plan); err != nil {
+		return err
+	}
+	// Blocking pipes (os.Pipe's are non-blocking, which the child's raw
+	// read could not wait on).
+	l.sync, l.errp = [2]int{-1, -1}, [2]int{-1, -1}
+	if err := unix.Pipe2(l.sync[:], unix.O_CLOEXEC); err != nil {
+		return fmt.Errorf("pipe: %w", err)
+	}
+	if err := unix.Pipe2(l.errp[:], unix.O_CLOEXEC); err != nil {
+		return fmt.Errorf("pipe: %w", err)
+	}
+	l.fp.syncR, l.fp.syncW, l.fp.errR, l.fp.errW = l.sync[0], l.sync[1], l.errp[0], l.errp[1]
+	if l.plan.Init {
+		// The init runs from a sealed memfd copy of cimg-run, never from
+		// the host's binary; /proc is the child's by the time it execs it.
+		if l.sealed, err = sealedSelf(); err != nil {
+			return err
+		}
+		argv := append([]string{"cimg-init", InitArg}, l.plan.Argv...)
+		if l.fp.path, l.fp.argv, err = execArgs(fmt.Sprintf("/proc/self/fd/%d", l.sealed.Fd()), argv); err != nil {
+			return err
+		}
+	}
+	if fd := l.cg.CloneFD(); fd >= 0 {
+		// Born in its cgroup: no window where it runs outside the limits.
+		l.fp.clone3 = &cloneArgs{flags: uint64(l.fp.cloneFlags) | unix.CLONE_INTO_CGROUP, exitSignal: uint64(unix.SIGCHLD), cgroup: uint64(fd)}
+	}
+	// v1, and v2 where clone3 cannot clone into the cgroup.
+	if l.join, err = l.cg.ProcsFiles(); err != nil {
+		return err
+	}
+	if l.exe, err = os.Open("/proc/self/exe"); err != nil {
+		return fmt.Errorf("open this executable for the slim waiter: %w", err)
+	}
+	return nil
+}
+
+func (l *launch) close() {
+	closeFDs(l.sync[:])
+	closeFDs(l.errp[:])
+	for _, f := range append(l.join, l.exe, l.sealed) {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// launchThread is the thread the app is forked from, and how to talk to
+// it once it reported.
+type launchThread struct {
+	started    chan spawned
+	slim       chan *supervisor // the supervisor to become the slim waiter
+	slimFailed chan error       // why it could not (it returns only then)
+}
+
+type spawned struct {
+	pid int // 0: no child
+	err error
+}
+
+// spawn starts the launch thread: one locked OS thread builds the app's
+// namespaces and root (enterRoot), forks the child from them, releases it,
+// and then stays parked until the app is gone — the child's parent-death
+// signal is tied to this thread, and its root is the container's, so it
+// never runs anything else. If the app outlives slimAfter, this thread
+// execs the slim waiter, so the parent-death signal stays armed across
+// the exec.
+func (l *launch) spawn() *launchThread {
+	t := &launchThread{started: make(chan spawned, 1), slim: make(chan *supervisor), slimFailed: make(chan error)}
+	go func() {
+		// Never unlocked: the thread leaves with its namespaces when this
+		// goroutine ends.
+		runtime.LockOSThread()
+		if err := enterRoot(l.plan, l.image, l.opts.VolumeDir); err != nil {
+			t.started <- spawned{err: fmt.Errorf("build the app's root: %w", err)}
+			return
+		}
+		pid, join, err := l.fork()
+		if err != nil {
+			t.started <- spawned{err: err}
+			return
+		}
+		err = releaseChild(pid, join, l.sync[1], l.errp[0])
+		if ce, ok := err.(childError); ok && ce.step == stepExec {
+			// Explained here: this thread sees the files execve saw.
+			if hint := explainExec(l.plan, unix.Errno(ce.errno)); hint != "" {
+				err = fmt.Errorf("%w: %s", err, hint)
+			}
+		}
+		if err != nil {
+			err = fmt.Errorf("app setup, %w", err)
+		}
+		t.started <- spawned{pid: pid, err: err}
+		for s := range t.slim {
+			t.slimFailed <- s.becomeWaiter(l.exe)
+		}
+	}()
+	return t
+}
+
+// fork clones the child from the calling (launch) thread. It returns the
+// cgroup.procs files the child still has to be moved with.
+func (l *launch) fork() (int, []*os.File, error) {
+	join := l.join
+	syscall.ForkLock.Lock()
+	pid, errno := forkChild(l.fp)
+	if l.fp.clone3 != nil && (errno == unix.ENOSYS || errno == unix.E2BIG || errno == unix.EINVAL) {
+		// A kernel before 5.7 (no clone3, or no CLONE_INTO_CGROUP): a
+		// plain clone, moved into the cgroup before it is released.
+		l.fp.clone3 = nil
+		pid, errno = forkChild(l.fp)
+	} else if l.fp.clone3 != nil {
+		join = nil // born in it
+	}
+	syscall.ForkLock.Unlock()
+	if errno != 0 {
+		return 0, nil, fmt.Errorf("clone the app's process: %w", errno)
+	}
+	// Our copies of the child's pipe ends go, so that EOF means something.
+	closeFDs([]int{l.sync[0], l.errp[1]})
+	l.sync[0], l.errp[1] = -1, -1
+	return int(pid), join, nil
+}
+
+// releaseChild puts the child in its cgroup (v1), lets it go on, and waits
+// for its setup: EOF on the error pipe means it reached execve.
+func releaseChild(pid int, join []*os.File, syncW, errR int) error {
+	for _, f := range join {
+		if _, err := f.WriteString(strconv.Itoa(pid)); err != nil {
+			return fmt.Errorf("join cgroup %s: %w", f.Name(), err)
+		}
+	}
+	if _, err := unix.Write(syncW, []byte{1}); err != nil {
+		return fmt.Errorf("release the child: %w", err)
+	}
+	var report childError
+	buf := (*[unsafe.Sizeof(report)]byte)(unsafe.Pointer(&report))[:]
+	if n, _ := readFull(errR, buf); n > 0 {
+		return report
+	}
+	return nil
+}
+
+// newForkPlan turns the plan into the raw arguments of the child's
+// system calls.
+func newForkPlan(p *Plan) (*forkPlan, error) {
+	fp := &forkPlan{noNewPrivs: p.NoNewPrivs, uid: uintptr(p.UID), gid: uintptr(p.GID), groups: p.Groups}
+	// The thread's mount, uts, ipc and net namespaces are inherited; the
+	// pid namespace is the child's to be born in.
+	if p.NewPID {
+		fp.cloneFlags |= unix.CLONE_NEWPID
+	}
+	var err error
+	if fp.path, fp.argv, err = execArgs(p.Argv[0], p.Argv); err != nil {
+		return nil, err
+	}
+	if fp.envv, err = syscall.SlicePtrFromStrings(p.Env); err != nil {
+		return nil, fmt.Errorf("environment: %w", err)
+	}
+	fp.envv = append(fp.envv, nil)
+	if fp.procMounts, err = rawMounts(p.Proc); err != nil {
+		return nil, err
+	}
+	for _, r := range p.Rlimits {
+		fp.rlimits = append(fp.rlimits, rlimitCall{uintptr(r.Resource), unix.Rlimit{Cur: r.Soft, Max: r.Hard}})
+	}
+	if fp.filter, err = seccompProgram(p.Seccomp); err != nil {
+		return nil, err
+	}
+	keep := map[int]bool{}
+	for _, k := range p.Keep {
+		keep[k] = true
+		fp.keep = append(fp.keep, uintptr(k))
+		fp.capData[k/32].Effective |= 1 << (k % 32)
+		fp.capData[k/32].Permitted |= 1 << (k % 32)
+		fp.capData[k/32].Inheritable |= 1 << (k % 32)
+	}
+	// Up to the highest capability number the kernel could have; EINVAL
+	// for the ones this one lacks is ignored.
+	for c := 0; c <= lastCap; c++ {
+		if !keep[c] {
+			fp.drop = append(fp.drop, uintptr(c))
+		}
+	}
+	fp.capHdr.Version = unix.LINUX_CAPABILITY_VERSION_3
+	return fp, nil
+}
+
+// rawMounts turns the child's mount plan into mount(2) arguments: a
+// read-only path is a bind onto itself and a read-only remount of it.
+func rawMounts(specs []MountSpec) ([]rawMount, error) {
+	var out []rawMount
+	add := func(src, dst, fstype, data string, flags uintptr, optional bool) error {
+		var r rawMount
+		for _, s := range []struct {
+			p **byte
+			v string
+		}{{&r.src, src}, {&r.dst, dst}, {&r.fstype, fstype}, {&r.data, data}} {
+			if s.v == "" {
+				continue
+			}
+			b, err := syscall.BytePtrFromString(s.v)
+			if err != nil {
+				return fmt.Errorf("mount %s: %w", dst, err)
+			}
+			*s.p = b
+		}
+		r.flags, r.optional = flags, optional
+		out = append(out, r)
+		return nil
+	}
+	for _, m := range specs {
+		var err error
+		switch m.Kind {
+		case KindProc:
+			err = add("proc", m.Target, "proc", m.Data, m.Flags, m.Optional)
+		case KindReadOnly:
+			if err = add(m.Target, m.Target, "", "", unix.MS_BIND|unix.MS_REC, m.Optional); err == nil {
+				err = add("", m.Target, "", "", unix.MS_BIND|unix.MS_REMOUNT|m.Flags, m.Optional)
+			}
+		case KindMaskFile:
+			err = add(m.Source, m.Target, "", "", unix.MS_BIND, m.Optional)
+		case KindMaskDir:
+			err = add("tmpfs", m.Target, "tmpfs", m.Data, m.Flags, m.Optional)
+		default:
+			err = fmt.Errorf("the child cannot mount kind %q", m.Kind)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
