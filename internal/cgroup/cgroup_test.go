@@ -109,7 +109,7 @@ func leftovers(id string) []string {
 
 func TestNewV1DeviceAllowListAndRemove(t *testing.T) {
 	requireV1(t, "devices", "pids", "memory")
-	id := fmt.Sprintf("cgtest-devices-%d", os.Getpid())
+	id := testID("devices")
 	cg, err := New(id, manifest.Limits{Pids: 8})
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +145,7 @@ func TestNewV1DeviceAllowListAndRemove(t *testing.T) {
 // in any hierarchy.
 func TestNewRemovesCgroupWhenALimitIsRefused(t *testing.T) {
 	requireV1(t, "cpuset", "memory")
-	id := fmt.Sprintf("cgtest-refused-%d", os.Getpid())
+	id := testID("refused")
 	cg, err := New(id, manifest.Limits{Cpuset: "1023", Memory: 32 << 20})
 	if err == nil || !strings.Contains(err.Error(), "cpuset.cpus") {
 		t.Errorf("cpuset 1023: cgroup %v, error %v", cg, err)
@@ -159,4 +159,12 @@ func TestNewRemovesCgroupWhenALimitIsRefused(t *testing.T) {
 			os.Remove(filepath.Join(Root, c, "cimg", id))
 		}
 	}
+}
+
+// testID names a test's cgroup. It does not end in a pid, as launchers'
+// do: another launch's removeStale, which takes a cgroup whose pid is no
+// cimg-run for a dead launcher's, would remove it between New's mkdir
+// and its lock (cimg-run tests run beside these).
+func testID(what string) string {
+	return fmt.Sprintf("cgtest-%s-%d-test", what, os.Getpid())
 }
