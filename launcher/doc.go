@@ -1,0 +1,30 @@
+// Package launcher is cimg-run's launch sequence, and nothing else. In
+// launch order, across its files:
+//
+//  1. parent.go, Run: open the image (admit.go: root-owned file and
+//     directories), footer and manifest, arch (admit.go: binfmt_misc
+//     emulation), signatures, the operator's grants (grants.go), the plan
+//     (plan.go: the manifest → every mount as data, ids, capabilities,
+//     rlimits — the only place the manifest is read), volumes
+//     (volumes.go), the mount cache (internal/imagecache), the cgroup
+//     (internal/cgroup).
+//  2. start.go, start: prepare the child's raw system calls (forkPlan),
+//     pipes and host files; spawn the launch thread, which builds the
+//     app's world (root.go, enterRoot: namespaces, the plan's mounts
+//     through fds opened below the new root, pivot_root, workdir and
+//     command checks from exec.go), forks the child and releases it into
+//     its cgroup.
+//  3. fork.go, forkChild: the child runs raw system calls only — cgroup
+//     namespace, /proc with its masked and read-only paths, rlimits,
+//     seccomp, capabilities, ids, the parent-death signal re-armed,
+//     no_new_privs — up to execve, and reports a failure over a pipe
+//     whose close on exec means success.
+//  4. wait.go: the supervisor relays signals and reaps; an app that
+//     outlives its first 100 ms is watched by the slim waiter, a fresh
+//     exec of cimg-run that only waits, relays and cleans up, to hold
+//     less memory.
+//
+// One Go runtime starts per launch: the child is a fork, not a second
+// cimg-run. init.go is the optional minimal init, run from a sealed
+// memfd copy of cimg-run; doctor.go reports the kernel features used.
+package launcher
