@@ -13,7 +13,8 @@ import (
 	"cimg.dev/cimg/internal/vmtest"
 )
 
-// mknodImage is a probe image whose app runs as root and keeps CAP_MKNOD.
+// mknodImage is a probe image whose app runs as root and asks to keep
+// CAP_MKNOD (which the operator grants with --grant cap=MKNOD).
 func mknodImage(t *testing.T) string {
 	return probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[security]\ncapabilities = [\"CAP_MKNOD\"]\n")
 }
@@ -45,7 +46,7 @@ func TestMknodHostDiskDeniedByDeviceCgroup(t *testing.T) {
 	img := mknodImage(t)
 	state := deviceStateDir(t)
 	// The capability is there: the refusal is the cgroup's.
-	res := runImage(t, exec.Command(cimgRun, "--state-dir", state, img))
+	res := runImage(t, exec.Command(cimgRun, "--state-dir", state, "--grant", "cap=MKNOD", img))
 	var r probeReport
 	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil || res.code != 0 {
 		t.Fatalf("probe report: %v, exit %d\n%s%s", err, res.code, res.stdout, res.stderr)
@@ -62,7 +63,7 @@ func TestMknodHostDiskDeniedByDeviceCgroup(t *testing.T) {
 	if major == 0 {
 		major, minor = 7, 0
 	}
-	res = runImage(t, exec.Command(cimgRun, "--state-dir", state, img, "--", "mknod", "/dev/hostdisk",
+	res = runImage(t, exec.Command(cimgRun, "--state-dir", state, "--grant", "cap=MKNOD", img, "--", "mknod", "/dev/hostdisk",
 		strconv.Itoa(int(major)), strconv.Itoa(int(minor))))
 	if res.code != 0 || strings.TrimSpace(res.stdout) != mknodWant {
 		t.Errorf("mknod of the root disk %d:%d: exit %d, %q%s; want %q", major, minor, res.code, res.stdout, res.stderr, mknodWant)
@@ -78,7 +79,7 @@ func TestMknodHostDiskDeniedByDeviceCgroup(t *testing.T) {
 func TestMknodDeniedByDeviceFilterInVM(t *testing.T) {
 	img := mknodImage(t)
 	out := vmtest.Run(t, map[string]string{"/cimg-run": cimgRun, "/probe.cimg": img}, `
-/cimg-run /probe.cimg -- mknod /dev/hostdisk 7 0; echo "MKNOD-EXIT $?"
+/cimg-run --grant cap=MKNOD /probe.cimg -- mknod /dev/hostdisk 7 0; echo "MKNOD-EXIT $?"
 echo "CGROUPS-LEFT $(ls /sys/fs/cgroup/cimg/ | grep -c probe-)"
 `)
 	for _, want := range []string{mknodWant, "MKNOD-EXIT 0", "CGROUPS-LEFT 0"} {
