@@ -5,6 +5,14 @@
 // start of a real app warm. Nothing reaches mount(2) before the payload
 // is known good: dm-verity where the kernel has it, else a user-space
 // check of the whole hash tree once per boot per file.
+//
+// Locking: STATE/images/.gc.lock is held shared by every launch from
+// before it looks at the cache until its bind of the cache mount exists
+// in its own mount namespace (Mount to Lease.Release), and exclusive by
+// GC. So GC never unmounts a cache mount that a launch has seen but not
+// yet bound, and may remove the per-image lock files, which only holders
+// of the shared lock create. The per-image lock (STATE/images/HASH.lock)
+// serialises concurrent first launches of one image.
 package imagecache
 
 import (
@@ -22,44 +30,157 @@ import (
 	"cimg.dev/cimg/internal/loop"
 )
 
-// cacheDir is the mount point of the image with this root hash.
-func cacheDir(state string, root [32]byte) string {
-	return filepath.Join(state, "images", hex.EncodeToString(root[:16]))
+const gcLock = ".gc.lock"
+
+// Lease is a launch's hold on a cache mount: GC leaves Dir mounted until
+// Release.
+type Lease struct {
+	Dir   string // the cache mount, to bind
+	lock  *os.File
+	state string
+	cold  bool // this launch mounted Dir
 }
 
-// isMounted reports whether dir is a squashfs mount point.
-func isMounted(dir string) bool {
-	var st, parent unix.Stat_t
-	if unix.Stat(dir, &st) != nil || unix.Stat(filepath.Dir(dir), &parent) != nil {
+// Release lets GC at the cache again. Call it once the launch's bind of
+// Dir exists in a mount namespace that a process of its own is in (GC
+// sees binds through /proc). It may be called more than once, and on a
+// nil Lease. After a launch that mounted, it also unmounts cache mounts
+// whose image file was deleted, if no instance uses them and no launch
+// holds the cache (it does not wait for one).
+func (l *Lease) Release() {
+	if l == nil || l.lock == nil {
+		return
+	}
+	l.lock.Close()
+	l.lock = nil
+	if l.cold {
+		l.cold = false
+		sweepDeleted(l.state)
+	}
+}
+
+// The cache lock, STATE/images/.gc.lock, is two byte-range locks of
+// the open file description (OFD locks, which a fork or an exec does not
+// carry): byte 1 is the cache, read-locked by launches and write-locked
+// by GC; byte 0 is a gate in front of it, which a launch read-locks only
+// while it takes byte 1 and GC write-locks while it waits for byte 1.
+// Without the gate GC could wait forever behind launches that overlap
+// (the kernel grants a read lock whenever none is held for writing, however long a
+// writer has waited); with it, launches that come while GC waits queue
+// behind it.
+const (
+	gateByte  = 0
+	cacheByte = 1
+)
+
+// lockState opens STATE/images/.gc.lock and locks it: shared (launches)
+// or exclusive (GC), waiting unless nowait.
+func lockState(s *stateDir, exclusive, nowait bool) (*os.File, error) {
+	fd, err := unix.Openat(s.images, gcLock, unix.O_CREAT|unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("mount cache lock %s: %w", filepath.Join(s.imagesPath(), gcLock), err)
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(s.imagesPath(), gcLock))
+	typ := int16(unix.F_RDLCK)
+	if exclusive {
+		typ = unix.F_WRLCK
+	}
+	err = rangeLock(fd, gateByte, typ, nowait)
+	if err == nil {
+		err = rangeLock(fd, cacheByte, typ, nowait)
+	}
+	if err == nil && !exclusive {
+		err = rangeLock(fd, gateByte, unix.F_UNLCK, false)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("mount cache lock %s: %w", f.Name(), err)
+	}
+	return f, nil
+}
+
+// openLocked opens the state directory and locks the cache (see
+// lockState).
+func openLocked(state string, create, exclusive, nowait bool) (*stateDir, *os.File, error) {
+	s, err := openState(state, create)
+	if err != nil {
+		return nil, nil, err
+	}
+	lock, err := lockState(s, exclusive, nowait)
+	if err != nil {
+		s.close()
+		return nil, nil, err
+	}
+	return s, lock, nil
+}
+
+// rangeLock sets an OFD lock of type typ on byte b of fd.
+func rangeLock(fd int, b int64, typ int16, nowait bool) error {
+	cmd := unix.F_OFD_SETLKW
+	if nowait {
+		cmd = unix.F_OFD_SETLK
+	}
+	lk := unix.Flock_t{Type: typ, Whence: 0, Start: b, Len: 1}
+	for {
+		err := unix.FcntlFlock(uintptr(fd), cmd, &lk)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// cacheName is the name under STATE/images of the image with this root
+// hash.
+func cacheName(root [32]byte) string { return hex.EncodeToString(root[:16]) }
+
+// isMounted reports whether STATE/images/name is a squashfs mount point.
+func (s *stateDir) isMounted(name string) bool {
+	var st unix.Stat_t
+	if unix.Fstatat(s.images, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil || st.Dev == s.imagesDev {
 		return false
 	}
 	var fs unix.Statfs_t
-	return st.Dev != parent.Dev && unix.Statfs(dir, &fs) == nil && fs.Type == unix.SQUASHFS_MAGIC
+	return unix.Statfs(filepath.Join(s.imagesPath(), name), &fs) == nil && fs.Type == unix.SQUASHFS_MAGIC
 }
 
-// Mount returns the cache mount of img, creating it when absent:
-// payload verified (unless this boot verified it already), the same fd
-// loop-attached, squashfs mounted read-only. A lock file serialises
-// concurrent first launches of one image.
-func Mount(state string, f *os.File, img *format.Image, verifyAlways bool) (string, error) {
-	dir := cacheDir(state, img.Footer.RootHash)
-	// Warm start: a mount appears whole, so seeing it needs no lock.
-	if !verifyAlways && isMounted(dir) {
-		return dir, nil
-	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
-		return "", fmt.Errorf("mount cache %s: %w", filepath.Dir(dir), err)
-	}
-	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
+// Mount returns a lease on the cache mount of img, creating the mount
+// when absent: payload verified (unless this boot verified it already),
+// the same fd loop-attached, squashfs mounted read-only. The caller binds
+// Lease.Dir and then calls Release.
+func Mount(state string, f *os.File, img *format.Image, verifyAlways bool) (*Lease, error) {
+	s, lock, err := openLocked(state, true, false, false)
 	if err != nil {
-		return "", fmt.Errorf("mount cache lock: %w", err)
+		return nil, err
 	}
-	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return "", fmt.Errorf("mount cache lock: %w", err)
+	defer s.close()
+	name := cacheName(img.Footer.RootHash)
+	l := &Lease{Dir: filepath.Join(s.imagesPath(), name), lock: lock, state: state}
+	// Warm start: a mount appears whole, and GC waits for our Release.
+	if !verifyAlways && s.isMounted(name) {
+		return l, nil
 	}
-	if isMounted(dir) && !verifyAlways {
-		return dir, nil
+	if l.cold, err = s.mount(name, f, img, verifyAlways); err != nil {
+		l.Release()
+		return nil, err
+	}
+	return l, nil
+}
+
+// mount mounts the image at STATE/images/name unless it is there
+// already (then, with verifyAlways, it only verifies), under the image's
+// own lock. It reports whether it mounted.
+func (s *stateDir) mount(name string, f *os.File, img *format.Image, verifyAlways bool) (bool, error) {
+	dir := filepath.Join(s.imagesPath(), name)
+	fd, err := unix.Openat(s.images, name+".lock", unix.O_CREAT|unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return false, fmt.Errorf("mount cache lock %s.lock: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+		return false, fmt.Errorf("mount cache lock %s.lock: %w", dir, err)
+	}
+	if s.isMounted(name) && !verifyAlways {
+		return false, nil
 	}
 	// Nothing reaches mount(2) before the payload is known good: the
 	// kernel's dm-verity checks each block as it is read (with the
@@ -67,15 +188,15 @@ func Mount(state string, f *os.File, img *format.Image, verifyAlways bool) (stri
 	// the whole payload is checked here first.
 	useDM := dmverity.Available()
 	if !useDM || verifyAlways {
-		if err := Verify(state, f, img, verifyAlways); err != nil {
-			return "", err
+		if err := s.verify(f, img, verifyAlways); err != nil {
+			return false, err
 		}
 	}
-	if isMounted(dir) {
-		return dir, nil
+	if s.isMounted(name) {
+		return false, nil
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("mount cache %s: %w", dir, err)
+	if err := unix.Mkdirat(s.images, name, 0o700); err != nil && err != unix.EEXIST {
+		return false, fmt.Errorf("mount cache %s: %w", dir, err)
 	}
 	ft := img.Footer
 	size := ft.PayloadSize
@@ -84,32 +205,32 @@ func Mount(state string, f *os.File, img *format.Image, verifyAlways bool) (stri
 	}
 	dev, err := loop.Attach(f.Fd(), 0, size)
 	if err != nil {
-		return "", fmt.Errorf("loop-attach %s: %w", f.Name(), err)
+		return false, fmt.Errorf("loop-attach %s: %w", f.Name(), err)
 	}
 	defer dev.Close() // autoclear: the mount holds the device from here on
 	source := dev.Path
 	if useDM {
-		name := "cimg-" + filepath.Base(dir)
-		vd, err := dmverity.Create(dmverity.Params{Name: name, Device: dev.Dev, DataBlocks: ft.DataBlocks(),
+		vname := "cimg-" + name
+		vd, err := dmverity.Create(dmverity.Params{Name: vname, Device: dev.Dev, DataBlocks: ft.DataBlocks(),
 			HashStart: ft.TreeOffset / format.BlockSize, RootHash: ft.RootHash[:], Salt: ft.Salt})
 		if errors.Is(err, unix.EBUSY) {
 			// Left by a launcher killed mid-setup: it is ours to replace.
-			dmverity.Remove(name, false)
-			vd, err = dmverity.Create(dmverity.Params{Name: name, Device: dev.Dev, DataBlocks: ft.DataBlocks(),
+			dmverity.Remove(vname, false)
+			vd, err = dmverity.Create(dmverity.Params{Name: vname, Device: dev.Dev, DataBlocks: ft.DataBlocks(),
 				HashStart: ft.TreeOffset / format.BlockSize, RootHash: ft.RootHash[:], Salt: ft.Salt})
 		}
 		if err != nil {
-			return "", err
+			return false, err
 		}
 		// Deferred: the device goes away with the mount, or now if the
 		// mount fails.
-		defer dmverity.Remove(name, true)
+		defer dmverity.Remove(vname, true)
 		source = vd.Path()
 	}
 	if err := unix.Mount(source, dir, "squashfs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
-		return "", mountAdvice(source, dir, f, err)
+		return false, mountAdvice(source, dir, f, err)
 	}
-	return dir, nil
+	return true, nil
 }
 
 // mountAdvice turns a failed squashfs mount into what to do about it.
@@ -136,74 +257,160 @@ func mountAdvice(dev, dir string, f *os.File, err error) error {
 }
 
 // Verify checks the hash tree in user space, once per boot per
-// file: the result is remembered in state keyed by device, inode, size,
-// ctime and root hash, any of which changes when the file does.
+// file: the result is remembered in STATE/verified (a checked 0700
+// directory of 0600 marks) keyed by device, inode, size, ctime and root
+// hash, any of which changes when the file does.
 func Verify(state string, f *os.File, img *format.Image, always bool) error {
+	s, err := openState(state, true)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	return s.verify(f, img, always)
+}
+
+func (s *stateDir) verify(f *os.File, img *format.Image, always bool) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return err
 	}
 	key := fmt.Sprintf("%x-%x-%x-%d.%d-%s", st.Dev, st.Ino, st.Size, st.Ctim.Sec, st.Ctim.Nsec, hex.EncodeToString(img.Footer.RootHash[:16]))
-	mark := filepath.Join(state, "verified", key)
+	dir, err := openDir(s.fd, "verified", filepath.Join(s.path, "verified"), true)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dir)
 	if !always {
-		if _, err := os.Stat(mark); err == nil {
+		var mark unix.Stat_t
+		if unix.Fstatat(dir, key, &mark, unix.AT_SYMLINK_NOFOLLOW) == nil && mark.Mode&unix.S_IFMT == unix.S_IFREG {
 			return nil
 		}
 	}
 	if err := img.VerifyPayload(); err != nil {
 		return fmt.Errorf("%s: %w", f.Name(), err)
 	}
-	if err := os.MkdirAll(filepath.Dir(mark), 0o700); err == nil {
-		os.WriteFile(mark, nil, 0o600)
+	if fd, err := unix.Openat(dir, key, unix.O_CREAT|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600); err == nil {
+		unix.Close(fd)
 	}
 	return nil
 }
 
-// GC unmounts cached images no instance uses. It returns what it
+// GC unmounts the cached images of the state directory that no instance
+// uses, and removes the per-image lock files and the directories left
+// by images no longer mounted. It waits for launches between their look
+// at the cache and their bind of it (see Lease). It returns what it
 // unmounted.
 func GC(state string) ([]string, error) {
-	dirs, _ := filepath.Glob(filepath.Join(state, "images", "*"))
+	s, lock, err := openLocked(state, false, true, false)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil // nothing was ever cached here
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	defer lock.Close()
+	return s.collect(false)
+}
+
+// sweepDeleted is GC of only the cache mounts whose image file was
+// deleted (rebuilt, say), when it can have the cache at once.
+func sweepDeleted(state string) {
+	if s, lock, err := openLocked(state, false, true, true); err == nil {
+		s.collect(true)
+		lock.Close()
+		s.close()
+	}
+}
+
+// collect does GC's work; the caller holds .gc.lock exclusive. With
+// onlyDeleted it unmounts only images whose file was deleted.
+func (s *stateDir) collect(onlyDeleted bool) ([]string, error) {
+	entries, err := os.ReadDir(s.imagesPath())
+	if err != nil {
+		return nil, err
+	}
 	var done []string
 	var errs []error
-	for _, d := range dirs {
-		if strings.HasSuffix(d, ".lock") || !isMounted(d) {
-			continue
+	var used map[string]bool // mountinfo device numbers of other namespaces, read once if needed
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case name == gcLock:
+		case strings.HasSuffix(name, ".lock"):
+			// Only holders of the shared lock create these.
+			unix.Unlinkat(s.images, name, 0)
+		case !e.IsDir():
+		case !s.isMounted(name):
+			unix.Unlinkat(s.images, name, unix.AT_REMOVEDIR) // left over; fails unless empty
+		default:
+			var st unix.Stat_t
+			if unix.Fstatat(s.images, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+				continue
+			}
+			if onlyDeleted && !backingDeleted(st.Dev) {
+				continue
+			}
+			if used == nil {
+				used = devsMountedElsewhere(s.imagesPath())
+			}
+			if used[fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev))] {
+				continue
+			}
+			dir := filepath.Join(s.imagesPath(), name)
+			if err := unix.Unmount(dir, 0); err != nil {
+				errs = append(errs, fmt.Errorf("unmount %s: %w", dir, err))
+				continue
+			}
+			unix.Unlinkat(s.images, name, unix.AT_REMOVEDIR)
+			done = append(done, dir)
 		}
-		if inUse(d) {
-			continue
-		}
-		if err := unix.Unmount(d, 0); err != nil {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", d, err))
-			continue
-		}
-		os.Remove(d)
-		done = append(done, d)
 	}
 	return done, errors.Join(errs...)
 }
 
-// inUse reports whether any other mount namespace mounts the filesystem
-// at dir: an instance's bind of it shows up in its processes' mountinfo
-// under the same device number.
-func inUse(dir string) bool {
-	var st unix.Stat_t
-	if unix.Stat(dir, &st) != nil {
-		return false
-	}
-	devField := fmt.Sprintf(" %d:%d ", unix.Major(st.Dev), unix.Minor(st.Dev))
-	self, _ := os.Readlink("/proc/self/ns/mnt")
-	seen := map[string]bool{self: true}
-	pids, _ := filepath.Glob("/proc/[0-9]*")
-	for _, p := range pids {
-		ns, err := os.Readlink(p + "/ns/mnt")
-		if err != nil || seen[ns] {
-			continue
-		}
-		seen[ns] = true
-		b, _ := os.ReadFile(p + "/mountinfo")
-		if strings.Contains(string(b), devField) {
+// backingDeleted reports whether the loop device under the block device
+// dev (directly, or under its dm-verity device) has a deleted file.
+func backingDeleted(dev uint64) bool {
+	sys := fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(dev), unix.Minor(dev))
+	files, _ := filepath.Glob(sys + "/slaves/*/loop/backing_file")
+	for _, p := range append(files, sys+"/loop/backing_file") {
+		if b, err := os.ReadFile(p); err == nil && strings.HasSuffix(strings.TrimSpace(string(b)), " (deleted)") {
 			return true
 		}
 	}
 	return false
+}
+
+// devsMountedElsewhere returns the device numbers ("major:minor") of
+// every filesystem mounted in a mount namespace other than the calling
+// thread's, but at a path under skip: an instance's bind of a cache
+// mount shows up there under the mount's device number, while a
+// namespace made as a copy of the host's (unshare -m, a service's
+// private /tmp) has the cache mount itself, at its own path, which no
+// instance uses. Threads are looked at, not only processes: a launcher
+// builds its namespace on a thread of its own.
+func devsMountedElsewhere(skip string) map[string]bool {
+	self, _ := os.Readlink("/proc/thread-self/ns/mnt")
+	seen := map[string]bool{self: true}
+	devs := map[string]bool{}
+	tasks, _ := filepath.Glob("/proc/[0-9]*/task/[0-9]*")
+	for _, t := range tasks {
+		ns, err := os.Readlink(t + "/ns/mnt")
+		if err != nil || seen[ns] {
+			continue
+		}
+		b, err := os.ReadFile(t + "/mountinfo")
+		if err != nil {
+			continue // gone; another task may share its namespace
+		}
+		seen[ns] = true
+		for _, line := range strings.Split(string(b), "\n") {
+			// ID PARENT MAJOR:MINOR ROOT MOUNTPOINT ...
+			if f := strings.Fields(line); len(f) > 4 && !strings.HasPrefix(f[4], skip+"/") {
+				devs[f[2]] = true
+			}
+		}
+	}
+	return devs
 }
