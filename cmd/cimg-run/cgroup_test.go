@@ -11,8 +11,9 @@ import (
 )
 
 func TestCgroupLimitsAppliedAndRemoved(t *testing.T) {
+	state := stateDir(t)
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"48MiB\"\npids = 16\ncpu = 0.5\n")
-	cmd, _ := startSleeping(t, img)
+	cmd, _ := startSleeping(t, state, img)
 	id := "probe-" + strconv.Itoa(cmd.Process.Pid)
 	for f, want := range map[string]string{
 		"memory/cimg/" + id + "/memory.limit_in_bytes": strconv.Itoa(48 << 20),
@@ -34,16 +35,18 @@ func TestCgroupLimitsAppliedAndRemoved(t *testing.T) {
 }
 
 func TestMemoryHogIsOOMKilled(t *testing.T) {
+	state := stateDir(t)
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"32MiB\"\n")
-	res := runImage(t, exec.Command(cimgRun, img, "--", "hog"))
+	res := runImage(t, cimgRunCmd(state, img, "--", "hog"))
 	if res.code != 128+9 || !strings.Contains(res.stderr, "OOM killer") {
 		t.Errorf("hog: exit %d, stderr %q", res.code, res.stderr)
 	}
 }
 
 func TestForkBombStopsAtPidsMax(t *testing.T) {
+	state := stateDir(t)
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\npids = 12\n")
-	res := runImage(t, exec.Command(cimgRun, img, "--", "forkbomb"))
+	res := runImage(t, cimgRunCmd(state, img, "--", "forkbomb"))
 	var n int
 	fmt.Sscanf(res.stdout, "started %d", &n)
 	if n == 0 || n >= 12 {
@@ -56,13 +59,14 @@ func TestForkBombStopsAtPidsMax(t *testing.T) {
 // and the cgroups made for the other controllers are removed. The cpuset
 // hierarchy is unmounted for real, in a private mount namespace.
 func TestMissingCgroupController(t *testing.T) {
+	state := stateDir(t)
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\ncpuset = \"0\"\nmemory = \"32MiB\"\npids = 8\n")
-	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 {
+	if res := runImage(t, cimgRunCmd(state, img, "--", "exit", "0")); res.code != 0 {
 		t.Fatalf("with cpuset mounted: %+v", res)
 	}
 	before := counts(t)
-	res := runImage(t, exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
-		`umount -l /sys/fs/cgroup/cpuset && exec "$0" "$@"`, cimgRun, img, "--", "exit", "0"))
+	unshare := []string{"--mount", "--propagation", "private", "sh", "-c", `umount -l /sys/fs/cgroup/cpuset && exec "$0" "$@"`}
+	res := runImage(t, exec.Command("unshare", append(unshare, runArgs(state, img, "--", "exit", "0")...)...))
 	want := "cgroup v1 controller cpuset is not mounted at /sys/fs/cgroup/cpuset but the manifest sets limits on it (CONFIG_CGROUP_CPUSET?"
 	if res.code != 125 || !strings.Contains(res.stderr, want) {
 		t.Errorf("exit %d, stderr %q; want 125 and %q", res.code, res.stderr, want)

@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,20 +17,6 @@ func mknodImage(t *testing.T) string {
 	return probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[security]\ncapabilities = [\"CAP_MKNOD\"]\n")
 }
 
-// deviceStateDir is a state directory of this test's own, whose mount
-// cache cimg-run gc empties when the test ends.
-func deviceStateDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	os.Chmod(dir, 0o700)
-	t.Cleanup(func() {
-		if out, err := exec.Command(cimgRun, "gc", "--state-dir", dir).CombinedOutput(); err != nil {
-			t.Errorf("cimg-run gc --state-dir: %v\n%s", err, out)
-		}
-	})
-	return dir
-}
-
 // mknodWant is the probe's "mknod" line when the device cgroup refuses
 // the node (which so never exists) and lets /dev/null through.
 const mknodWant = "mknod=operation not permitted open=no such file or directory null=ok"
@@ -44,9 +28,9 @@ const mknodWant = "mknod=operation not permitted open=no such file or directory 
 // readable from inside).
 func TestMknodHostDiskDeniedByDeviceCgroup(t *testing.T) {
 	img := mknodImage(t)
-	state := deviceStateDir(t)
+	state := stateDir(t)
 	// The capability is there: the refusal is the cgroup's.
-	res := runImage(t, exec.Command(cimgRun, "--state-dir", state, "--grant", "cap=MKNOD", img))
+	res := runImage(t, cimgRunCmd(state, "--grant", "cap=MKNOD", img))
 	var r probeReport
 	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil || res.code != 0 {
 		t.Fatalf("probe report: %v, exit %d\n%s%s", err, res.code, res.stdout, res.stderr)
@@ -63,7 +47,7 @@ func TestMknodHostDiskDeniedByDeviceCgroup(t *testing.T) {
 	if major == 0 {
 		major, minor = 7, 0
 	}
-	res = runImage(t, exec.Command(cimgRun, "--state-dir", state, "--grant", "cap=MKNOD", img, "--", "mknod", "/dev/hostdisk",
+	res = runImage(t, cimgRunCmd(state, "--grant", "cap=MKNOD", img, "--", "mknod", "/dev/hostdisk",
 		strconv.Itoa(int(major)), strconv.Itoa(int(minor))))
 	if res.code != 0 || strings.TrimSpace(res.stdout) != mknodWant {
 		t.Errorf("mknod of the root disk %d:%d: exit %d, %q%s; want %q", major, minor, res.code, res.stdout, res.stderr, mknodWant)

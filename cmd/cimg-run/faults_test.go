@@ -12,12 +12,13 @@ import (
 // cimg-run says so with advice, exits 125 and leaves nothing behind —
 // both when it fills the mount cache and with --private-mount.
 func TestLoopDevicesExhausted(t *testing.T) {
+	state := stateDir(t)
 	for _, private := range []bool{false, true} {
 		img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n") // new, so never cached
 		before := counts(t)
-		args := []string{"loop-enospc", cimgRun, img, "--", "exit", "0"}
+		args := append([]string{"loop-enospc"}, runArgs(state, img, "--", "exit", "0")...)
 		if private {
-			args = []string{"loop-enospc", cimgRun, "--private-mount", img, "--", "exit", "0"}
+			args = append([]string{"loop-enospc"}, runArgs(state, "--private-mount", img, "--", "exit", "0")...)
 		}
 		res := runImage(t, exec.Command(faultinject, args...))
 		if res.code != 125 || !strings.Contains(res.stderr, "loop devices exhausted (raise max_loop, or free some with losetup -D)") ||
@@ -32,8 +33,9 @@ func TestLoopDevicesExhausted(t *testing.T) {
 // the call fails with ENOSYS), host fds handed to cimg-run still never
 // reach the app.
 func TestLeakedFDsWithoutCloseRange(t *testing.T) {
+	state := stateDir(t)
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n")
-	cmd := exec.Command(faultinject, "close_range-enosys", cimgRun, img)
+	cmd := exec.Command(faultinject, append([]string{"close_range-enosys"}, runArgs(state, img)...)...)
 	passHostFDs(t, cmd)
 	res := runImage(t, cmd)
 	var r probeReport

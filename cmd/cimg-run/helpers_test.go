@@ -132,9 +132,9 @@ type probeReport struct {
 }
 
 // counts is what a launch could leak: loop devices backed by our images,
-// mounts in cimg's state directory or on our files, cimg cgroups, and
-// this process's fds. Other tests' loop devices and mounts (other
-// packages run at the same time) are not ours to count.
+// mounts in our state directories (see stateDir) or on our files, cimg
+// cgroups, and this process's fds. Other tests' loop devices and mounts
+// (other packages run at the same time) are not ours to count.
 func counts(t *testing.T) map[string]int {
 	lo, _ := exec.Command("losetup", "-a").Output()
 	loops := 0
@@ -146,7 +146,7 @@ func counts(t *testing.T) map[string]int {
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
 	mounts := 0
 	for _, l := range strings.Split(string(mi), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && (strings.HasPrefix(f[4], "/run/cimg/") || strings.HasPrefix(f[4], testRoot)) {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], testRoot) {
 			mounts++
 		}
 	}
@@ -167,8 +167,11 @@ func waitFor(t *testing.T, cond func() bool) {
 
 // settle polls cond for up to 5 s: the kernel tears down namespaces,
 // mounts and loop devices of exited processes asynchronously.
-func settle(cond func() bool) bool {
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+func settle(cond func() bool) bool { return settleFor(5*time.Second, cond) }
+
+// settleFor polls cond for up to d.
+func settleFor(d time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
 		if cond() {
 			return true
 		}
@@ -190,17 +193,17 @@ func expectCounts(t *testing.T, before map[string]int, when string) {
 // runExit0 runs img's probe with "exit 0" and stops the test unless it
 // succeeds: the first launch of an image makes its cache mount, a later
 // one removes what killed launches left.
-func runExit0(t *testing.T, img string) {
+func runExit0(t *testing.T, state, img string) {
 	t.Helper()
-	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "0")); res.code != 0 {
+	if res := runImage(t, cimgRunCmd(state, img, "--", "exit", "0")); res.code != 0 {
 		t.Fatalf("%+v", res)
 	}
 }
 
 // startSleeping starts the probe in "sleep" mode and waits until it is up.
-func startSleeping(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
+func startSleeping(t *testing.T, state string, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
-	cmd := exec.Command(cimgRun, append(args, "--", "sleep")...)
+	cmd := cimgRunCmd(state, append(args, "--", "sleep")...)
 	out := &bytes.Buffer{}
 	cmd.Stdout = out
 	if err := cmd.Start(); err != nil {
@@ -208,4 +211,66 @@ func startSleeping(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	}
 	waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
 	return cmd, out
+}
+
+// stateDir makes a cimg-run state directory of the test's own (root-only,
+// as cimg-run wants it), so no test shares a mount cache with another or
+// with the host's /run/cimg. When the test ends, cimg-run gc empties the
+// cache, and the test fails if a mount is left under the directory or a
+// loop device on a file of the test.
+func stateDir(t *testing.T) string {
+	t.Helper()
+	mounttest.RequireRoot(t)
+	state := t.TempDir()
+	if err := os.Chmod(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	files := filepath.Dir(state) // all the test's t.TempDir()s, its images too
+	t.Cleanup(func() {
+		var left []string
+		// Retried: gc keeps a cache mount while another mount namespace
+		// has it, and every launch on the host (of any image, by any
+		// test) starts with a copy of all the host's mounts.
+		if !settleFor(30*time.Second, func() bool {
+			out, err := exec.Command(cimgRun, "gc", "--state-dir", state).CombinedOutput()
+			left = leftBehind(state, files)
+			if err != nil {
+				left = append(left, fmt.Sprintf("cimg-run gc: %v: %s", err, out))
+			}
+			return len(left) == 0
+		}) {
+			t.Errorf("left behind after cimg-run gc --state-dir %s:\n%s", state, strings.Join(left, "\n"))
+		}
+	})
+	return state
+}
+
+// leftBehind lists the mounts on or under state and the loop devices
+// backed by a file under files.
+func leftBehind(state, files string) []string {
+	var left []string
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && (f[4] == state || strings.HasPrefix(f[4], state+"/")) {
+			left = append(left, "mount "+f[4])
+		}
+	}
+	backing, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, b := range backing {
+		if name, _ := os.ReadFile(b); strings.HasPrefix(string(name), files+"/") {
+			left = append(left, fmt.Sprintf("%s on %s", filepath.Base(filepath.Dir(filepath.Dir(b))), strings.TrimSpace(string(name))))
+		}
+	}
+	return left
+}
+
+// runArgs is the argv of a cimg-run launch in the state directory state.
+func runArgs(state string, args ...string) []string {
+	return append([]string{cimgRun, "--state-dir", state}, args...)
+}
+
+// cimgRunCmd is a cimg-run launch in the state directory state.
+func cimgRunCmd(state string, args ...string) *exec.Cmd {
+	argv := runArgs(state, args...)
+	return exec.Command(argv[0], argv[1:]...)
 }

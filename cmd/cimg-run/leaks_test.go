@@ -13,12 +13,13 @@ import (
 )
 
 func TestSequentialLaunchesLeakNothing(t *testing.T) {
+	state := stateDir(t)
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"32MiB\"\n")
 	// The first launch creates the cache mount, which is meant to stay.
-	runExit0(t, img)
+	runExit0(t, state, img)
 	before := counts(t)
 	for i := 0; i < 1000; i++ {
-		if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "3")); res.code != 3 {
+		if res := runImage(t, cimgRunCmd(state, img, "--", "exit", "3")); res.code != 3 {
 			t.Fatalf("launch %d: %+v", i, res)
 		}
 	}
@@ -31,12 +32,13 @@ func TestSequentialLaunchesLeakNothing(t *testing.T) {
 // its setup and of its hand-over to the slim waiter; the next launch
 // cleans up whatever a killed one left.
 func TestKilledLaunchesLeakNothing(t *testing.T) {
+	state := stateDir(t)
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"32MiB\"\npids = 8\n")
-	runExit0(t, img)
+	runExit0(t, state, img)
 	before := counts(t)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 200; i++ {
-		cmd := exec.Command(cimgRun, img, "--", "exit", "0")
+		cmd := cimgRunCmd(state, img, "--", "exit", "0")
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -47,7 +49,7 @@ func TestKilledLaunchesLeakNothing(t *testing.T) {
 	// And 30 killed while a running app's launcher turns into the slim
 	// waiter (about 100 ms after start), or just after.
 	for i := 0; i < 30; i++ {
-		cmd := exec.Command(cimgRun, img, "--", "sleep")
+		cmd := cimgRunCmd(state, img, "--", "sleep")
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -57,7 +59,7 @@ func TestKilledLaunchesLeakNothing(t *testing.T) {
 	}
 	// The next launch removes stale cgroups; wait for the killed
 	// children's namespaces to be torn down.
-	runExit0(t, img)
+	runExit0(t, state, img)
 	expectCounts(t, before, "after 230 killed launches")
 	// Orphans of a killed launcher are reaped by the host's init; give
 	// it a moment, then none of ours may be left as zombies.
@@ -81,14 +83,15 @@ func zombies(t *testing.T) int {
 }
 
 // TestConcurrentLaunches: 50 launches of one image at once all succeed
-// (the first ones race to create the mount cache).
+// (the first ones race to create the mount cache: the test's state
+// directory is new, so nothing is cached yet).
 func TestConcurrentLaunches(t *testing.T) {
+	state := stateDir(t)
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n")
-	exec.Command(cimgRun, "gc").Run()
 	errs := make(chan string, 50)
 	for i := 0; i < 50; i++ {
 		go func(i int) {
-			out, err := exec.Command(cimgRun, img, "--", "exit", strconv.Itoa(i%5)).CombinedOutput()
+			out, err := cimgRunCmd(state, img, "--", "exit", strconv.Itoa(i%5)).CombinedOutput()
 			code := 0
 			if ee, ok := err.(*exec.ExitError); ok {
 				code = ee.ExitCode()

@@ -17,6 +17,7 @@ import (
 // writable — kept in a volume across runs, or in memory for one run —
 // while the image's own files show through and the image stays as built.
 func TestOverlayMounts(t *testing.T) {
+	state := stateDir(t)
 	vol := fmt.Sprintf("ovl-test-%d", os.Getpid())
 	t.Cleanup(func() { os.RemoveAll(filepath.Join("/var/lib/cimg/volumes/probe", vol)) })
 	img := probeImage(t, fmt.Sprintf(`[app]
@@ -32,7 +33,7 @@ target = "/etc"
 	built, _ := os.ReadFile(img)
 	run := func(args ...string) result {
 		t.Helper()
-		return runImage(t, exec.Command(cimgRun, append([]string{img, "--"}, args...)...))
+		return runImage(t, cimgRunCmd(state, append([]string{img, "--"}, args...)...))
 	}
 	for _, step := range []struct {
 		args []string
@@ -59,15 +60,16 @@ target = "/etc"
 // TestPrivateMount: the image is mounted inside the instance only; the
 // host sees no new mount and no loop device survives the launch.
 func TestPrivateMount(t *testing.T) {
+	state := stateDir(t)
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n")
 	before := counts(t)
 	for i := 0; i < 20; i++ {
-		if res := runImage(t, exec.Command(cimgRun, "--private-mount", img, "--", "exit", "4")); res.code != 4 {
+		if res := runImage(t, cimgRunCmd(state, "--private-mount", img, "--", "exit", "4")); res.code != 4 {
 			t.Fatalf("%+v", res)
 		}
 	}
 	expectCounts(t, before, "after 20 private-mount launches")
-	res := runImage(t, exec.Command(cimgRun, "--private-mount", img))
+	res := runImage(t, cimgRunCmd(state, "--private-mount", img))
 	var r probeReport
 	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil || r.PID != 1 || r.Status["NoNewPrivs"] != "1" {
 		t.Errorf("probe under --private-mount: %v %+v %s", err, r, res.stderr)
@@ -78,6 +80,7 @@ func TestPrivateMount(t *testing.T) {
 // image — through a leaked fd's /proc magic link, or a symlink in the
 // image — is refused, never entered (CVE-2024-21626).
 func TestWorkdirEscapesRefused(t *testing.T) {
+	state := stateDir(t)
 	mounttest.RequireRoot(t)
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
@@ -110,7 +113,7 @@ func TestWorkdirEscapesRefused(t *testing.T) {
 		if img == "" {
 			t.Fatalf("build with workdir %s: %s", wd, out)
 		}
-		cmd := exec.Command(cimgRun, img, "--", "exit", "0")
+		cmd := cimgRunCmd(state, img, "--", "exit", "0")
 		for i := 0; i < 8; i++ {
 			f, _ := os.Open("/")
 			defer f.Close()

@@ -3,12 +3,12 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 )
 
 func TestProbeSeesWhatTheManifestSays(t *testing.T) {
+	state := stateDir(t)
 	img := probeImage(t, `
 hostname = "probe-host"
 [app]
@@ -29,7 +29,7 @@ core = { soft = 0, hard = 4096 }
 capabilities = ["CAP_NET_BIND_SERVICE"]
 `)
 	// Host fds 3..20 on host directories must not reach the app.
-	cmd := exec.Command(cimgRun, img)
+	cmd := cimgRunCmd(state, img)
 	passHostFDs(t, cmd)
 	res := runImage(t, cmd)
 	if res.code != 0 {
@@ -69,7 +69,7 @@ capabilities = ["CAP_NET_BIND_SERVICE"]
 			t.Errorf("mount %s missing: %v", want, r.Mounts)
 		}
 	}
-	for _, bad := range []string{"/work", "/run/cimg", "/sys", "/home"} {
+	for _, bad := range []string{"/work", "/run/cimg", state, "/sys", "/home"} {
 		if strings.Contains(mounts, " "+bad) {
 			t.Errorf("host mount %s visible: %v", bad, r.Mounts)
 		}

@@ -12,6 +12,7 @@ import (
 )
 
 func TestRefusals(t *testing.T) {
+	state := stateDir(t)
 	dir := t.TempDir()
 	key := filepath.Join(dir, "k")
 	if out, err := exec.Command(cimgBuild, "keygen", key).CombinedOutput(); err != nil {
@@ -37,16 +38,16 @@ func TestRefusals(t *testing.T) {
 		{"not an image", []string{"/etc/passwd"}, "not a cimg image"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			res := runImage(t, exec.Command(cimgRun, tc.args...))
+			res := runImage(t, cimgRunCmd(state, tc.args...))
 			if res.code != 125 || !strings.Contains(res.stderr, tc.want) || strings.Count(strings.TrimSpace(res.stderr), "\n") > 1 {
 				t.Errorf("exit %d, stderr %q; want 125 and %q", res.code, res.stderr, tc.want)
 			}
 		})
 	}
-	if res := runImage(t, exec.Command(cimgRun, "--key", key+".pub", signed, "--", "exit", "0")); res.code != 0 {
+	if res := runImage(t, cimgRunCmd(state, "--key", key+".pub", signed, "--", "exit", "0")); res.code != 0 {
 		t.Errorf("signed image with its key: %+v", res)
 	}
-	nobody := exec.Command(cimgRun, img)
+	nobody := cimgRunCmd(state, img)
 	nobody.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	if res := runImage(t, nobody); res.code != 125 || !strings.Contains(res.stderr, "must run as root") {
 		t.Errorf("as nobody: %+v", res)
@@ -54,6 +55,7 @@ func TestRefusals(t *testing.T) {
 }
 
 func TestWrongArchRefused(t *testing.T) {
+	state := stateDir(t)
 	mounttest.RequireRoot(t)
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
@@ -63,7 +65,7 @@ func TestWrongArchRefused(t *testing.T) {
 	if out, err := exec.Command(cimgBuild, "-q", "--rootfs", root, "--entrypoint", "/bin/app", "--arch", "arm64", "-o", img).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	if res := runImage(t, exec.Command(cimgRun, img)); res.code != 125 || !strings.Contains(res.stderr, "built for arm64, this machine is amd64") {
+	if res := runImage(t, cimgRunCmd(state, img)); res.code != 125 || !strings.Contains(res.stderr, "built for arm64, this machine is amd64") {
 		t.Errorf("%+v", res)
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -10,13 +9,14 @@ import (
 // TestSeccompDefaultProfile: even with CAP_SYS_ADMIN kept, the default
 // profile refuses unshare and keyctl; "unconfined" lets them through.
 func TestSeccompDefaultProfile(t *testing.T) {
+	state := stateDir(t)
 	for _, tc := range []struct{ profile, nnp, want string }{
 		{"default", "true", "unshare=operation not permitted keyctl=operation not permitted"},
 		{"default", "false", "unshare=operation not permitted keyctl=operation not permitted"},
 		{"unconfined", "true", "unshare=ok"},
 	} {
 		img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[security]\ncapabilities = [\"CAP_SYS_ADMIN\"]\nseccomp = \""+tc.profile+"\"\nno_new_privileges = "+tc.nnp+"\n")
-		res := runImage(t, exec.Command(cimgRun, img, "--", "syscalls"))
+		res := runImage(t, cimgRunCmd(state, img, "--", "syscalls"))
 		if res.code != 0 || !strings.HasPrefix(res.stdout, tc.want) {
 			t.Errorf("%s (nnp %s): %q %q, want %q", tc.profile, tc.nnp, res.stdout, res.stderr, tc.want)
 		}
@@ -27,16 +27,17 @@ func TestSeccompDefaultProfile(t *testing.T) {
 // from a sealed memfd whose executable cannot be written from inside
 // (CVE-2019-5736), and the exit status still comes through.
 func TestInitFromSealedMemfd(t *testing.T) {
+	state := stateDir(t)
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[security]\ncapabilities = [\"CAP_SYS_PTRACE\", \"CAP_DAC_OVERRIDE\"]\n")
-	res := runImage(t, exec.Command(cimgRun, "--init", img, "--", "pid1"))
+	res := runImage(t, cimgRunCmd(state, "--init", img, "--", "pid1"))
 	if res.code != 0 || strings.HasPrefix(res.stdout, "pid=1 ") || !strings.Contains(res.stdout, " exe=/memfd:cimg-init") || strings.Contains(res.stdout, "write=writable") {
 		t.Errorf("exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
-	if res := runImage(t, exec.Command(cimgRun, "--init", img, "--", "exit", "9")); res.code != 9 {
+	if res := runImage(t, cimgRunCmd(state, "--init", img, "--", "exit", "9")); res.code != 9 {
 		t.Errorf("exit status through the init: %+v", res)
 	}
 	// SIGTERM reaches the app through the init.
-	cmd, out := startSleeping(t, "--init", img)
+	cmd, out := startSleeping(t, state, "--init", img)
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
 	if !strings.Contains(out.String(), "got terminated") {

@@ -16,11 +16,12 @@ import (
 )
 
 func TestExitStatusAndSignals(t *testing.T) {
+	state := stateDir(t)
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n")
-	if res := runImage(t, exec.Command(cimgRun, img, "--", "exit", "7")); res.code != 7 {
+	if res := runImage(t, cimgRunCmd(state, img, "--", "exit", "7")); res.code != 7 {
 		t.Errorf("exit 7: got %d %s", res.code, res.stderr)
 	}
-	cmd, out := startSleeping(t, img)
+	cmd, out := startSleeping(t, state, img)
 	cmd.Process.Signal(syscall.SIGUSR1)
 	cmd.Wait()
 	if !strings.Contains(out.String(), "got user defined signal 1") {
@@ -33,10 +34,11 @@ func TestExitStatusAndSignals(t *testing.T) {
 // relays signals, reports the status and removes the cgroup — and whose
 // death still takes the app with it.
 func TestSlimWaiter(t *testing.T) {
+	state := stateDir(t)
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"32MiB\"\n")
-	runExit0(t, img) // the cache mount
+	runExit0(t, state, img) // the cache mount
 	before := counts(t)
-	cmd, out := startSleeping(t, img)
+	cmd, out := startSleeping(t, state, img)
 	waitFor(t, func() bool { return isWaiter(cmd.Process.Pid) })
 	cmd.Process.Signal(syscall.SIGUSR1)
 	if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), "got user defined signal 1") {
@@ -44,7 +46,7 @@ func TestSlimWaiter(t *testing.T) {
 	}
 	expectCounts(t, before, "after the waiter's app exited")
 
-	cmd, _ = startSleeping(t, img)
+	cmd, _ = startSleeping(t, state, img)
 	waitFor(t, func() bool { return isWaiter(cmd.Process.Pid) })
 	procs, _ := os.ReadFile(fmt.Sprintf("/sys/fs/cgroup/memory/cimg/probe-%d/cgroup.procs", cmd.Process.Pid))
 	app, err := strconv.Atoi(strings.TrimSpace(string(procs)))
@@ -57,7 +59,7 @@ func TestSlimWaiter(t *testing.T) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", app))
 		return err != nil || strings.Contains(string(b), ") Z ")
 	})
-	runExit0(t, img) // removes the stale cgroup
+	runExit0(t, state, img) // removes the stale cgroup
 	expectCounts(t, before, "after the waiter was killed")
 }
 
@@ -70,14 +72,15 @@ func TestSlimWaiter(t *testing.T) {
 // ignores SIGTERM: the stop timeout must still end it, so the deadline
 // must cross the exec too.
 func TestSignalsAcrossWaiterExec(t *testing.T) {
+	state := stateDir(t)
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\npids = 16\n")
-	runExit0(t, img) // the cache mount
+	runExit0(t, state, img) // the cache mount
 	before := counts(t)
 	// When the exec happens, measured from start (it follows a fixed
 	// poll of the app, so it varies little between launches).
 	var at []time.Duration
 	for range 5 {
-		cmd := exec.Command(cimgRun, img, "--", "sleep")
+		cmd := cimgRunCmd(state, img, "--", "sleep")
 		start := time.Now()
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -94,7 +97,7 @@ func TestSignalsAcrossWaiterExec(t *testing.T) {
 	var graceful, timedOut, hard int
 	for i := range 60 {
 		mode := []string{"sleep", "deaf"}[i%2]
-		cmd := exec.Command(cimgRun, "--stop-timeout=300ms", img, "--", mode)
+		cmd := cimgRunCmd(state, "--stop-timeout=300ms", img, "--", mode)
 		out := &bytes.Buffer{}
 		cmd.Stdout = out
 		if err := cmd.Start(); err != nil {
@@ -129,7 +132,7 @@ func TestSignalsAcrossWaiterExec(t *testing.T) {
 	}
 	t.Logf("exec at %v–%v after start; SIGTERM sent in %v–%v: %d reached the app, %d apps ignoring it were killed at the stop timeout, %d ended cimg-run",
 		at[0], at[len(at)-1], lo, hi, graceful, timedOut, hard)
-	runExit0(t, img) // removes stale cgroups
+	runExit0(t, state, img) // removes stale cgroups
 	expectCounts(t, before, "after the signalled launches")
 }
 
