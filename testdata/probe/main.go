@@ -7,9 +7,11 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -133,6 +135,98 @@ func main() {
 			}
 			os.Stdout.WriteString("mknod=" + mk + " open=" + op + " null=" + res(err) + "\n")
 			os.Exit(0)
+		case "proc": // proc PATH...: for each, its mount (if one is there), what reading it gives, and opening it for writing (nothing is written)
+			mounts := map[string]string{}
+			if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+				for _, l := range strings.Split(string(b), "\n") {
+					pre, post, _ := strings.Cut(l, " - ")
+					if f, g := strings.Fields(pre), strings.Fields(post); len(f) > 5 && len(g) > 1 {
+						mounts[f[4]] = f[5] + " " + g[0] + " " + g[1]
+					}
+				}
+			}
+			type seen struct {
+				Mount  string `json:"mount"`
+				Exists bool   `json:"exists"`
+				Read   string `json:"read"`
+				OpenW  string `json:"open_w"`
+			}
+			all := map[string]seen{}
+			for _, p := range args[1:] {
+				s := seen{Mount: mounts[p]}
+				fi, err := os.Lstat(p)
+				if s.Exists = err == nil; s.Exists && fi.IsDir() {
+					ents, err := os.ReadDir(p)
+					s.Read = strconv.Itoa(len(ents)) + " entries"
+					if err != nil {
+						s.Read = err.Error()
+					}
+				} else if s.Exists {
+					s.Read = readHead(p)
+					fd, err := syscall.Open(p, syscall.O_WRONLY|syscall.O_CLOEXEC, 0)
+					if s.OpenW = "opened"; err != nil {
+						s.OpenW = err.Error()
+					} else {
+						syscall.Close(fd)
+					}
+				}
+				all[p] = s
+			}
+			json.NewEncoder(os.Stdout).Encode(all)
+			os.Exit(0)
+		case "mkdir": // mkdir DIR...: make (and remove) a fresh directory in each; one "DIR ok|error" line each
+			for _, d := range args[1:] {
+				p := d + "/.cimg-probe-" + strconv.Itoa(os.Getpid())
+				res := "ok"
+				if err := syscall.Mkdir(p, 0o700); err != nil {
+					res = err.Error()
+				} else {
+					syscall.Rmdir(p)
+				}
+				os.Stdout.WriteString(d + " " + res + "\n")
+			}
+			os.Exit(0)
+		case "plant-suid": // plant-suid PATH: a setuid copy of this program, in a directory anyone may enter
+			b, err := os.ReadFile("/proc/self/exe")
+			if err == nil {
+				err = os.WriteFile(args[1], b, 0o755)
+			}
+			if err == nil { // raw mode bits: os.Chmod drops 04000 (its setuid flag is os.ModeSetuid)
+				err = syscall.Chmod(args[1], 0o4755)
+			}
+			if err == nil { // and the volume opened up, for the other users of it
+				err = syscall.Chmod(filepath.Dir(args[1]), 0o755)
+			}
+			if err != nil {
+				os.Stdout.WriteString(err.Error() + "\n")
+				os.Exit(1)
+			}
+			os.Stdout.WriteString("planted " + args[1] + " as uid " + strconv.Itoa(os.Geteuid()) + "\n")
+			os.Exit(0)
+		case "symlink": // symlink TARGET LINK
+			if err := os.Symlink(args[1], args[2]); err != nil {
+				os.Stdout.WriteString(err.Error() + "\n")
+				os.Exit(1)
+			}
+			os.Stdout.WriteString("linked " + args[2] + "\n")
+			os.Exit(0)
+		case "caps": // euid and capability sets after exec
+			line := "euid=" + strconv.Itoa(os.Geteuid())
+			b, _ := os.ReadFile("/proc/self/status")
+			for _, l := range strings.Split(string(b), "\n") {
+				if k, v, _ := strings.Cut(l, ":"); k == "CapPrm" || k == "CapEff" {
+					line += " " + k + "=" + strings.TrimSpace(v)
+				}
+			}
+			os.Stdout.WriteString(line + "\n")
+			os.Exit(0)
+		case "exec": // exec PATH ARGS...: run a program, pass on its output
+			out, err := exec.Command(args[1], args[2:]...).CombinedOutput()
+			os.Stdout.Write(out)
+			if err != nil {
+				os.Stdout.WriteString("exec: " + err.Error() + "\n")
+			}
+			os.Exit(0)
 		}
 	}
 	r := report{PID: os.Getpid(), Status: map[string]string{}, WriteErrors: map[string]string{}}
@@ -195,4 +289,20 @@ func errName(e syscall.Errno) string {
 		return "ok"
 	}
 	return e.Error()
+}
+
+// readHead says how many bytes of the file p read, up to 64 KiB (a
+// masked /proc file reads empty; an unmasked /proc/kcore would not end),
+// or why it could not be read.
+func readHead(p string) string {
+	f, err := os.Open(p)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	n, err := io.ReadFull(f, make([]byte, 64<<10))
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return err.Error()
+	}
+	return strconv.Itoa(n) + " bytes"
 }
