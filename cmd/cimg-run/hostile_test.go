@@ -59,21 +59,48 @@ func canaries(t *testing.T, dirs ...string) func() {
 	before := snapshot(trees)
 	return func() {
 		t.Helper()
-		after := snapshot(trees)
-		var diff []string
-		for p, d := range before {
-			if after[p] != d {
-				diff = append(diff, fmt.Sprintf("%s: %q -> %q", p, d, after[p]))
-			}
-		}
-		for p, d := range after {
-			if _, ok := before[p]; !ok {
-				diff = append(diff, fmt.Sprintf("%s: added %q", p, d))
-			}
-		}
-		sort.Strings(diff)
-		if len(diff) > 0 {
+		if diff := snapshotDiff(before, snapshot(trees)); len(diff) > 0 {
 			t.Errorf("host canaries changed (%d entries):\n%s", len(diff), strings.Join(diff[:min(len(diff), 20)], "\n"))
+		}
+	}
+}
+
+// snapshotDiff lists the entries added, removed or changed.
+func snapshotDiff(before, after map[string]string) []string {
+	var diff []string
+	for p, d := range before {
+		if after[p] != d {
+			diff = append(diff, fmt.Sprintf("%s: %q -> %q", p, d, after[p]))
+		}
+	}
+	for p, d := range after {
+		if _, ok := before[p]; !ok {
+			diff = append(diff, fmt.Sprintf("%s: added %q", p, d))
+		}
+	}
+	sort.Strings(diff)
+	return diff
+}
+
+// TestHostileCanariesSeeChanges: the canaries' snapshots tell a new
+// file, new content of the same size, a mode, an owner and a retargeted
+// symlink apart — or every guarded launch would pass vacuously.
+func TestHostileCanariesSeeChanges(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "f")
+	os.WriteFile(f, []byte("one"), 0o644)
+	os.Symlink("/etc", filepath.Join(dir, "l"))
+	for _, change := range []func(){
+		func() { os.WriteFile(filepath.Join(dir, "new"), nil, 0o644) },
+		func() { os.WriteFile(f, []byte("two"), 0o644); os.Chtimes(f, time.Unix(1, 0), time.Unix(1, 0)) },
+		func() { os.Chmod(f, 0o600) },
+		func() { os.Chown(f, 1000, 1000) },
+		func() { os.Remove(filepath.Join(dir, "l")); os.Symlink("/root", filepath.Join(dir, "l")) },
+	} {
+		before := snapshot([]string{dir})
+		change()
+		if diff := snapshotDiff(before, snapshot([]string{dir})); len(diff) != 1 {
+			t.Errorf("a change seen as %q", diff)
 		}
 	}
 }
@@ -502,6 +529,7 @@ func TestHostileBindRootReadOnlyIsRecursive(t *testing.T) {
 				t.Errorf("mkdir in %s (the host's %s) from the app: %s; want EROFS", d, strings.TrimPrefix(d, "/host"), res)
 			}
 		}
+		t.Logf("%d host mounts (and / itself) read-only through the bind", checked)
 		if checked < 5 {
 			t.Errorf("only %d host mounts checked:\n%s", checked, r.stdout)
 		}
