@@ -68,6 +68,12 @@ func Doctor() []Check {
 	add("pidfd_open", pidfdOpen(), false, "signals relayed by pidfd and a slim waiter (5.3+); without it the full launcher stays resident")
 	add("clone3", syscallExists(unix.SYS_CLONE3), false, "cgroup v2: cloned straight into the cgroup (5.7+); older kernels join through cgroup.procs")
 	add("close_range", syscallExists(unix.SYS_CLOSE_RANGE), false, "one call closes inherited fds (5.9+); older kernels close them one by one")
+	ok, detail := cgroup.DeviceFilterSupport()
+	add("device cgroup", ok, false, detail)
+	add("openat2", syscallExists(unix.SYS_OPENAT2), false, "mount targets resolved below the root in one call (5.6+); older kernels walk them one component at a time")
+	add("mount_setattr", syscallExists(unix.SYS_MOUNT_SETATTR), false, "read-only binds read-only all the way down in one call (5.12+); older kernels remount each submount")
+	_, err = os.Stat("/proc/self/ns/user")
+	add("user namespace", err == nil, false, "namespaces.user = true in a manifest needs it (CONFIG_USER_NS)")
 	return cs
 }
 

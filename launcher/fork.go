@@ -41,6 +41,7 @@ type forkPlan struct {
 	rlimits    []rlimitCall
 	filter     *unix.SockFprog // nil: no seccomp
 	noNewPrivs bool
+	userNS     bool      // a user namespace, mapped by the parent at stepIDMap
 	drop       []uintptr // capabilities to drop from the bounding set
 	keep       []uintptr // capabilities kept: raised in the ambient set
 	groups     []uint32
@@ -79,6 +80,8 @@ const (
 	stepProc
 	stepCloseFDs
 	stepRlimit
+	stepUserNS
+	stepIDMap
 	stepSeccomp
 	stepBounding
 	stepKeepCaps
@@ -95,7 +98,7 @@ const (
 var stepNames = map[uint32]string{
 	stepPdeathsig: "set the parent-death signal", stepSync: "wait for the cgroup join",
 	stepCgroupNS: "unshare the cgroup namespace", stepProc: "mount /proc", stepCloseFDs: "close inherited fds",
-	stepRlimit: "setrlimit", stepSeccomp: "load the seccomp filter", stepBounding: "drop capabilities from the bounding set",
+	stepRlimit: "setrlimit", stepUserNS: "unshare the user namespace", stepIDMap: "wait for the id maps", stepSeccomp: "load the seccomp filter", stepBounding: "drop capabilities from the bounding set",
 	stepKeepCaps: "PR_SET_KEEPCAPS", stepSetgroups: "setgroups", stepSetgid: "setgid", stepSetuid: "setuid", stepRearm: "re-arm the parent-death signal",
 	stepCapset: "capset", stepAmbient: "set ambient capabilities", stepNoNewPrivs: "set no_new_privs", stepExec: "execve",
 }
@@ -184,6 +187,25 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 	for i = 0; i < len(p.rlimits); i++ {
 		if _, _, err1 = syscall.RawSyscall6(unix.SYS_PRLIMIT64, 0, p.rlimits[i].resource, uintptr(unsafe.Pointer(&p.rlimits[i].lim)), 0, 0, 0); err1 != 0 {
 			goto fail
+		}
+	}
+	// A user namespace last among the namespaces: every mount above was
+	// made with the host's privileges, and belongs to the host's user
+	// namespace, which the app's root has no power over. The parent writes
+	// the id maps; until then we are nobody.
+	if p.userNS {
+		step = stepUserNS
+		if _, _, err1 = syscall.RawSyscall(unix.SYS_UNSHARE, unix.CLONE_NEWUSER, 0, 0); err1 != 0 {
+			goto fail
+		}
+		step = stepIDMap
+		report.step, report.errno = stepIDMap, 0
+		if _, _, err1 = syscall.RawSyscall(unix.SYS_WRITE, uintptr(p.errW), uintptr(unsafe.Pointer(&report)), unsafe.Sizeof(report)); err1 != 0 {
+			goto fail
+		}
+		n, _, err1 = syscall.RawSyscall(unix.SYS_READ, uintptr(p.syncR), uintptr(unsafe.Pointer(&buf[0])), 1)
+		if err1 != 0 || n != 1 {
+			goto exit
 		}
 	}
 	// Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, which

@@ -31,10 +31,11 @@ type Options struct {
 	VolumeDir    string   // default /var/lib/cimg/volumes
 	StopTimeout  time.Duration
 	Warn         func(string)
-	Init         bool   // put the minimal init in front of the app
-	PrivateMount bool   // mount the image for this launch only, not from the cache
-	Grants       Grants // what the operator allows beyond the defaults
-	NoHealth     bool   // run an image with a [health] check without it
+	Init         bool      // put the minimal init in front of the app
+	PrivateMount bool      // mount the image for this launch only, not from the cache
+	Grants       Grants    // what the operator allows beyond the defaults
+	NoHealth     bool      // run an image with a [health] check without it
+	SubIDFiles   [2]string // subuid and subgid files for user namespaces; empty: /etc's
 }
 
 // ErrNotRoot is returned when cimg-run lacks the privileges to launch.
@@ -110,8 +111,12 @@ func Run(o Options) (int, error) {
 	if err := makeVolumes(o.VolumeDir, plan.Volumes); err != nil {
 		return 0, err
 	}
-	// root: where the app's tree is assembled, only ever mounted on in
-	// private namespaces.
+	// The state dir is trusted with mounts: root's, not writable by
+	// others, no symlink (before anything is made in it). root: where the
+	// app's tree is assembled, only ever mounted on in private namespaces.
+	if err := imagecache.CheckStateDir(o.StateDir); err != nil {
+		return 0, err
+	}
 	if err := os.MkdirAll(filepath.Join(o.StateDir, "root"), 0o700); err != nil {
 		return 0, fmt.Errorf("state directory: %w", err)
 	}

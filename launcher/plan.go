@@ -40,6 +40,7 @@ type Plan struct {
 	Proc       []MountSpec // the child's, once it is in its pid namespace
 	Volumes    []Volume    // host directories the mounts use, made first
 	Init       bool        // exec the sealed init in front of the app
+	UserNS     *IDMap      // a private user namespace with this mapping, or nil
 
 	StateDir string
 	Image    string // the image's squashfs: a cache mount, or (PrivateMount) empty
@@ -48,6 +49,18 @@ type Plan struct {
 	PrivateMount bool
 	PayloadSize  int64
 }
+
+// IDMap maps ids 0..Count-1 of the app's user namespace to UIDBase.. and
+// GIDBase.. on the host.
+type IDMap struct {
+	UIDBase, GIDBase, Count uint32
+}
+
+// HostUID is the host's uid for the app's uid u.
+func (m *IDMap) HostUID(u uint32) uint32 { return m.UIDBase + u }
+
+// HostGID is the host's gid for the app's gid g.
+func (m *IDMap) HostGID(g uint32) uint32 { return m.GIDBase + g }
 
 // Rlimit is one setrlimit(2) call.
 type Rlimit struct {
@@ -160,7 +173,13 @@ func newPlan(m *manifest.Manifest, o *Options) (*Plan, error) {
 		Unshare:    unix.CLONE_NEWNS,
 	}
 	if m.Namespaces.User {
-		return nil, errors.New("namespaces.user = true: user namespaces are not supported by this cimg-run yet; remove it from the manifest (the app then runs with host ids, confined by capabilities, seccomp and no_new_privileges)")
+		var err error
+		if p.UserNS, err = hostIDRange(o.SubIDFiles); err != nil {
+			return nil, err
+		}
+		if m.App.User >= p.UserNS.Count || m.App.Group >= p.UserNS.Count {
+			return nil, fmt.Errorf("app.user %d / app.group %d: outside the %d ids the user namespace maps", m.App.User, m.App.Group, p.UserNS.Count)
+		}
 	}
 	if m.Health != nil && !o.NoHealth {
 		return nil, errors.New("the manifest has a [health] check, which cimg-run does not run in the foreground yet: run with --no-health to start it without the check")
@@ -203,6 +222,10 @@ func newPlan(m *manifest.Manifest, o *Options) (*Plan, error) {
 		p.Rlimits = append(p.Rlimits, Rlimit{Resource: res, Soft: r.Soft, Hard: r.Hard})
 	}
 	p.Mounts = rootMounts(m, o)
+	owner := func(u, g uint32) (uint32, uint32) { return u, g }
+	if p.UserNS != nil {
+		owner = func(u, g uint32) (uint32, uint32) { return p.UserNS.HostUID(u), p.UserNS.HostGID(g) }
+	}
 	for i, mt := range m.Mounts {
 		spec, vol, err := appMount(m, mt, o)
 		if err != nil {
@@ -210,6 +233,7 @@ func newPlan(m *manifest.Manifest, o *Options) (*Plan, error) {
 		}
 		p.Mounts = append(p.Mounts, spec)
 		if vol != nil {
+			vol.UID, vol.GID = owner(vol.UID, vol.GID)
 			p.Volumes = append(p.Volumes, *vol)
 		}
 	}

@@ -6,6 +6,7 @@ package launcher
 // bounding-set drop list, clone flags). No root needed.
 
 import (
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -210,12 +211,45 @@ uts = "host"
 	}
 }
 
+// namespaces.user: the app's ids map to the cimg user's subordinate range
+// (or the default), and its volumes are owned by the mapped ids.
+func TestPlanUserNamespace(t *testing.T) {
+	dir := t.TempDir()
+	sub := [2]string{dir + "/subuid", dir + "/subgid"}
+	os.WriteFile(sub[0], []byte("alice:100000:65536\ncimg:300000:65536\n"), 0o644)
+	os.WriteFile(sub[1], []byte("cimg:400000:70000\n"), 0o644)
+	m := parse(t, "[app]\ncommand = [\"/bin/app\"]\nuser = 7\ngroup = 8\n[namespaces]\nuser = true\n[[mounts]]\ntype = \"volume\"\nsource = \"d\"\ntarget = \"/d\"\n")
+	p, err := newPlan(m, &Options{StateDir: "/s", VolumeDir: "/v", SubIDFiles: sub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *p.UserNS != (IDMap{UIDBase: 300000, GIDBase: 400000, Count: 65536}) {
+		t.Errorf("map %+v", *p.UserNS)
+	}
+	if v := p.Volumes[0]; v.UID != 300007 || v.GID != 400008 {
+		t.Errorf("volume owner %d:%d, want the mapped 300007:400008", v.UID, v.GID)
+	}
+	// Without a cimg range: the default, far above useradd's.
+	p, err = newPlan(m, &Options{StateDir: "/s", VolumeDir: "/v", SubIDFiles: [2]string{dir + "/none", dir + "/none"}})
+	if err != nil || p.UserNS.UIDBase != defaultIDBase {
+		t.Errorf("default map: %+v, %v", p.UserNS, err)
+	}
+	os.WriteFile(sub[0], []byte("cimg:300000:100\n"), 0o644)
+	if _, err := newPlan(m, &Options{StateDir: "/s", VolumeDir: "/v", SubIDFiles: sub}); err == nil || !strings.Contains(err.Error(), "needs 65536") {
+		t.Errorf("a short range: %v", err)
+	}
+	fp, err := newForkPlan(p)
+	if err != nil || !fp.userNS {
+		t.Errorf("fork plan without the user namespace: %v", err)
+	}
+}
+
 // What the plan refuses rather than ignore.
 func TestPlanRefuses(t *testing.T) {
 	for _, c := range []struct{ name, body, want string }{
 		{"proc self exe (CVE-2019-5736)", "[app]\ncommand = [\"/proc/self/exe\"]\n", "CVE-2019-5736"},
 		{"a /dev command", "[app]\ncommand = [\"/dev/shm/x\"]\n", "under /dev"},
-		{"user namespace", "[app]\ncommand = [\"/bin/app\"]\n[namespaces]\nuser = true\n", "namespaces.user"},
+		{"user outside the user namespace's ids", "[app]\ncommand = [\"/bin/app\"]\nuser = 70000\n[namespaces]\nuser = true\n", "outside the 65536 ids"},
 		{"health check", "[app]\ncommand = [\"/bin/app\"]\n[health]\ncommand = [\"/bin/true\"]\n", "--no-health"},
 	} {
 		_, err := newPlan(parse(t, c.body), &Options{StateDir: "/s", VolumeDir: "/v"})

@@ -29,6 +29,7 @@ type launch struct {
 	join   []*os.File // cgroup.procs files, opened while host paths still lead there
 	exe    *os.File   // this executable, for the slim waiter
 	sealed *os.File   // the sealed copy the init runs from
+	proc   *os.File   // the host's /proc, for the child's id maps
 }
 
 // start forks the app into its namespaces and cgroup, then supervises
@@ -111,13 +112,18 @@ func (l *launch) prepare() error {
 	if l.exe, err = os.Open("/proc/self/exe"); err != nil {
 		return fmt.Errorf("open this executable for the slim waiter: %w", err)
 	}
+	if l.plan.UserNS != nil {
+		if l.proc, err = os.Open("/proc"); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
 func (l *launch) close() {
 	closeFDs(l.sync[:])
 	closeFDs(l.errp[:])
-	for _, f := range append(l.join, l.exe, l.sealed) {
+	for _, f := range append(l.join, l.exe, l.sealed, l.proc) {
 		if f != nil {
 			f.Close()
 		}
@@ -159,7 +165,7 @@ func (l *launch) spawn() *launchThread {
 			t.started <- spawned{err: err}
 			return
 		}
-		err = releaseChild(pid, join, l.sync[1], l.errp[0])
+		err = l.releaseChild(pid, join)
 		if ce, ok := err.(childError); ok && ce.step == stepExec {
 			// Explained here: this thread sees the files execve saw.
 			if hint := explainExec(l.plan, unix.Errno(ce.errno)); hint != "" {
@@ -201,21 +207,54 @@ func (l *launch) fork() (int, []*os.File, error) {
 	return int(pid), join, nil
 }
 
-// releaseChild puts the child in its cgroup (v1), lets it go on, and waits
-// for its setup: EOF on the error pipe means it reached execve.
-func releaseChild(pid int, join []*os.File, syncW, errR int) error {
+// releaseChild puts the child in its cgroup (v1), lets it go on, writes
+// its id maps when it asks (user namespace), and waits for its setup: EOF
+// on the error pipe means it reached execve.
+func (l *launch) releaseChild(pid int, join []*os.File) error {
 	for _, f := range join {
 		if _, err := f.WriteString(strconv.Itoa(pid)); err != nil {
 			return fmt.Errorf("join cgroup %s: %w", f.Name(), err)
 		}
 	}
-	if _, err := unix.Write(syncW, []byte{1}); err != nil {
+	if _, err := unix.Write(l.sync[1], []byte{1}); err != nil {
 		return fmt.Errorf("release the child: %w", err)
 	}
-	var report childError
-	buf := (*[unsafe.Sizeof(report)]byte)(unsafe.Pointer(&report))[:]
-	if n, _ := readFull(errR, buf); n > 0 {
-		return report
+	for {
+		var report childError
+		buf := (*[unsafe.Sizeof(report)]byte)(unsafe.Pointer(&report))[:]
+		if n, _ := readFull(l.errp[0], buf); n == 0 {
+			return nil
+		}
+		if report.step != stepIDMap || report.errno != 0 {
+			return report
+		}
+		if err := writeIDMaps(l.proc, pid, l.plan.UserNS); err != nil {
+			return err
+		}
+		if _, err := unix.Write(l.sync[1], []byte{1}); err != nil {
+			return fmt.Errorf("release the child: %w", err)
+		}
+	}
+}
+
+// writeIDMaps maps the child's user namespace: ids 0..Count-1 inside are
+// Base.. on the host. proc is the host's /proc, opened before the launch
+// thread's root changed.
+func writeIDMaps(proc *os.File, pid int, m *IDMap) error {
+	for _, f := range []struct {
+		name string
+		base uint32
+	}{{"uid_map", m.UIDBase}, {"gid_map", m.GIDBase}} {
+		name := strconv.Itoa(pid) + "/" + f.name
+		fd, err := unix.Openat(int(proc.Fd()), name, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open /proc/%s: %w", name, err)
+		}
+		_, err = unix.Write(fd, []byte(fmt.Sprintf("0 %d %d\n", f.base, m.Count)))
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("write /proc/%s: %w", name, err)
+		}
 	}
 	return nil
 }
@@ -223,7 +262,7 @@ func releaseChild(pid int, join []*os.File, syncW, errR int) error {
 // newForkPlan turns the plan into the raw arguments of the child's
 // system calls.
 func newForkPlan(p *Plan) (*forkPlan, error) {
-	fp := &forkPlan{noNewPrivs: p.NoNewPrivs, uid: uintptr(p.UID), gid: uintptr(p.GID), groups: p.Groups}
+	fp := &forkPlan{noNewPrivs: p.NoNewPrivs, uid: uintptr(p.UID), gid: uintptr(p.GID), groups: p.Groups, userNS: p.UserNS != nil}
 	// The thread's mount, uts, ipc and net namespaces are inherited; the
 	// pid namespace is the child's to be born in.
 	if p.NewPID {
