@@ -44,6 +44,14 @@ func enterRoot(p *Plan, image *os.File, volumes string) error {
 			return fmt.Errorf("mount %s (%s): %w", m.Target, m.Kind, err)
 		}
 	}
+	// /proc is mounted later by the child, by path: it must be a real
+	// directory of the image, or that mount would follow a link the image
+	// put there (CVE-2019-16884 class).
+	proc, err := b.open("/proc", unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
+	}
+	proc.Close()
 	// Names and network of the new namespaces.
 	if p.Hostname != "" {
 		if err := unix.Sethostname([]byte(p.Hostname)); err != nil {
