@@ -63,10 +63,15 @@ demo: build bin/hello deps-test
 	bin/cimg-run --key bin/demo.pub bin/hello.cimg -- from the command line
 
 # Every test, the slow tier (a > 4 GiB image) included. Needs root: the
-# tests mount images on real loop devices.
+# tests mount images on real loop devices. Then scripts/leakcheck.sh
+# fails the run if the tests left a mount, loop device, cgroup, process
+# or dm target behind (compared with a snapshot taken before them); a
+# failed go test still fails make.
 test: deps-test
 	$(GO) vet ./...
-	$(GO) test -tags slow -count=1 -timeout 40m ./...
+	@mkdir -p bin && scripts/leakcheck.sh snapshot bin/leakcheck.before
+	status=0; $(GO) test -tags slow -count=1 -timeout 40m ./... || status=$$?; \
+	scripts/leakcheck.sh check bin/leakcheck.before || status=1; exit $$status
 
 # The fast tests only (no > 4 GiB image).
 test-short: deps-test
