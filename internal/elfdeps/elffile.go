@@ -64,11 +64,18 @@ func Read(r io.ReaderAt) (*File, error) {
 	for _, p := range ef.Progs {
 		switch p.Type {
 		case elf.PT_INTERP:
+			// The kernel refuses interpreter paths outside 2..PATH_MAX; a
+			// claimed size is never allocated before that check.
+			if p.Filesz < 2 || p.Filesz > 4096 {
+				return nil, fmt.Errorf("PT_INTERP of %d bytes: not a path (the kernel takes 2 to 4096)", p.Filesz)
+			}
 			b := make([]byte, p.Filesz)
 			if _, err := p.ReadAt(b, 0); err != nil {
 				return nil, fmt.Errorf("read PT_INTERP: %w", err)
 			}
-			out.Interp = string(bytes.TrimRight(b, "\x00"))
+			// A C string, as the kernel reads it: up to the first NUL.
+			interp, _, _ := bytes.Cut(b, []byte{0})
+			out.Interp = string(interp)
 		case elf.PT_DYNAMIC:
 			dyn = p
 		}
@@ -120,7 +127,14 @@ func (v vaddrReader) read(addr uint64, n uint64) ([]byte, error) {
 	return nil, fmt.Errorf("address %#x is in no PT_LOAD segment", addr)
 }
 
+// maxDynamic bounds the PT_DYNAMIC segment read: real ones are a few
+// hundred entries (under 16 KiB); the claimed size comes from the file.
+const maxDynamic = 1 << 20
+
 func (f *File) readDynamic(r io.ReaderAt, ef *elf.File, dyn *elf.Prog) error {
+	if dyn.Filesz > maxDynamic {
+		return fmt.Errorf("PT_DYNAMIC of %d bytes is implausible (over %d)", dyn.Filesz, maxDynamic)
+	}
 	raw := make([]byte, dyn.Filesz)
 	if _, err := dyn.ReadAt(raw, 0); err != nil {
 		return fmt.Errorf("read PT_DYNAMIC: %w", err)
