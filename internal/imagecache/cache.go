@@ -250,7 +250,7 @@ func mountAdvice(dev, dir string, f *os.File, err error) error {
 		names := map[byte][2]string{1: {"gzip", "CONFIG_SQUASHFS_ZLIB"}, 4: {"xz", "CONFIG_SQUASHFS_XZ"},
 			5: {"lz4", "CONFIG_SQUASHFS_LZ4"}, 6: {"zstd", "CONFIG_SQUASHFS_ZSTD"}}
 		if n, ok := names[id[0]]; ok && id[1] == 0 {
-			return fmt.Errorf("%w: does the kernel have squashfs %s? (%s)", base, n[0], n[1])
+			return fmt.Errorf("%w: either the kernel lacks squashfs %s (%s; `cimg-run doctor` shows its compressors), or the image's squashfs is malformed — its hash tree and signature vouch for the bytes, not for a valid filesystem: rebuild it with cimg-build", base, n[0], n[1])
 		}
 	}
 	return base
