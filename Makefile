@@ -11,7 +11,7 @@ TEST_DEPS := mksquashfs:squashfs-tools unsquashfs:squashfs-tools veritysetup:cry
 	gcc:gcc curl:curl sqlite3:sqlite3 python3.11:python3.11 \
 	arm-linux-gnueabihf-gcc:crossbuild-essential-armhf aarch64-linux-gnu-gcc:crossbuild-essential-arm64 \
 	qemu-arm-static:qemu-user-static update-binfmts:binfmt-support \
-	qemu-system-x86_64:qemu-system-x86 dpkg:busybox-static
+	qemu-system-x86_64:qemu-system-x86 dpkg:busybox-static setcap:libcap2-bin
 BENCH_DEPS := python3:python3 mksquashfs:squashfs-tools unsquashfs:squashfs-tools gcc:gcc curl:curl python3.11:python3.11 \
 	/usr/bin/time:time crun:crun runc:runc umoci:umoci debootstrap:debootstrap gnuplot:gnuplot-nox zstd:zstd
 
@@ -71,16 +71,16 @@ test: deps-test
 	$(GO) vet ./...
 	@mkdir -p bin && scripts/leakcheck.sh snapshot bin/leakcheck.before
 	status=0; $(GO) test -tags slow -count=1 -timeout 40m ./... || status=$$?; \
+	scripts/fuzz.sh || status=1; \
 	scripts/leakcheck.sh check bin/leakcheck.before || status=1; exit $$status
 
 # The fast tests only (no > 4 GiB image).
 test-short: deps-test
 	$(GO) test -count=1 ./...
 
+# Every fuzz target, $(FUZZTIME) each (make test runs them for 30s).
 fuzz:
-	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 60s ./manifest
-	$(GO) test -run XXX -fuzz FuzzOpen -fuzztime 60s ./format
-	$(GO) test -run XXX -fuzz FuzzParseFooter -fuzztime 60s ./format
+	FUZZTIME=$${FUZZTIME:-5m} scripts/fuzz.sh
 
 # Every benchmark against the peers (crun, runc, umoci, mksquashfs, a
 # Debian image): raw CSVs in bench/results, then BENCHMARKS.md and charts.

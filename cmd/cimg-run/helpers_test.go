@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,7 +58,10 @@ func probeImage(t *testing.T, manifestBody string, extra ...string) string {
 	b, _ := os.ReadFile(probe)
 	os.WriteFile(filepath.Join(root, "usr/bin/probe"), b, 0o755)
 	os.WriteFile(filepath.Join(root, "usr/bin/probe-suid"), b, 0o755)
-	os.Chmod(filepath.Join(root, "usr/bin/probe-suid"), 0o4755)
+	// syscall.Chmod: os.Chmod drops the setuid bit.
+	if err := syscall.Chmod(filepath.Join(root, "usr/bin/probe-suid"), 0o4755); err != nil {
+		t.Fatal(err)
+	}
 	mf := filepath.Join(dir, "cimg.toml")
 	os.WriteFile(mf, []byte("name = \"probe\"\n"+manifestBody), 0o644)
 	img := filepath.Join(dir, "probe.cimg")
@@ -226,6 +230,10 @@ func stateDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	files := filepath.Dir(state) // all the test's t.TempDir()s, its images too
+	// The test's volumes, never the host's /var/lib/cimg/volumes.
+	if err := os.MkdirAll(volumeDir(state), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		var left []string
 		// Retried: gc keeps a cache mount while another mount namespace
@@ -264,9 +272,14 @@ func leftBehind(state, files string) []string {
 	return left
 }
 
-// runArgs is the argv of a cimg-run launch in the state directory state.
+// volumeDir is where the launches of state keep their volumes: one
+// root-only directory per test.
+func volumeDir(state string) string { return filepath.Join(filepath.Dir(state), "volumes") }
+
+// runArgs is the argv of a cimg-run launch in the state directory state,
+// with the test's own volume directory.
 func runArgs(state string, args ...string) []string {
-	return append([]string{cimgRun, "--state-dir", state}, args...)
+	return append([]string{cimgRun, "--state-dir", state, "--volume-dir", volumeDir(state)}, args...)
 }
 
 // cimgRunCmd is a cimg-run launch in the state directory state.

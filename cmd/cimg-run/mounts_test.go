@@ -18,8 +18,7 @@ import (
 // while the image's own files show through and the image stays as built.
 func TestOverlayMounts(t *testing.T) {
 	state := stateDir(t)
-	vol := fmt.Sprintf("ovl-test-%d", os.Getpid())
-	t.Cleanup(func() { os.RemoveAll(filepath.Join("/var/lib/cimg/volumes/probe", vol)) })
+	vol := "ovl"
 	img := probeImage(t, fmt.Sprintf(`[app]
 command = ["/usr/bin/probe"]
 [[mounts]]
@@ -49,7 +48,7 @@ target = "/etc"
 			t.Errorf("%v: %+v; want %q", step.args, res, step.want)
 		}
 	}
-	if _, err := os.Stat(filepath.Join("/var/lib/cimg/volumes/probe", vol, "upper/note")); err != nil {
+	if _, err := os.Stat(filepath.Join(volumeDir(state), "probe", vol, "upper/note")); err != nil {
 		t.Errorf("the overlay's upper layer on the host: %v", err)
 	}
 	if after, _ := os.ReadFile(img); !bytes.Equal(after, built) {

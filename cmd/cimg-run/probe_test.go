@@ -29,7 +29,7 @@ core = { soft = 0, hard = 4096 }
 capabilities = ["CAP_NET_BIND_SERVICE"]
 `)
 	// Host fds 3..20 on host directories must not reach the app.
-	cmd := cimgRunCmd(state, img)
+	cmd := cimgRunCmd(state, "--grant", "cap=NET_BIND_SERVICE", img)
 	passHostFDs(t, cmd)
 	res := runImage(t, cmd)
 	if res.code != 0 {

@@ -54,18 +54,36 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
-func TestWrongArchRefused(t *testing.T) {
+// TestForeignArch: an arm64 image runs on this amd64 host under
+// qemu-user-static's binfmt_misc handler (registered with the F flag, so
+// the emulator works inside the container), with a warning, as docker and
+// podman run such images; where no such handler is registered (binfmt_misc
+// unmounted in a private mount namespace) it is refused with advice.
+func TestForeignArch(t *testing.T) {
 	state := stateDir(t)
-	mounttest.RequireRoot(t)
+	mounttest.EnableBinfmt(t)
 	dir := t.TempDir()
+	bin := filepath.Join(dir, "probe-arm64")
+	build := exec.Command("go", "build", "-o", bin, "../../testdata/probe")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOARCH=arm64")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the arm64 probe: %v\n%s", err, out)
+	}
 	root := filepath.Join(dir, "root")
-	os.MkdirAll(filepath.Join(root, "bin"), 0o755)
-	os.WriteFile(filepath.Join(root, "bin/app"), []byte("#!/bin/sh\n"), 0o755)
+	os.MkdirAll(filepath.Join(root, "usr/bin"), 0o755)
+	b, _ := os.ReadFile(bin)
+	os.WriteFile(filepath.Join(root, "usr/bin/probe"), b, 0o755)
 	img := filepath.Join(dir, "arm.cimg")
-	if out, err := exec.Command(cimgBuild, "-q", "--rootfs", root, "--entrypoint", "/bin/app", "--arch", "arm64", "-o", img).CombinedOutput(); err != nil {
+	if out, err := exec.Command(cimgBuild, "-q", "--rootfs", root, "--entrypoint", "/usr/bin/probe", "--arch", "arm64", "-o", img).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	if res := runImage(t, cimgRunCmd(state, img)); res.code != 125 || !strings.Contains(res.stderr, "built for arm64, this machine is amd64") {
-		t.Errorf("%+v", res)
+	res := runImage(t, cimgRunCmd(state, img, "--", "exit", "7"))
+	if res.code != 7 || !strings.Contains(res.stderr, "built for arm64, this machine is amd64: running it under the emulator") {
+		t.Errorf("with the binfmt handler: %+v; want exit 7 and the emulator warning", res)
+	}
+	argv := append([]string{"-m", "sh", "-c", `umount /proc/sys/fs/binfmt_misc && exec "$@"`, "sh"}, runArgs(state, img)...)
+	res = runImage(t, exec.Command("unshare", argv...))
+	if res.code != 125 || !strings.Contains(res.stderr, "built for arm64, this machine is amd64; to run it emulated, register") {
+		t.Errorf("without a handler: %+v", res)
 	}
 }

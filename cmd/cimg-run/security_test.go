@@ -16,7 +16,7 @@ func TestSeccompDefaultProfile(t *testing.T) {
 		{"unconfined", "true", "unshare=ok"},
 	} {
 		img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[security]\ncapabilities = [\"CAP_SYS_ADMIN\"]\nseccomp = \""+tc.profile+"\"\nno_new_privileges = "+tc.nnp+"\n")
-		res := runImage(t, cimgRunCmd(state, img, "--", "syscalls"))
+		res := runImage(t, cimgRunCmd(state, "--grant", "cap=SYS_ADMIN", "--grant", "new-privileges", "--grant", "seccomp=unconfined", img, "--", "syscalls"))
 		if res.code != 0 || !strings.HasPrefix(res.stdout, tc.want) {
 			t.Errorf("%s (nnp %s): %q %q, want %q", tc.profile, tc.nnp, res.stdout, res.stderr, tc.want)
 		}
@@ -29,15 +29,16 @@ func TestSeccompDefaultProfile(t *testing.T) {
 func TestInitFromSealedMemfd(t *testing.T) {
 	state := stateDir(t)
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[security]\ncapabilities = [\"CAP_SYS_PTRACE\", \"CAP_DAC_OVERRIDE\"]\n")
-	res := runImage(t, cimgRunCmd(state, "--init", img, "--", "pid1"))
+	grants := []string{"--grant", "cap=SYS_PTRACE", "--grant", "cap=DAC_OVERRIDE", "--init", img}
+	res := runImage(t, cimgRunCmd(state, append(grants, "--", "pid1")...))
 	if res.code != 0 || strings.HasPrefix(res.stdout, "pid=1 ") || !strings.Contains(res.stdout, " exe=/memfd:cimg-init") || strings.Contains(res.stdout, "write=writable") {
 		t.Errorf("exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
-	if res := runImage(t, cimgRunCmd(state, "--init", img, "--", "exit", "9")); res.code != 9 {
+	if res := runImage(t, cimgRunCmd(state, append(grants, "--", "exit", "9")...)); res.code != 9 {
 		t.Errorf("exit status through the init: %+v", res)
 	}
 	// SIGTERM reaches the app through the init.
-	cmd, out := startSleeping(t, state, "--init", img)
+	cmd, out := startSleeping(t, state, grants...)
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
 	if !strings.Contains(out.String(), "got terminated") {

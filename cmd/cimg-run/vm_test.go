@@ -63,14 +63,15 @@ pids = 32
 `)
 	ovl := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[[mounts]]\ntype = \"overlay\"\ntarget = \"/etc\"\n")
 	out := vmtest.Run(t, map[string]string{"/cimg-run": cimgRun, "/probe.cimg": img, "/ovl.cimg": ovl}, `
-/cimg-run /probe.cimg -- exit 0; /cimg-run /ovl.cimg -- exit 0  # the cache mounts, meant to stay
+G="--grant cap=NET_RAW"
+/cimg-run $G /probe.cimg -- exit 0; /cimg-run /ovl.cimg -- exit 0  # the cache mounts, meant to stay
 m0=$(wc -l < /proc/self/mountinfo); l0=$(losetup -a | wc -l)
-/cimg-run /probe.cimg > /tmp/probe.json; echo "PROBE-EXIT $?"; cat /tmp/probe.json; echo
-/cimg-run /probe.cimg -- syscalls
+/cimg-run $G /probe.cimg > /tmp/probe.json; echo "PROBE-EXIT $?"; cat /tmp/probe.json; echo
+/cimg-run $G /probe.cimg -- syscalls
 /cimg-run /ovl.cimg -- write /etc/x y
-/cimg-run --private-mount /probe.cimg -- read /usr/bin/probe
-/cimg-run --init /probe.cimg -- pid1
-/cimg-run /probe.cimg -- exit 7; echo "EXIT $?"
+/cimg-run $G --private-mount /probe.cimg -- read /usr/bin/probe
+/cimg-run $G --init /probe.cimg -- pid1
+/cimg-run $G /probe.cimg -- exit 7; echo "EXIT $?"
 echo "MOUNTS-DIFF $(( $(wc -l < /proc/self/mountinfo) - m0 )) LOOPS-DIFF $(( $(losetup -a | wc -l) - l0 ))"
 echo "CGROUPS-LEFT $(ls /sys/fs/cgroup/cimg/ | grep -c probe-)"
 `)
