@@ -268,6 +268,11 @@ func WaitMain(args []string) {
 		os.Exit(125)
 	}
 	s.warn = func(m string) { fmt.Fprintf(os.Stderr, "cimg-run: warning: %s\n", m) }
+	// The exec made us dumpable again: no process of the container may
+	// open our /proc/PID/exe, the host's cimg-run (CVE-2019-5736).
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		s.warn(fmt.Sprintf("prctl(PR_SET_DUMPABLE): %v", err))
+	}
 	s.relay()
 	code, err := s.finish()
 	if rerr := s.cg.Remove(); err == nil && rerr != nil {

@@ -495,9 +495,13 @@ func Adopt(id string, v2 bool, words []string) (*Cgroup, error) {
 	cg := newCgroup(id, v2)
 	for _, w := range words {
 		f := strings.Split(w, ":")
-		p, err1 := strconv.Atoi(f[len(f)-2])
-		d, err2 := strconv.Atoi(f[len(f)-1])
-		if len(f) != 3 || err1 != nil || err2 != nil {
+		if len(f) != 3 {
+			cg.release()
+			return nil, fmt.Errorf("cgroup hand-over %q: want controller:parent-fd:held-fd", w)
+		}
+		p, err1 := strconv.Atoi(f[1])
+		d, err2 := strconv.Atoi(f[2])
+		if err1 != nil || err2 != nil {
 			cg.release()
 			return nil, fmt.Errorf("cgroup hand-over %q: want controller:parent-fd:held-fd", w)
 		}

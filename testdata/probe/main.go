@@ -2,7 +2,8 @@
 // gave it: identity, capabilities, namespaces' view, mounts, fds, limits.
 // With the argument "sleep" it waits for a signal first (so the test can
 // look at it from outside), "deaf" ignores SIGTERM; "exit N" exits with N; "hog" allocates until
-// killed; "forkbomb" forks until it cannot.
+// killed; "forkbomb" forks until it cannot; the other modes are described
+// at their case.
 package main
 
 import (
@@ -219,6 +220,36 @@ func main() {
 				}
 			}
 			os.Stdout.WriteString(line + "\n")
+			os.Exit(0)
+		case "show": // show PATH...: "PATH=" and a link's target or a file's first line, or the error
+			for _, p := range args[1:] {
+				v, err := os.Readlink(p)
+				if err != nil {
+					var b []byte
+					if b, err = os.ReadFile(p); err == nil {
+						v, _, _ = strings.Cut(strings.TrimSpace(string(b)), "\n")
+						v = strings.Join(strings.Fields(v), " ")
+					}
+				}
+				if err != nil {
+					v = "error: " + err.Error()
+				}
+				os.Stdout.WriteString(p + "=" + v + "\n")
+			}
+			os.Exit(0)
+		case "parent-exe": // parent-exe [DELAY]: after DELAY, open the parent's /proc/PID/exe (the launcher's, with pid = "host")
+			if len(args) > 1 {
+				d, _ := time.ParseDuration(args[1])
+				time.Sleep(d)
+			}
+			p := "/proc/" + strconv.Itoa(os.Getppid()) + "/exe"
+			f, err := os.Open(p)
+			if err != nil {
+				os.Stdout.WriteString("parent-exe " + p + ": " + err.Error() + "\n")
+				os.Exit(0)
+			}
+			f.Close()
+			os.Stdout.WriteString("parent-exe " + p + ": opened\n")
 			os.Exit(0)
 		case "exec": // exec PATH ARGS...: run a program, pass on its output
 			out, err := exec.Command(args[1], args[2:]...).CombinedOutput()
