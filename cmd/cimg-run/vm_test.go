@@ -62,9 +62,10 @@ capabilities = ["CAP_NET_RAW"]
 pids = 32
 `)
 	ovl := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[[mounts]]\ntype = \"overlay\"\ntarget = \"/etc\"\n")
-	out := vmtest.Run(t, map[string]string{"/cimg-run": cimgRun, "/probe.cimg": img, "/ovl.cimg": ovl}, `
+	uns := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[namespaces]\nuser = true\n")
+	out := vmtest.Run(t, map[string]string{"/cimg-run": cimgRun, "/probe.cimg": img, "/ovl.cimg": ovl, "/uns.cimg": uns}, `
 G="--grant cap=NET_RAW"
-/cimg-run $G /probe.cimg -- exit 0; /cimg-run /ovl.cimg -- exit 0  # the cache mounts, meant to stay
+/cimg-run $G /probe.cimg -- exit 0; /cimg-run /ovl.cimg -- exit 0; /cimg-run /uns.cimg -- exit 0  # the cache mounts, meant to stay
 m0=$(wc -l < /proc/self/mountinfo); l0=$(losetup -a | wc -l)
 /cimg-run $G /probe.cimg > /tmp/probe.json; echo "PROBE-EXIT $?"; cat /tmp/probe.json; echo
 /cimg-run $G /probe.cimg -- syscalls
@@ -72,11 +73,12 @@ m0=$(wc -l < /proc/self/mountinfo); l0=$(losetup -a | wc -l)
 /cimg-run $G --private-mount /probe.cimg -- read /usr/bin/probe
 /cimg-run $G --init /probe.cimg -- pid1
 /cimg-run $G /probe.cimg -- exit 7; echo "EXIT $?"
+/cimg-run /uns.cimg -- show /proc/self/uid_map
 echo "MOUNTS-DIFF $(( $(wc -l < /proc/self/mountinfo) - m0 )) LOOPS-DIFF $(( $(losetup -a | wc -l) - l0 ))"
 echo "CGROUPS-LEFT $(ls /sys/fs/cgroup/cimg/ | grep -c probe-)"
 `)
 	for _, want := range []string{"PROBE-EXIT 0", "unshare=operation not permitted keyctl=operation not permitted",
-		"wrote /etc/x", "read /usr/bin/probe:", "exe=/memfd:cimg-init", "EXIT 7", "MOUNTS-DIFF 0 LOOPS-DIFF 0", "CGROUPS-LEFT 0"} {
+		"wrote /etc/x", "read /usr/bin/probe:", "exe=/memfd:cimg-init", "EXIT 7", "/proc/self/uid_map=0 1000000000 65536", "MOUNTS-DIFF 0 LOOPS-DIFF 0", "CGROUPS-LEFT 0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("VM output lacks %q:\n%s", want, out)
 		}
