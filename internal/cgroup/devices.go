@@ -48,18 +48,19 @@ func devicesList() []string {
 // the list. ("a" in devices.deny clears the exceptions inherited from the
 // parent; it must come first and only works while dir has no children.)
 func devicesV1(dir string) error {
-	w := func(f, v string) error {
-		if err := os.WriteFile(filepath.Join(dir, f), []byte(v), 0); err != nil {
-			return fmt.Errorf("cgroup %s: write %q: %w", filepath.Join(dir, f), v, err)
-		}
-		return nil
-	}
-	if err := w("devices.deny", "a"); err != nil {
+	if err := writeFile(filepath.Join(dir, "devices.deny"), "a"); err != nil {
 		return err
 	}
+	// One open for the list: each write(2) is one rule.
+	allow := filepath.Join(dir, "devices.allow")
+	fd, err := unix.Open(allow, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("cgroup %s: %w", allow, err)
+	}
+	defer unix.Close(fd)
 	for _, e := range devicesList() {
-		if err := w("devices.allow", e); err != nil {
-			return err
+		if _, err := unix.Write(fd, []byte(e)); err != nil {
+			return fmt.Errorf("cgroup %s: write %q: %w", allow, e, err)
 		}
 	}
 	return nil
