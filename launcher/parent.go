@@ -31,11 +31,14 @@ type Options struct {
 	VolumeDir    string   // default /var/lib/cimg/volumes
 	StopTimeout  time.Duration
 	Warn         func(string)
-	Init         bool      // put the minimal init in front of the app
-	PrivateMount bool      // mount the image for this launch only, not from the cache
-	Grants       Grants    // what the operator allows beyond the defaults
-	NoHealth     bool      // run an image with a [health] check without it
-	SubIDFiles   [2]string // subuid and subgid files for user namespaces; empty: /etc's
+	Init         bool   // put the minimal init in front of the app
+	PrivateMount bool   // mount the image for this launch only, not from the cache
+	Grants       Grants // what the operator allows beyond the defaults
+	NoHealth     bool   // run an image with a [health] check without it
+	// Mark, when set, is told as each step of the launch begins (the
+	// profile make bench prints); it is called from more than one thread.
+	Mark       func(step string)
+	SubIDFiles [2]string // subuid and subgid files for user namespaces; empty: /etc's
 }
 
 // ErrNotRoot is returned when cimg-run lacks the privileges to launch.
@@ -62,6 +65,7 @@ func Run(o Options) (int, error) {
 		return 0, err
 	}
 	// Open the image once: this fd is what is verified and loop-attached.
+	o.mark("open image")
 	// A file someone else may write could change after its check.
 	f, err := openImage(o.Image)
 	if err != nil {
@@ -73,6 +77,7 @@ func Run(o Options) (int, error) {
 		return 0, err
 	}
 	// Footer and manifest: structure and manifest hash, no squashfs parser.
+	o.mark("footer and manifest")
 	img, err := format.Open(f, fi.Size())
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", o.Image, err)
@@ -87,6 +92,7 @@ func Run(o Options) (int, error) {
 		return 0, err
 	}
 	// Signatures when keys are configured: fail closed.
+	o.mark("signatures")
 	trusted, err := loadKeys(o.KeyDir, o.KeyFiles)
 	if err != nil {
 		return 0, err
@@ -102,6 +108,7 @@ func Run(o Options) (int, error) {
 		return 0, err
 	}
 	// The whole launch, decided here; nothing below reads the manifest.
+	o.mark("grants and plan")
 	plan, err := newPlan(m, &o)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", o.Image, err)
@@ -120,6 +127,7 @@ func Run(o Options) (int, error) {
 	if err := os.MkdirAll(filepath.Join(o.StateDir, "root"), 0o700); err != nil {
 		return 0, fmt.Errorf("state directory: %w", err)
 	}
+	o.mark("mount cache")
 	// The mount cache: verify and mount on first use, bind later. The
 	// lease keeps gc off the cache mount until our bind of it exists.
 	var lease *imagecache.Lease
@@ -137,15 +145,26 @@ func Run(o Options) (int, error) {
 		defer lease.Release() // in case start does not get to it
 	}
 	// The cgroup, with limits, before the app exists.
+	o.mark("cgroup")
 	cg, err := cgroup.New(m.Name+"-"+strconv.Itoa(os.Getpid()), m.Limits)
 	if err != nil {
 		return 0, err
 	}
-	defer cg.Remove() // or the slim waiter removes it, if this process becomes one
+	defer func() {
+		cg.Remove() // or the slim waiter removes it, if this process becomes one
+		o.mark("cgroup removed")
+	}()
 	if cg.Warning != "" {
 		o.Warn(cg.Warning)
 	}
 	return start(&launch{plan: plan, opts: &o, cg: cg, image: f, lease: lease})
+}
+
+// mark tells o.Mark that step begins.
+func (o *Options) mark(step string) {
+	if o.Mark != nil {
+		o.Mark(step)
+	}
 }
 
 func (o *Options) defaults() {

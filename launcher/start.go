@@ -43,11 +43,13 @@ type launch struct {
 //     handed to the slim waiter; reap and report.
 func start(l *launch) (int, error) {
 	defer l.close()
+	l.opts.mark("prepare the child")
 	if err := l.prepare(); err != nil {
 		return 0, err
 	}
 	t := l.spawn()
 	r := <-t.started
+	l.opts.mark("app running")
 	// The child's namespace has its bind of the cache mount now (or never
 	// will): gc may unmount what it sees unused.
 	l.lease.Release()
@@ -70,7 +72,9 @@ func start(l *launch) (int, error) {
 			l.opts.Warn(err.Error()) // still supervised, by this fuller process
 		}
 	}
-	return sv.finish()
+	code, err := sv.finish()
+	l.opts.mark("app reaped")
+	return code, err
 }
 
 // prepare makes the child's plan, its pipes and the files opened by host
@@ -156,10 +160,12 @@ func (l *launch) spawn() *launchThread {
 		// Never unlocked: the thread leaves with its namespaces when this
 		// goroutine ends.
 		runtime.LockOSThread()
+		l.opts.mark("build the root")
 		if err := enterRoot(l.plan, l.image, l.opts.VolumeDir); err != nil {
 			t.started <- spawned{err: fmt.Errorf("build the app's root: %w", err)}
 			return
 		}
+		l.opts.mark("fork and set up the child")
 		pid, join, err := l.fork()
 		if err != nil {
 			t.started <- spawned{err: err}

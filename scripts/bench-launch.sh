@@ -23,6 +23,9 @@ umount -l /sys/fs/cgroup/unified 2>/dev/null || true
 RUNS=${RUNS:-30}
 W=${WORK:-/tmp/cimg-bench-launch}
 rm -rf "$W" && mkdir -p "$W/hello" bench/results
+# cimg-run's own state directory (mount cache), not the host's /run/cimg.
+mkdir -m 0700 "$W/state"
+CIMG_RUN="bin/cimg-run --state-dir $W/state"
 make -s build
 go build -o "$W/launchbench" ./bench/launchbench
 gcc -static -O2 -o "$W/hello/hello" bench/hello.c
@@ -70,8 +73,8 @@ for app in hello curl; do
 		echo "launch: $app, $cache" >&2
 		"$W/launchbench" -n "$RUNS" $flag -label "$app/$cache" -csv "$csv" \
 			"bare-exec=$bare" \
-			"cimg-run=bin/cimg-run $W/$app.cimg" \
-			"cimg-run --private-mount=bin/cimg-run --private-mount $W/$app.cimg" \
+			"cimg-run=$CIMG_RUN $W/$app.cimg" \
+			"cimg-run --private-mount=$CIMG_RUN --private-mount $W/$app.cimg" \
 			"crun=crun run -b $W/$app-bundle bench-crun" \
 			"runc=runc run -b $W/$app-bundle bench-runc"
 	done
@@ -93,7 +96,19 @@ rss() { # stop-command, command... → RssAnon kB of the launcher once the app i
 crun delete -f mem-crun >/dev/null 2>&1 || true; runc delete -f mem-runc >/dev/null 2>&1 || true
 {
 	echo "tool,rss_anon_kib"
-	echo "cimg-run,$(rss "kill -KILL %1" bin/cimg-run "$W/hello.cimg" -- sleep)"
+	echo "cimg-run,$(rss "kill -KILL %1" $CIMG_RUN "$W/hello.cimg" -- sleep)"
 	echo "crun,$(rss "crun delete -f mem-crun" crun run -b "$W/hello-bundle" mem-crun)"
 	echo "runc,$(rss "runc delete -f mem-runc" runc run -b "$W/hello-bundle" mem-runc)"
 } >bench/results/memory.csv
+
+# Where a warm launch's time goes: cimg-run's own step marks (CIMG_PROFILE),
+# microseconds since its main began, for the static hello from the mount
+# cache. Output: bench/results/profile.csv (run,step,us).
+echo "launch: profile" >&2
+{
+	echo "run,step,us"
+	for i in $(seq 1 "$RUNS"); do
+		CIMG_PROFILE=1 $CIMG_RUN "$W/hello.cimg" 2>&1 >/dev/null | sed -n 's/^cimg-run profile: //p' |
+			tr ' ' '\n' | awk -F= -v run="$i" 'NF == 2 {print run "," $1 "," $2}'
+	done
+} >bench/results/profile.csv

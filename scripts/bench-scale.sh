@@ -21,7 +21,7 @@ rm -f bench/results/scale.csv bench/results/scale-mem.csv
 for n in 1 10 50; do
 	echo "scale: $n instances" >&2
 	"$W/scalebench" -tool cimg-run -n $n -csv bench/results/scale.csv -mem bench/results/scale-mem.csv \
-		-stop 'kill -TERM {pid}' -- bin/cimg-run --stop-timeout 100ms "$W/hello.cimg" -- sleep
+		-stop 'kill -TERM {pid}' -- bin/cimg-run --state-dir "$W/state" --stop-timeout 100ms "$W/hello.cimg" -- sleep
 	sleep 1
 	"$W/scalebench" -tool crun -n $n -csv bench/results/scale.csv -mem bench/results/scale-mem.csv \
 		-stop 'crun kill scale-{i} KILL' -- crun run -b "$W/hello-bundle" scale-{i}

@@ -97,7 +97,7 @@ func launch(w writer) {
 	}
 	w("## Startup latency\n\n")
 	w("Wall time from fork to exit of the launcher, app included; %d runs per cell. The ratio is each tool's\n", len(ms[cells[0]][tools[0]]))
-	w("median over crun's. Goal: cimg-run (from its mount cache) ≤ 0.9× crun.\n\n")
+	w("median over crun's. Goal: cimg-run (from its mount cache) ≤ 0.5× crun warm, ≤ 0.9× cold.\n\n")
 	w("![launch latency](bench/results/launch.png)\n\n")
 	w("| app / page cache | tool | median ms | p90 ms | vs crun | goal |\n|---|---|---|---|---|---|\n")
 	var dat strings.Builder
@@ -113,7 +113,13 @@ func launch(w writer) {
 			m := median(ms[c][t])
 			goal := ""
 			if t == "cimg-run" {
-				goal = judge(fmt.Sprintf("startup, %s: cimg-run %.2f× crun", c, m/crun), m/crun <= 0.9, "≤ 0.9×")
+				// Warm launches from the mount cache aim at half of crun's time;
+				// cold ones, which read and decompress the image, at 0.9×.
+				limit := 0.9
+				if strings.HasSuffix(c, "/warm") {
+					limit = 0.5
+				}
+				goal = judge(fmt.Sprintf("startup, %s: cimg-run %.2f× crun", c, m/crun), m/crun <= limit, fmt.Sprintf("≤ %.1f×", limit))
 			}
 			w("| %s | %s | %.2f | %.2f | %.2f× | %s |\n", c, t, m, p90(ms[c][t]), m/crun, goal)
 			fmt.Fprintf(&dat, "\t%.3f", m)
@@ -128,6 +134,45 @@ func launch(w writer) {
 	}
 	w("\n")
 	plot("launch.png", dat.String(), "median launch time (ms)", len(tools))
+	profile(w, median(ms["hello/warm"]["cimg-run"]), median(ms["hello/warm"]["crun"]))
+}
+
+// profile: where a warm launch of the static hello spends its time, from
+// cimg-run's own step marks (CIMG_PROFILE): each step's median duration.
+// What is before main (exec, the Go runtime's start) and after the last
+// mark (exit) is the launch's median wall time less the marks' span.
+func profile(w writer, wall, crun float64) {
+	rows := readCSV("profile.csv")
+	at := map[string][]float64{} // step → µs since main, per run
+	var order []string
+	for _, r := range rows {
+		if _, seen := at[r[1]]; !seen {
+			order = append(order, r[1])
+		}
+		at[r[1]] = append(at[r[1]], num(r[2]))
+	}
+	if len(order) == 0 {
+		return
+	}
+	w("### Where a warm launch's time goes\n\n")
+	w("cimg-run's own marks as each step begins (`CIMG_PROFILE=1`), hello from the mount cache, %d runs;\n", len(at[order[0]]))
+	w("each row is the median time from its mark to the next. The goal of ≤ 0.5× crun is %.2f ms here.\n\n", crun/2)
+	w("| step | median ms | share |\n|---|---|---|\n")
+	end := median(at["end"]) / 1000
+	rest := wall - end
+	w("| exec and the Go runtime's start, exit (wall time less the marks) | %.2f | %.0f%% |\n", rest, 100*rest/wall)
+	for i, step := range order[:len(order)-1] {
+		var d []float64
+		next := at[order[i+1]]
+		for j, v := range at[step] {
+			if j < len(next) {
+				d = append(d, (next[j]-v)/1000)
+			}
+		}
+		m := median(d)
+		w("| %s | %.2f | %.0f%% |\n", strings.ReplaceAll(step, "_", " "), m, 100*m/wall)
+	}
+	w("\n")
 }
 
 func memory(w writer) {

@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -108,7 +110,30 @@ func run(args []string) (int, error) {
 		o.Args = o.Args[1:]
 	}
 	o.Warn = func(m string) { fmt.Fprintf(os.Stderr, "cimg-run: warning: %s\n", m) }
+	if os.Getenv("CIMG_PROFILE") != "" {
+		defer profile(&o)()
+	}
 	return launcher.Run(o)
+}
+
+// profile records when each step of the launch began and prints the list
+// to stderr when the launch is over: "cimg-run profile: STEP=µs ...",
+// microseconds since main began (scripts/bench-profile.sh reads it).
+// Only with CIMG_PROFILE set.
+func profile(o *launcher.Options) func() {
+	start := time.Now()
+	var mu sync.Mutex
+	var line strings.Builder
+	line.WriteString("cimg-run profile:")
+	o.Mark = func(step string) {
+		mu.Lock()
+		fmt.Fprintf(&line, " %s=%d", strings.ReplaceAll(step, " ", "_"), time.Since(start).Microseconds())
+		mu.Unlock()
+	}
+	return func() {
+		o.Mark("end")
+		fmt.Fprintln(os.Stderr, line.String())
+	}
 }
 
 func doctor() (int, error) {
