@@ -48,6 +48,10 @@ func start(l *launch) (int, error) {
 		return 0, err
 	}
 	t := l.spawn()
+	// Once start returns, the launch thread ends, and the app's mount
+	// namespace is torn down on its way out, beside the rest of the
+	// clean-up rather than in the process's exit.
+	defer close(t.slim)
 	r := <-t.started
 	l.opts.mark("app running")
 	// The child's namespace has its bind of the cache mount now (or never
