@@ -60,6 +60,13 @@ PY
 bundle hello /hello
 bundle curl /usr/bin/curl --version
 
+# BASELINE=/path/to/an/older/cimg-run adds it beside the current one (its
+# own state directory), to show a change's cost on the same machine.
+base=()
+if [ -n "${BASELINE:-}" ]; then
+	mkdir -m 0700 "$W/state-baseline"
+fi
+
 csv=bench/results/launch.csv
 rm -f "$csv"
 crun delete -f bench-crun >/dev/null 2>&1 || true
@@ -71,10 +78,12 @@ for app in hello curl; do
 		bare=$W/hello/hello
 		[ $app = curl ] && bare="/usr/bin/curl --version"
 		echo "launch: $app, $cache" >&2
+		[ -n "${BASELINE:-}" ] && base=("cimg-run baseline=$BASELINE --state-dir $W/state-baseline $W/$app.cimg")
 		"$W/launchbench" -n "$RUNS" $flag -label "$app/$cache" -csv "$csv" \
 			"bare-exec=$bare" \
 			"cimg-run=$CIMG_RUN $W/$app.cimg" \
 			"cimg-run --private-mount=$CIMG_RUN --private-mount $W/$app.cimg" \
+			"${base[@]}" \
 			"crun=crun run -b $W/$app-bundle bench-crun" \
 			"runc=runc run -b $W/$app-bundle bench-runc"
 	done
@@ -97,6 +106,7 @@ crun delete -f mem-crun >/dev/null 2>&1 || true; runc delete -f mem-runc >/dev/n
 {
 	echo "tool,rss_anon_kib"
 	echo "cimg-run,$(rss "kill -KILL %1" $CIMG_RUN "$W/hello.cimg" -- sleep)"
+	[ -z "${BASELINE:-}" ] || echo "cimg-run baseline,$(rss "kill -KILL %1" "$BASELINE" --state-dir "$W/state-baseline" "$W/hello.cimg" -- sleep)"
 	echo "crun,$(rss "crun delete -f mem-crun" crun run -b "$W/hello-bundle" mem-crun)"
 	echo "runc,$(rss "runc delete -f mem-runc" runc run -b "$W/hello-bundle" mem-runc)"
 } >bench/results/memory.csv

@@ -210,7 +210,11 @@ func memory(w writer) {
 	w("![memory](bench/results/memory.png)\n\n| tool | RssAnon KiB | goal |\n|---|---|---|\n")
 	var dat strings.Builder
 	dat.WriteString("x\t\"RssAnon KiB\"\n")
-	for _, t := range []string{"cimg-run", "crun", "runc"} {
+	tools := []string{"cimg-run", "crun", "runc"}
+	if _, ok := kv["cimg-run baseline"]; ok { // BASELINE= in make bench
+		tools = append(tools[:1], append([]string{"cimg-run baseline"}, tools[1:]...)...)
+	}
+	for _, t := range tools {
 		v := num(kv[t])
 		goal := ""
 		if t == "cimg-run" {
