@@ -31,10 +31,11 @@ type Options struct {
 	VolumeDir    string   // default /var/lib/cimg/volumes
 	StopTimeout  time.Duration
 	Warn         func(string)
-	Init         bool   // put the minimal init in front of the app
-	PrivateMount bool   // mount the image for this launch only, not from the cache
-	Grants       Grants // what the operator allows beyond the defaults
-	NoHealth     bool   // run an image with a [health] check without it
+	Init         bool      // put the minimal init in front of the app
+	PrivateMount bool      // mount the image for this launch only, not from the cache
+	Grants       Grants    // what the operator allows beyond the defaults
+	Overrides    Overrides // the operator\'s settings at launch (-e, -v, --memory, ...)
+	NoHealth     bool      // run an image with a [health] check without it
 	// Mark, when set, is told as each step of the launch begins (the
 	// profile make bench prints); it is called from more than one thread.
 	Mark       func(step string)
@@ -101,6 +102,11 @@ func Run(o Options) (int, error) {
 		if _, err := img.VerifySignatures(trusted); err != nil {
 			return 0, fmt.Errorf("%s: %w", o.Image, err)
 		}
+	}
+	// The operator's settings at launch replace the manifest's; those that
+	// widen what the app may do are grants.
+	if err := o.Overrides.apply(m, &o.Grants); err != nil {
+		return 0, err
 	}
 	// The image asks, the operator grants: anything that reaches the host
 	// needs a grant, signed image or not.

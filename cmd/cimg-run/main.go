@@ -67,6 +67,30 @@ func run(args []string) (int, error) {
 	fs.StringVar(&o.VolumeDir, "volume-dir", "/var/lib/cimg/volumes", "root-only `directory` holding the apps' volumes")
 	fs.BoolVar(&o.NoHealth, "no-health", false, "run an image that has a [health] check without it")
 	fs.Func("grant", "grant the image a privilege it asks for (repeatable): "+launcher.GrantHelp, o.Grants.Add)
+	// The operator's settings, as docker and podman spell them; each
+	// replaces the manifest's value (-v, --cap-add and --network host are
+	// grants too).
+	ov := &o.Overrides
+	both := func(short, long, usage string, set func(string) error) {
+		fs.Func(short, usage+" (also --"+long+")", set)
+		fs.Func(long, usage, set)
+	}
+	appendTo := func(list *[]string) func(string) error {
+		return func(v string) error { *list = append(*list, v); return nil }
+	}
+	setTo := func(v *string) func(string) error { return func(s string) error { *v = s; return nil } }
+	both("e", "env", "set `KEY=VALUE` in the app's environment (repeatable)", appendTo(&ov.Env))
+	both("v", "volume", "mount `SRC:DST[:ro]`: SRC a host path (granted) or a volume name (repeatable)", appendTo(&ov.Volumes))
+	both("u", "user", "run as `UID[:GID]`", setTo(&ov.User))
+	both("w", "workdir", "the app's working `directory`", setTo(&ov.Workdir))
+	fs.Func("memory", "memory limit, `SIZE` like 64MiB", setTo(&ov.Memory))
+	fs.Func("cpus", "CPU limit: `N` cores, like 0.5", setTo(&ov.CPUs))
+	fs.Func("pids-limit", "at most `N` processes", setTo(&ov.PidsLimit))
+	fs.Func("network", "`MODE`: none (private, loopback only) or host (granted)", setTo(&ov.Network))
+	fs.Func("cap-add", "keep capability `CAP` (granted; repeatable)", appendTo(&ov.CapAdd))
+	fs.Func("cap-drop", "drop capability `CAP` the manifest keeps, or ALL (repeatable)", appendTo(&ov.CapDrop))
+	fs.Func("hostname", "the app's hostname `NAME`", setTo(&ov.Hostname))
+	fs.BoolFunc("read-only", "a read-only root (--read-only=false: writable, in memory)", setTo(&ov.ReadOnly))
 	if len(args) > 0 {
 		switch args[0] {
 		case "help", "-h", "--help":
