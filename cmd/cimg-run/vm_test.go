@@ -25,8 +25,11 @@ func TestCgroupV2InVM(t *testing.T) {
 /cimg-run /probe.cimg > /tmp/probe.json; echo "PROBE-EXIT $?"; cat /tmp/probe.json
 /cimg-run /probe.cimg -- sleep > /tmp/sleep.out &
 pid=$!
-sleep 2
+# Ready, and handed to the slim waiter: a SIGUSR1 during that exec can be
+# lost (README), and a loaded emulated VM may take seconds to get there.
+i=0; until grep -q ready /tmp/sleep.out && grep -q __cimg_wait__ /proc/$pid/cmdline; do i=$((i+1)); [ $i -gt 600 ] && break; sleep 0.1; done
 for f in memory.max pids.max cpu.max; do echo "LIMIT $f=$(cat /sys/fs/cgroup/cimg/probe-*/$f)"; done
+(sleep 30; kill -KILL $pid) 2>/dev/null &
 kill -USR1 $pid; wait $pid; echo "SLEEP-EXIT $?"
 /cimg-run /probe.cimg -- hog; echo "HOG-EXIT $?"
 echo "LEFT $(ls /sys/fs/cgroup/cimg/ | grep -c probe-)"

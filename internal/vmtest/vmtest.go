@@ -78,7 +78,10 @@ func Run(t testing.TB, files map[string]string, script string, kernelArgs ...str
 	// TCG, not KVM: on these (nested) VMs KVM either trips over MSRs with
 	// -cpu host or hangs after the BIOS; TCG boots in seconds.
 	args = append(args, "-accel", "tcg")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	// Emulated, a run that takes 10 s on an idle host took 60-95 s with both
+	// cores busy (make test runs packages side by side): the bound is for a
+	// VM that hangs, not a slow one.
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, qemu, args...).CombinedOutput()
 	s := strings.ReplaceAll(string(out), "\r\n", "\n")
