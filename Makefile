@@ -80,7 +80,7 @@ test-short: deps-test
 
 # Every fuzz target, $(FUZZTIME) each (make test runs them for 30s).
 fuzz:
-	FUZZTIME=$${FUZZTIME:-5m} scripts/fuzz.sh
+	FUZZTIME=$${FUZZTIME:-5m} FUZZ_ENFORCE_RATE=1 scripts/fuzz.sh
 
 # Every benchmark against the peers (crun, runc, umoci, mksquashfs, a
 # Debian image): raw CSVs in bench/results, then BENCHMARKS.md and charts.

@@ -2,8 +2,11 @@
 # Runs every fuzz target for $FUZZTIME (default 30s) one after another,
 # with -parallel 2, prints each one's execs/s, and fails if a target
 # fails (a crash or a broken invariant: go writes the input to the
-# package's testdata/fuzz/FuzzX/, which is wanted) or averages under
-# $FUZZ_MIN_RATE (default 1000) execs/s. Go's fuzz cache goes to a
+# package's testdata/fuzz/FuzzX/, which is wanted). A target averaging
+# under $FUZZ_MIN_RATE (default 1000) execs/s is reported; it fails the
+# run only with FUZZ_ENFORCE_RATE=1 (make fuzz): in make test a timing
+# must not decide pass or fail — the same target measured 1,187 and
+# 3,217 execs/s in two runs on this machine. Go's fuzz cache goes to a
 # temporary directory removed on exit, so each run starts from the
 # committed seeds and nothing is left outside the repository.
 set -euo pipefail
@@ -12,6 +15,8 @@ export PATH="$PATH:/usr/local/go/bin" CGO_ENABLED=0
 GO=${GO:-go}
 FUZZTIME=${FUZZTIME:-30s}
 MIN_RATE=${FUZZ_MIN_RATE:-1000}
+ENFORCE_RATE=${FUZZ_ENFORCE_RATE:-0}
+slow=()
 
 # package target, in the order they run
 TARGETS=(
@@ -64,10 +69,15 @@ for t in "${TARGETS[@]}"; do
 		rate=$(awk -v e="$execs" -v s="$secs" 'BEGIN { printf "%d", e / s }')
 	fi
 	if [[ $status == ok && $rate -lt $MIN_RATE ]]; then
-		status="SLOW (under $MIN_RATE/s)"
+		slow+=("$name")
+		if [[ $ENFORCE_RATE == 1 ]]; then
+			status="SLOW (under $MIN_RATE/s)"
+		else
+			status="ok (slow: under $MIN_RATE/s)"
+		fi
 	fi
 	printf '%-34s %12s %10s %s\n' "$pkg $name" "${execs:-?}" "$rate" "$status"
-	if [[ $status != ok ]]; then
+	if [[ $status != ok* ]]; then
 		failed+=("$name")
 		grep -vE '^fuzz: elapsed' "$log" | tail -n 25 | sed 's/^/    /'
 	fi
@@ -76,4 +86,8 @@ if ((${#failed[@]})); then
 	echo "fuzz: failed: ${failed[*]}" >&2
 	exit 1
 fi
-echo "fuzz: all ${#TARGETS[@]} targets ran $FUZZTIME each at ≥ $MIN_RATE execs/s"
+if ((${#slow[@]})); then
+	echo "fuzz: all ${#TARGETS[@]} targets ran $FUZZTIME each; under $MIN_RATE execs/s this time: ${slow[*]}"
+else
+	echo "fuzz: all ${#TARGETS[@]} targets ran $FUZZTIME each at ≥ $MIN_RATE execs/s"
+fi
