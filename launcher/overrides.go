@@ -30,6 +30,12 @@ type Overrides struct {
 	ReadOnly  string   // --read-only[=true|false]: "" when not given
 }
 
+// none reports whether no setting was given.
+func (ov *Overrides) none() bool {
+	return len(ov.Env)+len(ov.Volumes)+len(ov.CapAdd)+len(ov.CapDrop) == 0 &&
+		ov.Memory+ov.CPUs+ov.PidsLimit+ov.Network+ov.User+ov.Workdir+ov.Hostname+ov.ReadOnly == ""
+}
+
 // flagOf names the flag behind a manifest key, for errors.
 var flagOf = []struct{ key, flag string }{
 	{"limits.memory", "--memory"}, {"limits.cpu", "--cpus"}, {"limits.pids", "--pids-limit"},
@@ -41,6 +47,9 @@ var flagOf = []struct{ key, flag string }{
 // apply puts the overrides into m (an image's parsed manifest) and g,
 // then validates m again; an error names the flag at fault.
 func (ov *Overrides) apply(m *manifest.Manifest, g *Grants) error {
+	if ov.none() {
+		return nil // the image's manifest, validated when it was parsed
+	}
 	var errs []error
 	bad := func(flag, format string, a ...any) { errs = append(errs, fmt.Errorf(flag+": "+format, a...)) }
 	for _, kv := range ov.Env {

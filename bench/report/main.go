@@ -152,7 +152,7 @@ func seenRunning(steps []string) bool {
 // mark (exit) is the launch's median wall time less the marks' span.
 func profile(w writer, wall, crun float64) {
 	rows := readCSV("profile.csv")[1:] // after the header
-	at := map[string][]float64{} // step → µs since main, per run
+	at := map[string][]float64{}       // step → µs since main, per run
 	var order []string
 	for _, r := range rows {
 		if _, seen := at[r[1]]; !seen {
