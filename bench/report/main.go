@@ -134,7 +134,7 @@ func launch(w writer) {
 	}
 	w("\n")
 	plot("launch.png", dat.String(), "median launch time (ms)", len(tools))
-	profile(w, median(ms["hello/warm"]["cimg-run"]), median(ms["hello/warm"]["crun"]))
+	profile(w, median(ms["hello/warm"]["cimg-run"]), median(ms["hello/warm"]["crun"]), median(ms["hello/warm"]["bare-exec"]))
 }
 
 func seenRunning(steps []string) bool {
@@ -150,7 +150,7 @@ func seenRunning(steps []string) bool {
 // cimg-run's own step marks (CIMG_PROFILE): each step's median duration.
 // What is before main (exec, the Go runtime's start) and after the last
 // mark (exit) is the launch's median wall time less the marks' span.
-func profile(w writer, wall, crun float64) {
+func profile(w writer, wall, crun, bare float64) {
 	rows := readCSV("profile.csv")[1:] // after the header
 	at := map[string][]float64{}       // step → µs since main, per run
 	var order []string
@@ -186,15 +186,14 @@ func profile(w writer, wall, crun float64) {
 		w("| %s | %.2f | %.0f%% |\n", strings.ReplaceAll(step, "_", " "), m, 100*m/wall)
 	}
 	w("\n")
-	w("Reading it. The largest row is not the launcher's work: it is a Go process's start and exit (a\n")
-	w("static Go binary that only prints its help takes about 2 ms here, the C hello under bare-exec about\n")
-	w("1 ms) plus the exit's teardown of the app's mount namespace (some 30 mounts once /proc's masks and\n")
-	w("/dev's nodes are in). Of the launcher's own steps, building the root (unshare copies the host's\n")
-	w("mounts; then the image bind, /dev, /tmp, /run, each opened below the root and mounted through its\n")
-	w("fd) and the child's setup up to execve (clone into a new pid namespace, /proc with 18 masked and 5\n")
-	w("read-only paths, seccomp, capabilities) weigh most; \"app running\" is the hello itself and its\n")
-	w("pid namespace's teardown. The manifest (TOML, about 0.2 ms since the validators stopped compiling\n")
-	w("regexps at launch) and the cgroup (a directory in each of three v1 hierarchies, devices included)\n")
+	w("Reading it. The largest row is not the launcher's work: it is a Go process's start and exit (the\n")
+	w("static C hello alone, bare-exec above, takes %.2f ms from fork to exit) plus the exit's teardown of\n", bare)
+	w("the app's mount namespace (some 30 mounts once /proc's masks and /dev's nodes are in). Of the\n")
+	w("launcher's own steps, building the root (unshare copies the host's mounts; then the image bind,\n")
+	w("/dev, /tmp, /run, each opened below the root and mounted through its fd) and the child's setup up\n")
+	w("to execve (clone into a new pid namespace, /proc with 13 masked and 5 read-only paths, seccomp,\n")
+	w("capabilities) weigh most; \"app running\" is the hello itself and its pid namespace's teardown.\n")
+	w("The manifest (TOML) and the cgroup (a directory in each of three v1 hierarchies, devices included)\n")
 	w("follow. Reaching 0.5× crun means losing about %.1f ms, against %.1f ms for all of the launcher's own\n", wall-crun/2, own)
 	w("steps up to the app's exec together. What could get there, largest first: a launcher that is not a Go\n")
 	w("process (a small static C or Rust front end exec'd for the warm path), a root and /proc mounted\n")
