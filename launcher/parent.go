@@ -16,6 +16,7 @@ import (
 	"cimg.dev/cimg/format"
 	"cimg.dev/cimg/internal/cgroup"
 	"cimg.dev/cimg/internal/imagecache"
+	"cimg.dev/cimg/internal/instance"
 	"cimg.dev/cimg/internal/keys"
 	"cimg.dev/cimg/manifest"
 )
@@ -40,6 +41,10 @@ type Options struct {
 	// profile make bench prints); it is called from more than one thread.
 	Mark       func(step string)
 	SubIDFiles [2]string // subuid and subgid files for user namespaces; empty: /etc's
+	// Instance, when set, is the named instance this launch is: it is told
+	// when the app runs and how it ended (package instance), and its lock
+	// and log go to the slim waiter.
+	Instance *instance.Instance
 }
 
 // ErrNotRoot is returned when cimg-run lacks the privileges to launch.
@@ -156,14 +161,21 @@ func Run(o Options) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	l := &launch{plan: plan, opts: &o, cg: cg, image: f, lease: lease, manifest: m, rootHash: img.Footer.RootHash}
 	defer func() {
 		cg.Remove() // or the slim waiter removes it, if this process becomes one
 		o.mark("cgroup removed")
+		// The end is recorded once nothing of the app is left.
+		if o.Instance != nil && o.Instance.HasStarted() {
+			if err := o.Instance.Exited(l.ended); err != nil {
+				o.Warn(err.Error())
+			}
+		}
 	}()
 	if cg.Warning != "" {
 		o.Warn(cg.Warning)
 	}
-	return start(&launch{plan: plan, opts: &o, cg: cg, image: f, lease: lease})
+	return start(l)
 }
 
 // mark tells o.Mark that step begins.
@@ -282,4 +294,27 @@ func HostArch() string {
 		return "i386"
 	}
 	return runtime.GOARCH
+}
+
+// AppName is the name in the image's manifest (a named instance's
+// default name starts with it).
+func AppName(image string) (string, error) {
+	f, err := openImage(image)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	img, err := format.Open(f, fi.Size())
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", image, err)
+	}
+	m, err := manifest.Parse(img.Manifest, image+" (embedded manifest)")
+	if err != nil {
+		return "", err
+	}
+	return m.Name, nil
 }

@@ -1,17 +1,22 @@
 package launcher
 
 import (
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"runtime"
 	"strconv"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"cimg.dev/cimg/internal/cgroup"
 	"cimg.dev/cimg/internal/imagecache"
+	"cimg.dev/cimg/internal/instance"
+	"cimg.dev/cimg/manifest"
 )
 
 // launch is one start of the app: what Run decided, and what start
@@ -30,6 +35,10 @@ type launch struct {
 	exe    *os.File   // this executable, for the slim waiter
 	sealed *os.File   // the sealed copy the init runs from
 	proc   *os.File   // the host's /proc, for the child's id maps
+
+	manifest *manifest.Manifest // for the instance record
+	rootHash [32]byte
+	ended    instance.Exit // how the app ended, for the instance record
 }
 
 // start forks the app into its namespaces and cgroup, then supervises
@@ -67,6 +76,15 @@ func start(l *launch) (int, error) {
 		return 0, r.err
 	}
 	sv.relay()
+	// A named instance: recorded now that the app runs, which is when a
+	// detached start reports success.
+	if l.opts.Instance != nil {
+		if err := l.record(r.pid); err != nil {
+			sv.forward(syscall.SIGKILL)
+			sv.finish()
+			return 0, err
+		}
+	}
 	// Signal windows around the hand-over are documented at becomeWaiter:
 	// until the exec the relay forwards; a stop deadline set meanwhile
 	// reaches the waiter down its "late" pipe.
@@ -74,11 +92,31 @@ func start(l *launch) (int, error) {
 		t.slim <- sv
 		if err := <-t.slimFailed; err != nil {
 			l.opts.Warn(err.Error()) // still supervised, by this fuller process
+			if l.opts.Instance != nil {
+				l.opts.Instance.CopyLog()
+			}
 		}
 	}
 	code, err := sv.finish()
 	l.opts.mark("app reaped")
 	return code, err
+}
+
+// record writes the instance's state: what ps, exec and inspect read.
+func (l *launch) record(pid int) error {
+	start, err := instance.ProcStart(pid)
+	if err != nil {
+		return fmt.Errorf("record instance: %w", err)
+	}
+	config, err := json.Marshal(l.plan)
+	if err != nil {
+		return fmt.Errorf("record instance: %w", err)
+	}
+	return l.opts.Instance.Started(instance.State{
+		App: l.manifest.Name, Version: l.manifest.Version, Image: l.opts.Image, RootHash: hex.EncodeToString(l.rootHash[:]),
+		Pid: pid, PidStart: start, Started: time.Now(),
+		CgroupID: l.cg.ID, CgroupV2: l.cg.V2, Cgroup: l.cg.Dirs, Config: config,
+	})
 }
 
 // prepare makes the child's plan, its pipes and the files opened by host

@@ -17,6 +17,7 @@ import (
 
 	"cimg.dev/cimg/internal/cgroup"
 	"cimg.dev/cimg/internal/earlysig"
+	"cimg.dev/cimg/internal/instance"
 )
 
 // WaitArg as argv[1] makes cimg-run the slim waiter: what a launcher
@@ -41,6 +42,8 @@ type supervisor struct {
 	stopTimeout time.Duration
 	stopAt      time.Time // set once SIGTERM/SIGINT was relayed
 	warn        func(string)
+	ended       *instance.Exit     // filled in by finish
+	inst        *instance.Instance // a named instance: its lock and log go to the waiter
 
 	mu   sync.Mutex // stopAt and late, between the relay and the hand-over to the waiter
 	sigs chan os.Signal
@@ -57,7 +60,7 @@ func newSupervisor(pid int, l *launch) *supervisor {
 		pidfd = -1
 	}
 	return &supervisor{pid: pid, pidfd: pidfd, cg: l.cg, name: l.plan.Name, memory: l.plan.Memory,
-		stopTimeout: l.opts.StopTimeout, warn: l.opts.Warn}
+		stopTimeout: l.opts.StopTimeout, warn: l.opts.Warn, ended: &l.ended, inst: l.opts.Instance}
 }
 
 // relay forwards signals until finish; it returns at once.
@@ -124,11 +127,16 @@ func (s *supervisor) finish() (int, error) {
 		return 0, fmt.Errorf("wait for the app: %w", err)
 	}
 	code := ws.ExitStatus()
+	e := instance.Exit{Code: code}
 	if ws.Signaled() {
 		code = 128 + int(ws.Signal())
+		e.Code, e.Signal = code, unix.SignalName(ws.Signal())
 	}
-	if s.cg.OOMKilled() && s.warn != nil {
+	if e.OOM = s.cg.OOMKilled(); e.OOM && s.warn != nil {
 		s.warn(fmt.Sprintf("%s was killed by the OOM killer: it exceeded its memory limit of %s", s.name, s.memory))
+	}
+	if s.ended != nil {
+		*s.ended = e
 	}
 	return code, nil
 }
@@ -205,6 +213,11 @@ func (s *supervisor) becomeWaiter(exe *os.File) error {
 		argv = append(argv, "cgroup="+w)
 	}
 	keep = append(keep, fds...)
+	if s.inst != nil {
+		word, fds := s.inst.HandOver()
+		argv = append(argv, "instance="+word)
+		keep = append(keep, fds...)
+	}
 	for _, fd := range keep {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
 			return err
@@ -273,10 +286,23 @@ func WaitMain(args []string) {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		s.warn(fmt.Sprintf("prctl(PR_SET_DUMPABLE): %v", err))
 	}
+	if s.inst != nil {
+		s.inst.CopyLog() // a detached instance's output, which nothing read so far
+	}
 	s.relay()
+	var ended instance.Exit
+	s.ended = &ended
 	code, err := s.finish()
 	if rerr := s.cg.Remove(); err == nil && rerr != nil {
 		s.warn(rerr.Error())
+	}
+	if s.inst != nil {
+		if err != nil {
+			ended.Code = 125
+		}
+		if err := s.inst.Exited(ended); err != nil {
+			s.warn(err.Error())
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cimg-run: %v\n", err)
@@ -332,6 +358,12 @@ func parseWaiterArgs(args []string) (*supervisor, error) {
 			v2 = true
 		case "cgroup":
 			words = append(words, v)
+		case "instance":
+			in, err := instance.Adopt(v)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			s.inst = in
 		default:
 			errs = append(errs, fmt.Errorf("unknown argument %q", a))
 		}

@@ -26,15 +26,29 @@ import (
 	"cimg.dev/cimg/launcher"
 )
 
-const usage = `cimg-run runs a .cimg image in the foreground, isolated, and exits with its status.
+const usage = `cimg-run runs .cimg images, isolated: in the foreground, or as named instances.
 
 Usage:
-  cimg-run [flags] IMAGE [-- ARGS...]   run the image (ARGS replace the manifest's args)
-  cimg-run gc [--state-dir DIR]         unmount cached images no instance uses
-  cimg-run doctor                       the kernel features cimg uses, and what is missing
-  cimg-run help                         this text
+  cimg-run [flags] IMAGE [-- ARGS...]        run the image in the foreground (ARGS replace the manifest's args)
+  cimg-run run [flags] [--name N] [-d] IMAGE [-- ARGS...]
+                                             the same, as a named instance; -d detaches it
+  cimg-run ps [-a] [--json]                  list running instances (-a: and ended ones)
+  cimg-run stop [-t SECONDS] NAME...         SIGTERM, then SIGKILL of the whole cgroup
+  cimg-run kill NAME [SIGNAL]                send a signal to the instance's app (default KILL)
+  cimg-run inspect NAME                      state and effective configuration, as JSON
+  cimg-run logs [-f] [--tail N] NAME         the bounded log of a detached instance
+  cimg-run exec [-t] [-e K=V] NAME -- CMD [ARGS...]
+                                             run a command inside a running instance
+  cimg-run rm NAME...                        forget ended instances
+  cimg-run gc                                unmount cached images no instance uses
+  cimg-run doctor                            the kernel features cimg uses, and what is missing
+  cimg-run help                              this text
 
-Flags:
+Every command takes --state-dir DIR (default /run/cimg).
+Exit status: the app's (128+N when killed by signal N); 125 when cimg-run
+itself failed; 2 for a usage error.
+
+Flags of run:
 `
 
 func main() {
@@ -55,12 +69,56 @@ func main() {
 }
 
 func run(args []string) (int, error) {
+	if len(args) > 0 {
+		switch args[0] {
+		case "help", "-h", "--help":
+			fs, _ := runFlags(&launcher.Options{})
+			fs.SetOutput(os.Stdout)
+			fs.Usage()
+			return 0, nil
+		case "doctor":
+			return doctor()
+		case "gc":
+			return gc(args[1:])
+		case "run":
+			return runInstance(args[1:])
+		case "ps":
+			return ps(args[1:])
+		case "stop":
+			return stop(args[1:])
+		case "kill":
+			return kill(args[1:])
+		case "inspect":
+			return inspect(args[1:])
+		case "logs":
+			return logs(args[1:])
+		case "rm":
+			return rm(args[1:])
+		case "exec":
+			return execIn(args[1:])
+		}
+	}
 	var o launcher.Options
-	fs := flag.NewFlagSet("cimg-run", flag.ContinueOnError)
+	fs, verify := runFlags(&o)
+	if err := fs.Parse(args); err != nil {
+		return 2, err
+	}
+	if err := imageArgs(fs, verify, &o); err != nil {
+		return 2, err
+	}
+	if os.Getenv("CIMG_PROFILE") != "" {
+		defer profile(&o)()
+	}
+	return launcher.Run(o)
+}
+
+// runFlags are the flags of a launch, into o; verify is --verify's value.
+func runFlags(o *launcher.Options) (fs *flag.FlagSet, verify *string) {
+	fs = flag.NewFlagSet("cimg-run", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
 	fs.Var((*repeated)(&o.KeyFiles), "key", "trusted public key `file`, besides /etc/cimg/keys/*.pub (repeatable)")
-	verify := fs.String("verify", "auto", "payload check: auto (once per boot per file) or always")
-	fs.StringVar(&o.StateDir, "state-dir", "/run/cimg", "root-only directory for the mount cache")
+	verify = fs.String("verify", "auto", "payload check: auto (once per boot per file) or always")
+	fs.StringVar(&o.StateDir, "state-dir", "/run/cimg", "root-only directory for the mount cache and instances")
 	fs.DurationVar(&o.StopTimeout, "stop-timeout", 10*time.Second, "after SIGTERM/SIGINT, SIGKILL the app's cgroup this much later")
 	fs.BoolVar(&o.PrivateMount, "private-mount", false, "mount the image for this launch only (cold page cache) instead of from the mount cache")
 	fs.BoolVar(&o.Init, "init", false, "run a minimal init as PID 1 that reaps zombies and forwards signals")
@@ -91,42 +149,20 @@ func run(args []string) (int, error) {
 	fs.Func("cap-drop", "drop capability `CAP` the manifest keeps, or ALL (repeatable)", appendTo(&ov.CapDrop))
 	fs.Func("hostname", "the app's hostname `NAME`", setTo(&ov.Hostname))
 	fs.BoolFunc("read-only", "a read-only root (--read-only=false: writable, in memory)", setTo(&ov.ReadOnly))
-	if len(args) > 0 {
-		switch args[0] {
-		case "help", "-h", "--help":
-			fs.SetOutput(os.Stdout)
-			fs.Usage()
-			return 0, nil
-		case "doctor":
-			return doctor()
-		case "gc":
-			gcFlags := flag.NewFlagSet("cimg-run gc", flag.ContinueOnError)
-			state := gcFlags.String("state-dir", "/run/cimg", "the state `directory` whose mount cache to collect")
-			if err := gcFlags.Parse(args[1:]); err != nil {
-				return 2, err
-			}
-			if gcFlags.NArg() > 0 {
-				return 2, errors.New("usage: cimg-run gc [--state-dir DIR]")
-			}
-			done, err := imagecache.GC(*state)
-			for _, d := range done {
-				fmt.Println("unmounted", d)
-			}
-			return 0, err
-		}
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2, err
-	}
+	return fs, verify
+}
+
+// imageArgs takes IMAGE [-- ARGS] and --verify from a parsed launch.
+func imageArgs(fs *flag.FlagSet, verify *string, o *launcher.Options) error {
 	if fs.NArg() < 1 {
-		return 2, errors.New("usage: cimg-run [flags] IMAGE [-- ARGS...]")
+		return errors.New("usage: cimg-run [flags] IMAGE [-- ARGS...] (cimg-run help)")
 	}
 	switch *verify {
 	case "auto":
 	case "always":
 		o.VerifyAlways = true
 	default:
-		return 2, fmt.Errorf("--verify %q: want auto or always", *verify)
+		return fmt.Errorf("--verify %q: want auto or always", *verify)
 	}
 	o.Image = fs.Arg(0)
 	o.Args = fs.Args()[1:]
@@ -134,10 +170,23 @@ func run(args []string) (int, error) {
 		o.Args = o.Args[1:]
 	}
 	o.Warn = func(m string) { fmt.Fprintf(os.Stderr, "cimg-run: warning: %s\n", m) }
-	if os.Getenv("CIMG_PROFILE") != "" {
-		defer profile(&o)()
+	return nil
+}
+
+func gc(args []string) (int, error) {
+	gcFlags := flag.NewFlagSet("cimg-run gc", flag.ContinueOnError)
+	state := gcFlags.String("state-dir", "/run/cimg", "the state `directory` whose mount cache to collect")
+	if err := gcFlags.Parse(args); err != nil {
+		return 2, err
 	}
-	return launcher.Run(o)
+	if gcFlags.NArg() > 0 {
+		return 2, errors.New("usage: cimg-run gc [--state-dir DIR]")
+	}
+	done, err := imagecache.GC(*state)
+	for _, d := range done {
+		fmt.Println("unmounted", d)
+	}
+	return 0, err
 }
 
 // profile records when each step of the launch began and prints the list

@@ -518,3 +518,66 @@ func Adopt(id string, v2 bool, words []string) (*Cgroup, error) {
 	}
 	return cg, nil
 }
+
+// RemoveLeft removes the cgroup of an instance whose launcher died
+// (SIGKILL) before it could: what is left in it is killed first. A
+// directory that is gone or that another process holds is left alone.
+func RemoveLeft(id string, v2 bool, dirs map[string]string) error {
+	cg := newCgroup(id, v2)
+	for c, d := range dirs {
+		if filepath.Base(d) != id {
+			return fmt.Errorf("cgroup %s is not instance %s's", d, id)
+		}
+		cg.hold(c, d) // held only if it exists and nobody holds it
+	}
+	if len(cg.held) == 0 {
+		return nil
+	}
+	cg.Kill(syscall.SIGKILL)
+	return cg.Remove()
+}
+
+// Usage reads what an instance's cgroup uses now: memory in bytes (v1:
+// usage_in_bytes, page cache included, as v2's memory.current) and the
+// number of tasks; -1 where the controller is absent.
+func Usage(v2 bool, dirs map[string]string) (memory, pids int64) {
+	read := func(c, name string) int64 {
+		d, ok := dirs[c]
+		if !ok {
+			return -1
+		}
+		b, err := os.ReadFile(filepath.Join(d, name))
+		if err != nil {
+			return -1
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil {
+			return -1
+		}
+		return n
+	}
+	if v2 {
+		return read("", "memory.current"), read("", "pids.current")
+	}
+	return read("memory", "memory.usage_in_bytes"), read("pids", "pids.current")
+}
+
+// Signal sends sig to every process in an instance's cgroup, by its
+// directories (the caller is not the instance's launcher): v2's
+// cgroup.kill for SIGKILL where the kernel has it (5.14), which no fork
+// can escape, else each pid in cgroup.procs.
+func Signal(v2 bool, dirs map[string]string, sig syscall.Signal) {
+	if d, ok := dirs[""]; ok && v2 && sig == syscall.SIGKILL {
+		if writeFile(filepath.Join(d, "cgroup.kill"), "1") == nil {
+			return
+		}
+	}
+	for _, d := range dirs {
+		b, _ := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				syscall.Kill(pid, sig)
+			}
+		}
+	}
+}

@@ -1,0 +1,349 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"cimg.dev/cimg/internal/cgroup"
+	"cimg.dev/cimg/internal/instance"
+	"cimg.dev/cimg/launcher"
+)
+
+// readyFlag is how a detached start tells its supervisor process (the
+// same command line, minus -d) which fd to report "ok NAME" or the error
+// on. It is not in the usage: nobody types it.
+const readyFlag = "detached-ready-fd"
+
+// runInstance is `cimg-run run`: a launch under a name, in the
+// foreground, or (-d) in a supervisor process of its own.
+func runInstance(args []string) (int, error) {
+	var o launcher.Options
+	fs, verify := runFlags(&o)
+	name := fs.String("name", "", "the instance's `name` (default: the app's name and a random suffix)")
+	detach := fs.Bool("d", false, "detach: print the name once the app runs and return; its output goes to a bounded log (cimg-run logs)")
+	readyFD := fs.Int(readyFlag, -1, "")
+	if err := fs.Parse(args); err != nil {
+		return 2, err
+	}
+	if *name != "" {
+		if err := instance.CheckName(*name); err != nil {
+			return 2, err
+		}
+	}
+	if err := imageArgs(fs, verify, &o); err != nil {
+		return 2, err
+	}
+	if *detach {
+		return detachStart(args[:len(args)-len(fs.Args())], fs.Args())
+	}
+	var ready *os.File
+	if *readyFD >= 0 {
+		// We are a detached supervisor: errors go to the waiting parent,
+		// our output to the log.
+		ready = os.NewFile(uintptr(*readyFD), "ready")
+		unix.CloseOnExec(*readyFD)
+		o.Warn = func(string) {}
+	}
+	code, err := runNamed(&o, *name, ready)
+	if err != nil && ready != nil {
+		fmt.Fprintf(ready, "%v\n", err)
+		ready.Close()
+	}
+	return code, err
+}
+
+// runNamed claims the name and runs the launch as that instance.
+func runNamed(o *launcher.Options, name string, ready *os.File) (int, error) {
+	if o.StateDir == "" {
+		o.StateDir = "/run/cimg"
+	}
+	if abs, err := filepath.Abs(o.Image); err == nil {
+		o.Image = abs // recorded: ps and units name the file wherever they run
+	}
+	if name == "" {
+		app, err := launcher.AppName(o.Image)
+		if err != nil {
+			return 0, err
+		}
+		name = instance.DefaultName(app)
+	}
+	in, err := instance.Create(o.StateDir, name)
+	if err != nil {
+		return 0, err
+	}
+	// Recorded as the operator typed it (a detached supervisor's own
+	// flag is ours).
+	for _, a := range os.Args {
+		if !strings.HasPrefix(a, "--"+readyFlag+"=") {
+			in.Command = append(in.Command, a)
+		}
+	}
+	in.Ready = ready
+	if ready != nil {
+		if err := in.DetachLog(); err != nil {
+			in.Discard()
+			return 0, err
+		}
+	}
+	o.Instance = in
+	code, err := launcher.Run(*o)
+	if !in.HasStarted() {
+		in.Discard() // the app never ran: nothing to list
+	}
+	return code, err
+}
+
+// detachStart starts this command line again, minus -d, as a supervisor
+// in a session of its own, and returns once that reports the app running
+// (printing the instance's name) or failing. flags are the arguments
+// before IMAGE, rest IMAGE and what follows.
+func detachStart(flags, rest []string) (int, error) {
+	child := []string{os.Args[0], "run", "--" + readyFlag + "=3"}
+	for _, a := range flags {
+		if a != "-d" && a != "--d" && a != "-d=true" && a != "--d=true" {
+			child = append(child, a)
+		}
+	}
+	child = append(child, rest...)
+	r, w, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		return 0, err
+	}
+	defer null.Close()
+	p, err := os.StartProcess("/proc/self/exe", child, &os.ProcAttr{
+		Files: []*os.File{null, null, null, w},
+		Sys:   &syscall.SysProcAttr{Setsid: true},
+	})
+	w.Close()
+	if err != nil {
+		r.Close()
+		return 0, fmt.Errorf("start the supervisor: %w", err)
+	}
+	p.Release() // it outlives us; init reaps it
+	msg, _ := bufio.NewReader(r).ReadString(0)
+	r.Close()
+	msg = strings.TrimSpace(msg)
+	if n, ok := strings.CutPrefix(msg, "ok "); ok {
+		fmt.Println(n)
+		return 0, nil
+	}
+	if msg == "" {
+		msg = "the supervisor ended before the app started (see the kernel log and cimg-run doctor)"
+	}
+	return 125, errors.New(msg)
+}
+
+// stateFlags is a subcommand's flag set with --state-dir.
+func stateFlags(name string) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("cimg-run "+name, flag.ContinueOnError)
+	return fs, fs.String("state-dir", "/run/cimg", "the state `directory` holding the instances")
+}
+
+// parseMixed parses flags that may come before or after the positional
+// arguments (stop NAME -t 5), up to "--".
+func parseMixed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args...), nil
+		}
+		pos, args = append(pos, args[0]), args[1:]
+	}
+}
+
+// psRow is one instance as ps prints it (and --json writes it).
+type psRow struct {
+	Name      string         `json:"name"`
+	App       string         `json:"app"`
+	Version   string         `json:"version"`
+	State     string         `json:"state"`
+	Pid       int            `json:"pid,omitempty"`
+	Started   time.Time      `json:"started"`
+	UptimeSec float64        `json:"uptime_seconds,omitempty"`
+	Memory    *int64         `json:"memory_bytes,omitempty"` // from the cgroup, while it runs
+	Pids      *int64         `json:"pids,omitempty"`
+	RootHash  string         `json:"root_hash"`
+	Image     string         `json:"image"`
+	Exit      *instance.Exit `json:"exit,omitempty"`
+}
+
+func rowOf(r *instance.Record) psRow {
+	row := psRow{Name: r.State.Name, App: r.State.App, Version: r.State.Version, State: r.Status(),
+		Started: r.State.Started, RootHash: r.State.RootHash, Image: r.State.Image, Exit: r.Exit}
+	if r.Running() {
+		row.Pid = r.State.Pid
+		row.UptimeSec = time.Since(r.State.Started).Seconds()
+		mem, pids := cgroup.Usage(r.State.CgroupV2, r.State.Cgroup)
+		if mem >= 0 {
+			row.Memory = &mem
+		}
+		if pids >= 0 {
+			row.Pids = &pids
+		}
+	}
+	return row
+}
+
+func ps(args []string) (int, error) {
+	fs, state := stateFlags("ps")
+	all := fs.Bool("a", false, "also list instances that have ended")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if pos, err := parseMixed(fs, args); err != nil || len(pos) > 0 {
+		return 2, errors.New("usage: cimg-run ps [-a] [--json]")
+	}
+	recs, err := instance.List(*state)
+	if err != nil {
+		return 125, err
+	}
+	rows := []psRow{}
+	for _, r := range recs {
+		if r.Running() || *all {
+			rows = append(rows, rowOf(r))
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return 0, enc.Encode(rows)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tAPP\tVERSION\tSTATE\tPID\tUPTIME\tMEMORY\tPIDS\tROOT HASH")
+	for _, r := range rows {
+		pid, up, mem, pids := "-", "-", "-", "-"
+		if r.Pid != 0 {
+			pid, up = strconv.Itoa(r.Pid), (time.Duration(r.UptimeSec) * time.Second).String()
+		}
+		if r.Memory != nil {
+			mem = fmt.Sprintf("%.1fMiB", float64(*r.Memory)/(1<<20))
+		}
+		if r.Pids != nil {
+			pids = strconv.FormatInt(*r.Pids, 10)
+		}
+		hash := r.RootHash
+		if len(hash) > 12 {
+			hash = hash[:12]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.App, r.Version, r.State, pid, up, mem, pids, hash)
+	}
+	return 0, tw.Flush()
+}
+
+func stop(args []string) (int, error) {
+	fs, state := stateFlags("stop")
+	t := fs.Int("t", 10, "seconds between SIGTERM and SIGKILL")
+	names, err := parseMixed(fs, args)
+	if err != nil || len(names) == 0 {
+		return 2, errors.New("usage: cimg-run stop [-t SECONDS] NAME...")
+	}
+	var errs []error
+	for _, n := range names {
+		r, err := instance.Stop(*state, n, time.Duration(*t)*time.Second)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fmt.Printf("%s %s\n", n, r.Status())
+	}
+	return 0, errors.Join(errs...)
+}
+
+func kill(args []string) (int, error) {
+	fs, state := stateFlags("kill")
+	pos, err := parseMixed(fs, args)
+	if err != nil || len(pos) < 1 || len(pos) > 2 {
+		return 2, errors.New("usage: cimg-run kill NAME [SIGNAL]")
+	}
+	sig := syscall.SIGKILL
+	if len(pos) == 2 {
+		if sig, err = parseSignal(pos[1]); err != nil {
+			return 2, err
+		}
+	}
+	return 0, instance.Kill(*state, pos[0], sig)
+}
+
+// parseSignal reads TERM, SIGTERM or 15.
+func parseSignal(s string) (syscall.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
+		return syscall.Signal(n), nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("signal %q: give a name (TERM, SIGHUP) or a number", s)
+}
+
+func inspect(args []string) (int, error) {
+	fs, state := stateFlags("inspect")
+	pos, err := parseMixed(fs, args)
+	if err != nil || len(pos) != 1 {
+		return 2, errors.New("usage: cimg-run inspect NAME")
+	}
+	r, err := instance.Get(*state, pos[0])
+	if err != nil {
+		return 125, err
+	}
+	out := struct {
+		psRow
+		Supervisor int               `json:"supervisor_pid,omitempty"`
+		Detached   bool              `json:"detached"`
+		Cgroup     map[string]string `json:"cgroup"`
+		Command    []string          `json:"command"`
+		Config     json.RawMessage   `json:"config"`
+		Dir        string            `json:"state_dir"`
+	}{rowOf(r), r.Supervisor, r.State.Detached, r.State.Cgroup, r.State.Command, r.State.Config, r.Dir()}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return 0, enc.Encode(out)
+}
+
+func logs(args []string) (int, error) {
+	fs, state := stateFlags("logs")
+	follow := fs.Bool("f", false, "follow: keep printing what the app writes until it ends")
+	tail := fs.Int("tail", -1, "print only the last `N` lines")
+	pos, err := parseMixed(fs, args)
+	if err != nil || len(pos) != 1 {
+		return 2, errors.New("usage: cimg-run logs [-f] [--tail N] NAME")
+	}
+	return 0, instance.ReadLog(*state, pos[0], *tail, *follow, os.Stdout)
+}
+
+func rm(args []string) (int, error) {
+	fs, state := stateFlags("rm")
+	names, err := parseMixed(fs, args)
+	if err != nil || len(names) == 0 {
+		return 2, errors.New("usage: cimg-run rm NAME...")
+	}
+	var errs []error
+	for _, n := range names {
+		errs = append(errs, instance.Remove(*state, n))
+	}
+	return 0, errors.Join(errs...)
+}

@@ -1,0 +1,205 @@
+package instance
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// LogMax bounds a detached instance's log: at LogMax bytes, log becomes
+// log.1 (replacing the one before) and a new log begins, so an instance
+// never holds more than twice this on the state filesystem (tmpfs: RAM).
+const LogMax = 1 << 20
+
+// DetachLog makes the calling process's stdout and stderr (which the app
+// inherits) the write end of a pipe whose read end the supervisor copies
+// into the bounded log. Nothing reads the pipe until CopyLog: the slim
+// waiter does it, so the launcher's first moments cost nothing, and the
+// pipe holds what the app writes meanwhile (64 KiB, then it waits).
+func (in *Instance) DetachLog() error {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return fmt.Errorf("log pipe: %w", err)
+	}
+	for _, fd := range []int{1, 2} {
+		if err := unix.Dup3(p[1], fd, 0); err != nil {
+			unix.Close(p[0])
+			unix.Close(p[1])
+			return fmt.Errorf("log pipe: %w", err)
+		}
+	}
+	unix.Close(p[1])
+	in.logR = p[0]
+	return nil
+}
+
+// logCopy is the running copier.
+type logCopy struct {
+	r    *os.File
+	done chan struct{}
+}
+
+var running *logCopy // one instance per process
+
+// CopyLog starts copying the app's output into the log (detached
+// instances only).
+func (in *Instance) CopyLog() {
+	if in.logR < 0 || running != nil {
+		return
+	}
+	// Non-blocking, so that the runtime's poller waits for it (no thread
+	// parked in read) and a deadline can end the copy.
+	unix.SetNonblock(in.logR, true)
+	c := &logCopy{r: os.NewFile(uintptr(in.logR), "app output"), done: make(chan struct{})}
+	running = c
+	go func() {
+		defer close(c.done)
+		w := &logWriter{dirfd: in.dirfd, fd: -1}
+		defer w.close()
+		buf := make([]byte, 16<<10)
+		for {
+			n, err := c.r.Read(buf)
+			if n > 0 {
+				w.write(buf[:n])
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// drainLog copies what the app left in the pipe (nothing writes to it
+// any more, but its write end is our own stdout, so EOF never comes: the
+// copy ends when the pipe has stayed empty for a moment).
+func (in *Instance) drainLog() {
+	if in.logR < 0 {
+		return
+	}
+	in.CopyLog()
+	running.r.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	<-running.done
+}
+
+// logWriter appends to STATE/instances/NAME/log, rotating at LogMax.
+type logWriter struct {
+	dirfd, fd int
+	size      int64
+}
+
+func (w *logWriter) write(b []byte) {
+	if w.fd < 0 || w.size+int64(len(b)) > LogMax && w.size > 0 {
+		if w.fd >= 0 {
+			unix.Close(w.fd)
+			unix.Renameat(w.dirfd, logFile, w.dirfd, logFile+".1")
+		}
+		fd, err := unix.Openat(w.dirfd, logFile, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+		if err != nil {
+			w.fd = -1
+			return // the output is lost, not the app
+		}
+		var st unix.Stat_t
+		unix.Fstat(fd, &st)
+		w.fd, w.size = fd, st.Size
+	}
+	for len(b) > 0 {
+		n, err := unix.Write(w.fd, b)
+		if err != nil {
+			return
+		}
+		b, w.size = b[n:], w.size+int64(n)
+	}
+}
+
+func (w *logWriter) close() {
+	if w.fd >= 0 {
+		unix.Close(w.fd)
+	}
+}
+
+// ReadLog writes the last tail lines (all if tail < 0) of instance name's
+// log to out; with follow it then keeps writing what is added until the
+// instance has ended.
+func ReadLog(stateDir, name string, tail int, follow bool, out io.Writer) error {
+	r, err := Get(stateDir, name)
+	if err != nil {
+		return err
+	}
+	dir := r.dir
+	if !r.State.Detached {
+		return fmt.Errorf("instance %s was not started with -d: its output went to the terminal (or, under systemd, to the journal: journalctl -u cimg-%s)", name, name)
+	}
+	old, _ := os.ReadFile(dir + "/" + logFile + ".1")
+	f, err := os.Open(dir + "/" + logFile)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	var cur []byte
+	if f != nil {
+		cur, _ = io.ReadAll(f)
+	}
+	out.Write(lastLines(append(old, cur...), tail))
+	if !follow {
+		if f != nil {
+			f.Close()
+		}
+		return nil
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		if f != nil {
+			for {
+				n, _ := f.Read(buf)
+				if n == 0 {
+					break
+				}
+				out.Write(buf[:n])
+			}
+		}
+		// Rotated: what the old file got since is read above; go on with
+		// the new one.
+		var a, b unix.Stat_t
+		if unix.Stat(dir+"/"+logFile, &a) == nil && (f == nil || unix.Fstat(int(f.Fd()), &b) == nil && a.Ino != b.Ino) {
+			if f != nil {
+				f.Close()
+			}
+			if f, err = os.Open(dir + "/" + logFile); err != nil {
+				f = nil
+			}
+			continue
+		}
+		if pid, _ := holder(dir); pid == 0 {
+			if f != nil {
+				f.Close()
+			}
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// lastLines is the last n lines of b (all of it when n < 0).
+func lastLines(b []byte, n int) []byte {
+	if n < 0 {
+		return b
+	}
+	if n == 0 {
+		return nil
+	}
+	end := len(b)
+	if end > 0 && b[end-1] == '\n' {
+		end--
+	}
+	for i := end - 1; i >= 0; i-- {
+		if b[i] == '\n' {
+			if n--; n == 0 {
+				return b[i+1:]
+			}
+		}
+	}
+	return b
+}
