@@ -38,6 +38,13 @@ type forkPlan struct {
 
 	procMounts []rawMount // /proc, then its read-only and masked paths
 
+	// exec into a running instance (join.go) instead of a launch:
+	join  []int   // namespace fds to setns, in order; then no cgroup namespace of its own
+	chdir *byte   // the working directory, once in the instance's mount namespace
+	stdio [3]int  // fds to become 0, 1, 2 (-1: inherited); with a terminal, the pty
+	tty   bool    // a new session with stdio[0] as its controlling terminal
+	paths []*byte // more candidates for execve's path after path (a command found by $PATH)
+
 	rlimits    []rlimitCall
 	filter     *unix.SockFprog // nil: no seccomp
 	noNewPrivs bool
@@ -77,6 +84,9 @@ const (
 	stepPdeathsig = iota + 1
 	stepSync
 	stepCgroupNS
+	stepJoin
+	stepChdir
+	stepTTY
 	stepProc
 	stepCloseFDs
 	stepRlimit
@@ -97,7 +107,8 @@ const (
 
 var stepNames = map[uint32]string{
 	stepPdeathsig: "set the parent-death signal", stepSync: "wait for the cgroup join",
-	stepCgroupNS: "unshare the cgroup namespace", stepProc: "mount /proc", stepCloseFDs: "close inherited fds",
+	stepCgroupNS: "unshare the cgroup namespace", stepJoin: "join the instance's namespaces", stepChdir: "chdir to the working directory",
+	stepTTY: "take the terminal", stepProc: "mount /proc", stepCloseFDs: "close inherited fds",
 	stepRlimit: "setrlimit", stepUserNS: "unshare the user namespace", stepIDMap: "wait for the id maps", stepSeccomp: "load the seccomp filter", stepBounding: "drop capabilities from the bounding set",
 	stepKeepCaps: "PR_SET_KEEPCAPS", stepSetgroups: "setgroups", stepSetgid: "setgid", stepSetuid: "setuid", stepRearm: "re-arm the parent-death signal",
 	stepCapset: "capset", stepAmbient: "set ambient capabilities", stepNoNewPrivs: "set no_new_privs", stepExec: "execve",
@@ -161,10 +172,42 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 		goto exit
 	}
 	// The cgroup namespace now that we are in our cgroup: the app sees its
-	// own cgroup as /.
-	step = stepCgroupNS
-	if _, _, err1 = syscall.RawSyscall(unix.SYS_UNSHARE, unix.CLONE_NEWCGROUP, 0, 0); err1 != 0 {
-		goto fail
+	// own cgroup as /. A process exec'd into a running instance joins the
+	// instance's namespaces instead (the user namespace last: the others
+	// belong to the host's, where only the host's root may join them).
+	if len(p.join) == 0 {
+		step = stepCgroupNS
+		if _, _, err1 = syscall.RawSyscall(unix.SYS_UNSHARE, unix.CLONE_NEWCGROUP, 0, 0); err1 != 0 {
+			goto fail
+		}
+	}
+	step = stepJoin
+	for i = 0; i < len(p.join); i++ {
+		if _, _, err1 = syscall.RawSyscall(unix.SYS_SETNS, uintptr(p.join[i]), 0, 0); err1 != 0 {
+			goto fail
+		}
+	}
+	if p.chdir != nil {
+		step = stepChdir
+		if _, _, err1 = syscall.RawSyscall(unix.SYS_CHDIR, uintptr(unsafe.Pointer(p.chdir)), 0, 0); err1 != 0 {
+			goto fail
+		}
+	}
+	step = stepTTY
+	for i = 0; i < 3; i++ {
+		if p.stdio[i] >= 0 {
+			if _, _, err1 = syscall.RawSyscall(unix.SYS_DUP3, uintptr(p.stdio[i]), uintptr(i), 0); err1 != 0 {
+				goto fail
+			}
+		}
+	}
+	if p.tty {
+		if _, _, err1 = syscall.RawSyscall(unix.SYS_SETSID, 0, 0, 0); err1 != 0 {
+			goto fail
+		}
+		if _, _, err1 = syscall.RawSyscall(unix.SYS_IOCTL, 0, unix.TIOCSCTTY, 0); err1 != 0 {
+			goto fail
+		}
 	}
 	// /proc of our pid namespace (only a process inside it can mount
 	// that), with what reaches the host kernel read-only or masked.
@@ -292,6 +335,12 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 	step = stepExec
 	_, _, err1 = syscall.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(p.path)),
 		uintptr(unsafe.Pointer(&p.argv[0])), uintptr(unsafe.Pointer(&p.envv[0])))
+	// A command found by $PATH: the next candidate, as execvp does, while
+	// the last one was not there.
+	for i = 0; i < len(p.paths) && (err1 == unix.ENOENT || err1 == unix.ENOTDIR); i++ {
+		_, _, err1 = syscall.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(p.paths[i])),
+			uintptr(unsafe.Pointer(&p.argv[0])), uintptr(unsafe.Pointer(&p.envv[0])))
+	}
 
 fail:
 	report.step, report.errno = step, uint32(err1)

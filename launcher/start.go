@@ -310,7 +310,8 @@ func writeIDMaps(proc *os.File, pid int, m *IDMap) error {
 // newForkPlan turns the plan into the raw arguments of the child's
 // system calls.
 func newForkPlan(p *Plan) (*forkPlan, error) {
-	fp := &forkPlan{noNewPrivs: p.NoNewPrivs, uid: uintptr(p.UID), gid: uintptr(p.GID), groups: p.Groups, userNS: p.UserNS != nil}
+	fp := &forkPlan{noNewPrivs: p.NoNewPrivs, uid: uintptr(p.UID), gid: uintptr(p.GID), groups: p.Groups, userNS: p.UserNS != nil,
+		stdio: [3]int{-1, -1, -1}}
 	// The thread's mount, uts, ipc and net namespaces are inherited; the
 	// pid namespace is the child's to be born in.
 	if p.NewPID {

@@ -129,6 +129,7 @@ type probeReport struct {
 	FDs         []string
 	Mounts      []string
 	Cgroup      string
+	NS          map[string]string
 	NoFile      [2]uint64
 	Core        [2]uint64
 	WriteErrors map[string]string `json:"write_errors"`

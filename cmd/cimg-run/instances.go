@@ -156,21 +156,24 @@ func stateFlags(name string) (*flag.FlagSet, *string) {
 }
 
 // parseMixed parses flags that may come before or after the positional
-// arguments (stop NAME -t 5), up to "--".
+// arguments (stop NAME -t 5); after "--" everything is positional.
 func parseMixed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			return nil, err
 		}
-		args = fs.Args()
-		if len(args) == 0 {
+		rest := fs.Args()
+		if len(rest) < len(args) && len(args) > 0 && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), nil // Parse ate the "--"
+		}
+		if len(rest) == 0 {
 			return pos, nil
 		}
-		if args[0] == "--" {
-			return append(pos, args...), nil
+		pos, args = append(pos, rest[0]), rest[1:]
+		if len(args) > 0 && args[0] == "--" {
+			return append(pos, args[1:]...), nil
 		}
-		pos, args = append(pos, args[0]), args[1:]
 	}
 }
 

@@ -31,6 +31,7 @@ type report struct {
 	FDs          []string          `json:"fds"`
 	Mounts       []string          `json:"mounts"`
 	Cgroup       string            `json:"cgroup"`
+	NS           map[string]string `json:"ns"`     // /proc/self/ns/* links: which namespaces it is in
 	NoFile       [2]uint64         `json:"nofile"` // the Go runtime raises the soft limit: compare Max
 	Core         [2]uint64         `json:"core"`
 	WriteErrors  map[string]string `json:"write_errors"`
@@ -251,6 +252,36 @@ func main() {
 			f.Close()
 			os.Stdout.WriteString("parent-exe " + p + ": opened\n")
 			os.Exit(0)
+		case "report-sleep": // the report, then as "sleep": what the app itself sees, for exec to compare
+			json.NewEncoder(os.Stdout).Encode(fullReport())
+			c := make(chan os.Signal, 1)
+			signal.Notify(c, syscall.SIGTERM)
+			<-c
+			os.Exit(0)
+		case "watch-exe": // watch-exe DURATION: open every other process's /proc/PID/exe, over and over; print each that opens and is not this image's probe
+			d, _ := time.ParseDuration(args[1])
+			seen := map[string]bool{}
+			for end := time.Now().Add(d); time.Now().Before(end); {
+				ents, _ := os.ReadDir("/proc")
+				for _, e := range ents {
+					if _, err := strconv.Atoi(e.Name()); err != nil || e.Name() == strconv.Itoa(os.Getpid()) {
+						continue
+					}
+					f, err := os.Open("/proc/" + e.Name() + "/exe")
+					if err != nil {
+						continue
+					}
+					// What was opened, not what the pid is now: it may be gone.
+					target, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+					f.Close()
+					if target != "/usr/bin/probe" && !seen[target] {
+						seen[target] = true
+						os.Stdout.WriteString("OPENED " + target + "\n")
+					}
+				}
+			}
+			os.Stdout.WriteString("watch done\n")
+			os.Exit(0)
 		case "exec": // exec PATH ARGS...: run a program, pass on its output
 			out, err := exec.Command(args[1], args[2:]...).CombinedOutput()
 			os.Stdout.Write(out)
@@ -260,7 +291,15 @@ func main() {
 			os.Exit(0)
 		}
 	}
-	r := report{PID: os.Getpid(), Status: map[string]string{}, WriteErrors: map[string]string{}}
+	json.NewEncoder(os.Stdout).Encode(fullReport())
+}
+
+// fullReport is what the process sees of itself.
+func fullReport() report {
+	r := report{PID: os.Getpid(), Status: map[string]string{}, WriteErrors: map[string]string{}, NS: map[string]string{}}
+	for _, n := range []string{"mnt", "pid", "net", "ipc", "uts", "cgroup", "user"} {
+		r.NS[n], _ = os.Readlink("/proc/self/ns/" + n)
+	}
 	r.IDs = []int{os.Getuid(), os.Geteuid(), os.Getgid(), os.Getegid()}
 	r.Groups, _ = os.Getgroups()
 	if b, err := os.ReadFile("/proc/self/status"); err == nil {
@@ -312,7 +351,7 @@ func main() {
 			r.SetuidResult += " (" + err.Error() + ")"
 		}
 	}
-	json.NewEncoder(os.Stdout).Encode(r)
+	return r
 }
 
 func errName(e syscall.Errno) string {

@@ -1,0 +1,426 @@
+package launcher
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"cimg.dev/cimg/internal/instance"
+)
+
+// ExecOptions are a command to run inside a running instance.
+type ExecOptions struct {
+	StateDir string
+	Name     string   // the instance
+	Argv     []string // the command; a name without '/' is looked up in the app's $PATH
+	Env      []string // KEY=VALUE added to (or replacing in) the app's environment
+	TTY      bool     // on a new pseudo-terminal of the instance's /dev/pts
+}
+
+// Exec runs a command inside a running instance and returns its exit
+// status. The process is the app's sibling in every respect that confines
+// it: forked, like the app, from a locked thread (setns of a mount or
+// user namespace is refused to a multi-threaded process, so the raw child
+// joins them), it enters the app's cgroup before it runs anything, joins
+// the app's pid, mount, network, ipc, uts, cgroup and user namespaces,
+// and takes the app's plan as recorded at launch: rlimits, seccomp,
+// capability sets, ids, no_new_privs, environment, working directory. It
+// never holds a host fd but its stdio, and it cannot outlive the instance:
+// it is in the instance's pid namespace (whose init's end kills it) and
+// cgroup (which the supervisor empties and removes).
+func Exec(o ExecOptions) (int, error) {
+	if os.Geteuid() != 0 {
+		return 0, ErrNotRoot
+	}
+	if len(o.Argv) == 0 {
+		return 2, errors.New("exec: no command")
+	}
+	// As at launch: the child is visible in the app's /proc until execve;
+	// it must not be a way to this host binary (CVE-2019-5736), nor carry
+	// an fd our caller leaked (CVE-2024-21626).
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return 0, fmt.Errorf("prctl(PR_SET_DUMPABLE): %w", err)
+	}
+	if err := cloexecAll(); err != nil {
+		return 0, err
+	}
+	if o.StateDir == "" {
+		o.StateDir = "/run/cimg"
+	}
+	r, err := instance.Get(o.StateDir, o.Name)
+	if err != nil {
+		return 0, err
+	}
+	// The app's plan, as recorded by its launcher in the root-only
+	// instance directory: the restrictions this process gets too.
+	var plan Plan
+	if err := json.Unmarshal(r.State.Config, &plan); err != nil {
+		return 0, fmt.Errorf("instance %s: its recorded configuration: %w", o.Name, err)
+	}
+	pidfd, err := r.AppPidfd()
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(pidfd)
+	j := &joining{plan: &plan, rec: r, pidfd: pidfd}
+	defer j.close()
+	if err := j.open(); err != nil {
+		return 0, fmt.Errorf("instance %s: %w", o.Name, err)
+	}
+	if err := j.command(o); err != nil {
+		return 0, err
+	}
+	if o.TTY {
+		if err := j.openTTY(); err != nil {
+			return 0, fmt.Errorf("instance %s: %w", o.Name, err)
+		}
+	}
+	return j.run()
+}
+
+// joining is one exec into an instance.
+type joining struct {
+	plan  *Plan
+	rec   *instance.Record
+	pidfd int
+
+	proc   int        // /proc/PID of the app, checked to be the app's
+	pidNS  int        // joined by the forking thread: it takes effect at fork
+	ns     []int      // joined by the child, in order
+	cgroup int        // v2: the cgroup to clone into, or -1
+	procs  []*os.File // v1: the cgroup.procs files to move the child with
+	fp     *forkPlan
+	sync   [2]int
+	errp   [2]int
+	ptm    *os.File // the terminal's master side (TTY)
+	pts    int      // its other side, the child's stdio
+}
+
+// open opens the app's namespaces and cgroup. Each is opened through the
+// app's /proc directory, which is checked afterwards to still be the app
+// (its pidfd still names a live process): a pid reused in between would
+// have given another process's namespaces.
+func (j *joining) open() error {
+	j.proc, j.pidNS, j.cgroup, j.pts = -1, -1, -1, -1
+	j.sync, j.errp = [2]int{-1, -1}, [2]int{-1, -1}
+	var err error
+	if j.proc, err = unix.Open("/proc/"+strconv.Itoa(j.rec.State.Pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+		return fmt.Errorf("the app's /proc entry: %w", err)
+	}
+	self, err := os.Open("/proc/self/ns")
+	if err != nil {
+		return err
+	}
+	defer self.Close()
+	// Namespaces the app shares with the host (granted) are joined all
+	// the same, harmlessly: the host's are ours. The user namespace only
+	// if the app has one: setns into the caller's own fails.
+	names := []string{"mnt", "net", "ipc", "uts", "cgroup"}
+	if j.plan.UserNS != nil {
+		names = append(names, "user")
+	}
+	for _, n := range append(names, "pid") {
+		fd, err := unix.Openat(j.proc, "ns/"+n, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("the app's %s namespace: %w", n, err)
+		}
+		if n == "pid" {
+			j.pidNS = fd
+		} else {
+			j.ns = append(j.ns, fd)
+		}
+	}
+	dirs := j.rec.State.Cgroup
+	if j.rec.State.CgroupV2 {
+		if j.cgroup, err = unix.Open(dirs[""], unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+			return fmt.Errorf("the app's cgroup: %w", err)
+		}
+	} else {
+		for c, d := range dirs {
+			f, err := os.OpenFile(filepath.Join(d, "cgroup.procs"), os.O_WRONLY, 0)
+			if err != nil {
+				return fmt.Errorf("the app's cgroup (%s): %w", c, err)
+			}
+			j.procs = append(j.procs, f)
+		}
+	}
+	if err := unix.PidfdSendSignal(j.pidfd, 0, nil, 0); err != nil {
+		return fmt.Errorf("the app ended: %w", err)
+	}
+	return nil
+}
+
+// command makes the child's plan: the app's, with this command, the added
+// environment, no mounts of its own, and the instance's namespaces.
+func (j *joining) command(o ExecOptions) error {
+	p := *j.plan
+	p.Argv = o.Argv
+	p.Env = mergeEnv(j.plan.Env, o.Env)
+	p.Proc = nil // the app's /proc is there already
+	p.UserNS = nil
+	var err error
+	if j.fp, err = newForkPlan(&p); err != nil {
+		return err
+	}
+	j.fp.join = j.ns
+	j.fp.cloneFlags = 0 // born in the app's pid namespace, which the forking thread joined
+	if j.fp.chdir, err = syscall.BytePtrFromString(j.plan.Workdir); err != nil {
+		return err
+	}
+	if !strings.Contains(o.Argv[0], "/") {
+		// Looked up as execvp would, in the app's $PATH, by the child that
+		// sees the app's files; the first candidate is fp.path.
+		var cands []string
+		for _, d := range strings.Split(envValue(p.Env, "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), ":") {
+			if path.IsAbs(d) {
+				cands = append(cands, path.Join(d, o.Argv[0]))
+			}
+		}
+		if len(cands) == 0 {
+			return fmt.Errorf("exec %s: the app's $PATH has no absolute directory: give the command's full path", o.Argv[0])
+		}
+		if j.fp.path, err = syscall.BytePtrFromString(cands[0]); err != nil {
+			return err
+		}
+		for _, c := range cands[1:] {
+			b, err := syscall.BytePtrFromString(c)
+			if err != nil {
+				return err
+			}
+			j.fp.paths = append(j.fp.paths, b)
+		}
+	}
+	if err := unix.Pipe2(j.sync[:], unix.O_CLOEXEC); err != nil {
+		return fmt.Errorf("pipe: %w", err)
+	}
+	if err := unix.Pipe2(j.errp[:], unix.O_CLOEXEC); err != nil {
+		return fmt.Errorf("pipe: %w", err)
+	}
+	j.fp.syncR, j.fp.syncW, j.fp.errR, j.fp.errW = j.sync[0], j.sync[1], j.errp[0], j.errp[1]
+	if j.cgroup >= 0 {
+		j.fp.clone3 = &cloneArgs{flags: unix.CLONE_INTO_CGROUP, exitSignal: uint64(unix.SIGCHLD), cgroup: uint64(j.cgroup)}
+	}
+	return nil
+}
+
+// run forks the child from a thread in the app's pid namespace, moves it
+// into the app's cgroup, relays signals to it and returns its status.
+func (j *joining) run() (int, error) {
+	type forked struct {
+		pid int
+		err error
+	}
+	started, done := make(chan forked, 1), make(chan struct{})
+	go func() {
+		// This thread's pid namespace for children becomes the app's, and
+		// the child's parent-death signal is tied to it: it stays, locked
+		// and idle, until the child is reaped, and then ends with its
+		// goroutine.
+		runtime.LockOSThread()
+		if err := unix.Setns(j.pidNS, unix.CLONE_NEWPID); err != nil {
+			started <- forked{err: fmt.Errorf("join the app's pid namespace: %w", err)}
+			return
+		}
+		syscall.ForkLock.Lock()
+		pid, errno := forkChild(j.fp)
+		if j.fp.clone3 != nil && (errno == unix.ENOSYS || errno == unix.E2BIG || errno == unix.EINVAL) {
+			j.fp.clone3 = nil // before Linux 5.7: moved by cgroup.procs below
+			pid, errno = forkChild(j.fp)
+		}
+		syscall.ForkLock.Unlock()
+		if errno != 0 {
+			started <- forked{err: fmt.Errorf("fork into the instance: %w", errno)}
+			return
+		}
+		started <- forked{pid: int(pid)}
+		<-done
+	}()
+	f := <-started
+	defer close(done)
+	if f.err != nil {
+		return 0, f.err
+	}
+	closeFDs([]int{j.sync[0], j.errp[1]})
+	j.sync[0], j.errp[1] = -1, -1
+	if j.pts >= 0 {
+		unix.Close(j.pts) // the child has it; the master sees EOF when it is gone
+		j.pts = -1
+	}
+	err := j.release(f.pid)
+	if ce, ok := err.(childError); ok && ce.step == stepExec && unix.Errno(ce.errno) == unix.ENOENT {
+		err = fmt.Errorf("exec %s: no such command in instance %s", j.fp.argvString(), j.rec.State.Name)
+	} else if err != nil {
+		err = fmt.Errorf("exec into instance %s: %w", j.rec.State.Name, err)
+	}
+	if err != nil {
+		unix.Kill(f.pid, unix.SIGKILL)
+		unix.Wait4(f.pid, nil, 0, nil)
+		return 0, err
+	}
+	return j.wait(f.pid)
+}
+
+// release moves the child into the app's cgroup (v1, or v2 without
+// clone3), lets it go on and waits for its execve (EOF on the error pipe).
+func (j *joining) release(pid int) error {
+	if j.fp.clone3 == nil {
+		files := j.procs
+		if j.cgroup >= 0 {
+			f, err := os.OpenFile(filepath.Join(j.rec.State.Cgroup[""], "cgroup.procs"), os.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			files = []*os.File{f}
+		}
+		for _, f := range files {
+			if _, err := f.WriteString(strconv.Itoa(pid)); err != nil {
+				return fmt.Errorf("join cgroup %s: %w", f.Name(), err)
+			}
+		}
+	}
+	if _, err := unix.Write(j.sync[1], []byte{1}); err != nil {
+		return fmt.Errorf("release the child: %w", err)
+	}
+	var report childError
+	buf := (*[unsafe.Sizeof(report)]byte)(unsafe.Pointer(&report))[:]
+	if n, _ := readFull(j.errp[0], buf); n == 0 {
+		return nil
+	}
+	return report
+}
+
+// wait relays signals to the child (and, with a terminal, the terminal
+// both ways) and returns its exit status, 128+N for signal N.
+func (j *joining) wait(pid int) (int, error) {
+	cfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		cfd = -1
+	}
+	sigs := make(chan os.Signal, 8)
+	relayed := []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
+	if j.ptm != nil {
+		relayed = append(relayed, syscall.SIGWINCH)
+	}
+	signal.Notify(sigs, relayed...)
+	defer signal.Stop(sigs)
+	var copied chan struct{}
+	if j.ptm != nil {
+		restore := j.terminal()
+		defer restore()
+		copied = make(chan struct{})
+		go func() { buf := make([]byte, 32<<10); copyFrom(os.Stdout, j.ptm, buf); close(copied) }()
+		go func() { buf := make([]byte, 4<<10); copyFrom(j.ptm, os.Stdin, buf) }()
+	}
+	go func() {
+		for sig := range sigs {
+			if sig == syscall.SIGWINCH {
+				j.resize()
+				continue
+			}
+			if cfd >= 0 {
+				unix.PidfdSendSignal(cfd, sig.(syscall.Signal), nil, 0)
+			}
+		}
+	}()
+	var ws unix.WaitStatus
+	for {
+		if _, err = unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
+			break
+		}
+	}
+	if cfd >= 0 {
+		unix.Close(cfd)
+	}
+	if copied != nil {
+		// What the command wrote last is still in the terminal; a process it
+		// left behind holding the terminal does not keep us.
+		select {
+		case <-copied:
+		case <-time.After(time.Second):
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("wait for the command: %w", err)
+	}
+	if ws.Signaled() {
+		return 128 + int(ws.Signal()), nil
+	}
+	return ws.ExitStatus(), nil
+}
+
+// copyFrom copies src to dst until either fails (the terminal's master
+// reads EIO once the last process holding the other side is gone).
+func copyFrom(dst, src *os.File, buf []byte) {
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (j *joining) close() {
+	closeFDs(append([]int{j.proc, j.pidNS, j.cgroup, j.pts}, j.ns...))
+	closeFDs(j.sync[:])
+	closeFDs(j.errp[:])
+	for _, f := range j.procs {
+		f.Close()
+	}
+	if j.ptm != nil {
+		j.ptm.Close()
+	}
+}
+
+// argvString is the command, for messages.
+func (fp *forkPlan) argvString() string {
+	if fp.path == nil {
+		return "?"
+	}
+	return unix.BytePtrToString(fp.path)
+}
+
+// mergeEnv is base with add's KEY=VALUE set (replacing base's KEY).
+func mergeEnv(base, add []string) []string {
+	out := append([]string(nil), base...)
+	for _, kv := range add {
+		k, _, _ := strings.Cut(kv, "=")
+		replaced := false
+		for i, b := range out {
+			if bk, _, _ := strings.Cut(b, "="); bk == k {
+				out[i], replaced = kv, true
+			}
+		}
+		if !replaced {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// envValue is KEY's value in env, or def.
+func envValue(env []string, key, def string) string {
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
+			return v
+		}
+	}
+	return def
+}
