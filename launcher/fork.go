@@ -38,6 +38,8 @@ type forkPlan struct {
 
 	procMounts []rawMount // /proc, then its read-only and masked paths
 
+	noPdeathsig bool // the app outlives the launcher (handed to systemd)
+
 	// exec into a running instance (join.go) instead of a launch:
 	join  []int   // namespace fds to setns, in order; then no cgroup namespace of its own
 	chdir *byte   // the working directory, once in the instance's mount namespace
@@ -159,8 +161,10 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 	// Die with the launcher thread; the sync read below catches a launcher
 	// that died before this line.
 	step = stepPdeathsig
-	if _, _, err1 = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0, 0); err1 != 0 {
-		goto fail
+	if !p.noPdeathsig {
+		if _, _, err1 = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0, 0); err1 != 0 {
+			goto fail
+		}
 	}
 	// Wait until the parent has put us in our cgroup (v1) so nothing below
 	// runs outside the limits; EOF means the parent is gone.
@@ -295,8 +299,10 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 	// it again, then make sure the launcher did not die in between (its
 	// end of the sync pipe would have closed).
 	step = stepRearm
-	if _, _, err1 = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0, 0); err1 != 0 {
-		goto fail
+	if !p.noPdeathsig {
+		if _, _, err1 = syscall.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0, 0); err1 != 0 {
+			goto fail
+		}
 	}
 	poll.Fd, poll.Events = int32(p.syncR), unix.POLLIN
 	if n, _, err1 = syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&poll)), 1, uintptr(unsafe.Pointer(&noWait)), 0, 0, 0); err1 == 0 && n == 1 && poll.Revents&unix.POLLHUP != 0 {

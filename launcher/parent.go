@@ -45,6 +45,10 @@ type Options struct {
 	// when the app runs and how it ended (package instance), and its lock
 	// and log go to the slim waiter.
 	Instance *instance.Instance
+	// Systemd, when set, is a launch as a systemd unit's ExecStart: the
+	// app's cgroup goes in the unit's, and the app is handed to systemd
+	// (systemd.go).
+	Systemd *Systemd
 }
 
 // ErrNotRoot is returned when cimg-run lacks the privileges to launch.
@@ -70,60 +74,15 @@ func Run(o Options) (int, error) {
 	if err := cloexecAll(); err != nil {
 		return 0, err
 	}
-	// Open the image once: this fd is what is verified and loop-attached.
-	o.mark("open image")
-	// A file someone else may write could change after its check.
-	f, err := openImage(o.Image)
+	// Everything decided before anything is made: the image opened once
+	// (this fd is what is verified and loop-attached), its manifest, arch,
+	// signatures, the operator's settings and grants, and the plan.
+	d, err := decide(&o)
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	// Footer and manifest: structure and manifest hash, no squashfs parser.
-	o.mark("footer and manifest")
-	img, err := format.Open(f, fi.Size())
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", o.Image, err)
-	}
-	m, err := manifest.Parse(img.Manifest, o.Image+" (embedded manifest)")
-	if err != nil {
-		return 0, err
-	}
-	// Arch before anything expensive: a wrong-arch image cannot run,
-	// unless the kernel hands its programs to an emulator.
-	if err := checkArch(o.Image, m.Arch, o.Warn); err != nil {
-		return 0, err
-	}
-	// Signatures when keys are configured: fail closed.
-	o.mark("signatures")
-	trusted, err := loadKeys(o.KeyDir, o.KeyFiles)
-	if err != nil {
-		return 0, err
-	}
-	if len(trusted) > 0 {
-		if _, err := img.VerifySignatures(trusted); err != nil {
-			return 0, fmt.Errorf("%s: %w", o.Image, err)
-		}
-	}
-	// The operator's settings at launch replace the manifest's; those that
-	// widen what the app may do are grants.
-	if err := o.Overrides.apply(m, &o.Grants); err != nil {
-		return 0, err
-	}
-	// The image asks, the operator grants: anything that reaches the host
-	// needs a grant, signed image or not.
-	if err := o.Grants.check(o.Image, m); err != nil {
-		return 0, err
-	}
-	// The whole launch, decided here; nothing below reads the manifest.
-	o.mark("grants and plan")
-	plan, err := newPlan(m, &o)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", o.Image, err)
-	}
+	defer d.image.Close()
+	f, img, m, plan := d.image, d.img, d.manifest, d.plan
 	// Volumes: root-only directories on the host, owned by the app's user
 	// inside, never reached through a symlink.
 	if err := makeVolumes(o.VolumeDir, plan.Volumes); err != nil {
@@ -157,12 +116,23 @@ func Run(o Options) (int, error) {
 	}
 	// The cgroup, with limits, before the app exists.
 	o.mark("cgroup")
-	cg, err := cgroup.New(m.Name+"-"+strconv.Itoa(os.Getpid()), m.Limits)
+	// Under systemd, inside the unit's cgroup (Delegate=yes).
+	var deleg *cgroup.Delegation
+	if o.Systemd != nil {
+		if deleg, err = cgroup.Delegated(); err != nil {
+			return 0, err
+		}
+	}
+	cg, err := cgroup.New(m.Name+"-"+strconv.Itoa(os.Getpid()), m.Limits, deleg)
 	if err != nil {
 		return 0, err
 	}
 	l := &launch{plan: plan, opts: &o, cg: cg, image: f, lease: lease, manifest: m, rootHash: img.Footer.RootHash}
 	defer func() {
+		if l.handedOff {
+			cg.Keep() // the app lives on in it, systemd's
+			return
+		}
 		cg.Remove() // or the slim waiter removes it, if this process becomes one
 		o.mark("cgroup removed")
 		// The end is recorded once nothing of the app is left.
@@ -317,4 +287,97 @@ func AppName(image string) (string, error) {
 		return "", err
 	}
 	return m.Name, nil
+}
+
+// decision is what decide found: the open image and the launch's plan.
+type decision struct {
+	image    *os.File
+	img      *format.Image
+	manifest *manifest.Manifest
+	plan     *Plan
+}
+
+// decide opens and admits the image and decides the launch; it makes
+// nothing. Each step says why it is there.
+func decide(o *Options) (*decision, error) {
+	// Open the image once: this fd is what is verified and loop-attached.
+	o.mark("open image")
+	// A file someone else may write could change after its check.
+	f, err := openImage(o.Image)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+		}
+	}()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	// Footer and manifest: structure and manifest hash, no squashfs parser.
+	o.mark("footer and manifest")
+	img, err := format.Open(f, fi.Size())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", o.Image, err)
+	}
+	m, err := manifest.Parse(img.Manifest, o.Image+" (embedded manifest)")
+	if err != nil {
+		return nil, err
+	}
+	// Arch before anything expensive: a wrong-arch image cannot run,
+	// unless the kernel hands its programs to an emulator.
+	if err := checkArch(o.Image, m.Arch, o.Warn); err != nil {
+		return nil, err
+	}
+	// Signatures when keys are configured: fail closed.
+	o.mark("signatures")
+	trusted, err := loadKeys(o.KeyDir, o.KeyFiles)
+	if err != nil {
+		return nil, err
+	}
+	if len(trusted) > 0 {
+		if _, err := img.VerifySignatures(trusted); err != nil {
+			return nil, fmt.Errorf("%s: %w", o.Image, err)
+		}
+	}
+	// The operator's settings at launch replace the manifest's; those that
+	// widen what the app may do are grants.
+	if err := o.Overrides.apply(m, &o.Grants); err != nil {
+		return nil, err
+	}
+	// The image asks, the operator grants: anything that reaches the host
+	// needs a grant, signed image or not.
+	if err := o.Grants.check(o.Image, m); err != nil {
+		return nil, err
+	}
+	// The whole launch, decided here; nothing below reads the manifest.
+	o.mark("grants and plan")
+	plan, err := newPlan(m, o)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", o.Image, err)
+	}
+	ok = true
+	return &decision{image: f, img: img, manifest: m, plan: plan}, nil
+}
+
+// Admitted is what a launch of an image with these options would be,
+// checked as a launch checks it (a unit is written only for a launch
+// that would start).
+type Admitted struct {
+	Name, Version string
+	Capabilities  []string // the ones the app keeps: its launcher's bounding set needs them
+}
+
+// Admit checks the image and the options as Run would, and makes nothing.
+func Admit(o Options) (*Admitted, error) {
+	o.defaults()
+	d, err := decide(&o)
+	if err != nil {
+		return nil, err
+	}
+	d.image.Close()
+	return &Admitted{Name: d.manifest.Name, Version: d.manifest.Version, Capabilities: d.manifest.Security.Capabilities}, nil
 }

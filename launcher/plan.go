@@ -90,6 +90,7 @@ const (
 	KindReadOnly = "read-only" // a bind of Target onto itself, then read-only
 	KindMaskFile = "mask-file" // /dev/null bound over Target
 	KindMaskDir  = "mask-dir"  // an empty read-only tmpfs over Target
+	KindNotify   = "notify"    // the systemd unit's notify socket (Source) bound at NotifyPath
 )
 
 // MountSpec is one step of building the app's filesystem.
@@ -222,6 +223,13 @@ func newPlan(m *manifest.Manifest, o *Options) (*Plan, error) {
 		p.Rlimits = append(p.Rlimits, Rlimit{Resource: res, Soft: r.Soft, Hard: r.Hard})
 	}
 	p.Mounts = rootMounts(m, o)
+	if o.Systemd != nil && o.Systemd.AppNotifies {
+		// The operator's unit says the app notifies systemd itself: it gets
+		// the unit's socket, as crun passes it through.
+		p.Mounts = append(p.Mounts, MountSpec{Kind: KindNotify, Source: o.Systemd.NotifySocket, Target: "/run"})
+		p.Env = append(p.Env, "NOTIFY_SOCKET="+NotifyPath)
+		sort.Strings(p.Env)
+	}
 	owner := func(u, g uint32) (uint32, uint32) { return u, g }
 	if p.UserNS != nil {
 		owner = func(u, g uint32) (uint32, uint32) { return p.UserNS.HostUID(u), p.UserNS.HostGID(g) }

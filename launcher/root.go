@@ -104,6 +104,8 @@ func (b *builder) mount(i int, m MountSpec) error {
 		return unix.Mount("tmpfs", dst, "tmpfs", m.Flags, m.Data)
 	case KindDevNodes:
 		return devNodes(target)
+	case KindNotify:
+		return notifySocket(target, m.Source)
 	case KindDevpts:
 		return unix.Mount("devpts", dst, "devpts", m.Flags, m.Data)
 	case KindRemount:
@@ -447,4 +449,26 @@ func pivot(root string) error {
 		return fmt.Errorf("detach the old root: %w", err)
 	}
 	return unix.Chdir("/")
+}
+
+// notifySocket binds the unit's notify socket src onto a new file
+// notify/notify.sock in run (the app's /run tmpfs, opened without links).
+func notifySocket(run *os.File, src string) error {
+	if err := unix.Mkdirat(int(run.Fd()), "notify", 0o755); err != nil && err != unix.EEXIST {
+		return fmt.Errorf("mkdir /run/notify: %w", err)
+	}
+	dir, err := openBeneath(int(run.Fd()), "notify", unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return fmt.Errorf("open /run/notify: %w", err)
+	}
+	defer unix.Close(dir)
+	fd, err := unix.Openat(dir, "notify.sock", unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", NotifyPath, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Mount(src, fmt.Sprintf("/proc/thread-self/fd/%d", fd), "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind the unit's notify socket %s at %s: %w", src, NotifyPath, err)
+	}
+	return nil
 }

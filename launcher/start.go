@@ -39,6 +39,9 @@ type launch struct {
 	manifest *manifest.Manifest // for the instance record
 	rootHash [32]byte
 	ended    instance.Exit // how the app ended, for the instance record
+	// handedOff: the app is systemd's now (Options.Systemd); its cgroup
+	// stays.
+	handedOff bool
 }
 
 // start forks the app into its namespaces and cgroup, then supervises
@@ -85,6 +88,17 @@ func start(l *launch) (int, error) {
 			return 0, err
 		}
 	}
+	// Under systemd, the app is the unit's main process from here on, and
+	// the launcher's work is done.
+	if sd := l.opts.Systemd; sd != nil {
+		if err := sd.handOff(r.pid); err != nil {
+			sv.forward(syscall.SIGKILL)
+			sv.finish()
+			return 0, err
+		}
+		l.handedOff = true
+		return 0, nil
+	}
 	// Signal windows around the hand-over are documented at becomeWaiter:
 	// until the exec the relay forwards; a stop deadline set meanwhile
 	// reaches the waiter down its "late" pipe.
@@ -112,10 +126,14 @@ func (l *launch) record(pid int) error {
 	if err != nil {
 		return fmt.Errorf("record instance: %w", err)
 	}
+	var unit string
+	if l.opts.Systemd != nil {
+		unit = l.opts.Systemd.Unit
+	}
 	return l.opts.Instance.Started(instance.State{
 		App: l.manifest.Name, Version: l.manifest.Version, Image: l.opts.Image, RootHash: hex.EncodeToString(l.rootHash[:]),
 		Pid: pid, PidStart: start, Started: time.Now(),
-		CgroupID: l.cg.ID, CgroupV2: l.cg.V2, Cgroup: l.cg.Dirs, Config: config,
+		CgroupID: l.cg.ID, CgroupV2: l.cg.V2, Cgroup: l.cg.Dirs, Config: config, Unit: unit,
 	})
 }
 
@@ -126,6 +144,8 @@ func (l *launch) prepare() error {
 	if l.fp, err = newForkPlan(l.plan); err != nil {
 		return err
 	}
+	// An app handed to systemd outlives the launcher.
+	l.fp.noPdeathsig = l.opts.Systemd != nil
 	// Blocking pipes (os.Pipe's are non-blocking, which the child's raw
 	// read could not wait on).
 	l.sync, l.errp = [2]int{-1, -1}, [2]int{-1, -1}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -34,8 +35,13 @@ func runInstance(args []string) (int, error) {
 	name := fs.String("name", "", "the instance's `name` (default: the app's name and a random suffix)")
 	detach := fs.Bool("d", false, "detach: print the name once the app runs and return; its output goes to a bounded log (cimg-run logs)")
 	readyFD := fs.Int(readyFlag, -1, "")
+	systemd := fs.Bool("systemd", false, "run as the ExecStart of a systemd unit (cimg-run unit writes them): the app's cgroup in the unit's, the app handed to systemd")
+	readyWhen := fs.String("ready", "started", "with --systemd: the unit is ready when the app `started`, or when it says so (notify: it gets the unit's NOTIFY_SOCKET)")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
+	}
+	if *readyWhen != "started" && *readyWhen != "notify" {
+		return 2, fmt.Errorf("--ready %q: want started or notify", *readyWhen)
 	}
 	if *name != "" {
 		if err := instance.CheckName(*name); err != nil {
@@ -46,7 +52,16 @@ func runInstance(args []string) (int, error) {
 		return 2, err
 	}
 	if *detach {
+		if *systemd {
+			return 2, errors.New("-d and --systemd: a unit's app is systemd's to supervise, not a detached launcher's")
+		}
 		return detachStart(args[:len(args)-len(fs.Args())], fs.Args())
+	}
+	if *systemd {
+		var err error
+		if o.Systemd, err = launcher.SystemdFromEnv(*readyWhen == "notify"); err != nil {
+			return 2, err
+		}
 	}
 	var ready *os.File
 	if *readyFD >= 0 {
@@ -263,6 +278,14 @@ func stop(args []string) (int, error) {
 	}
 	var errs []error
 	for _, n := range names {
+		if r, err := instance.Get(*state, n); err == nil && r.State.Unit != "" && r.Running() {
+			// systemd supervises it: its stop, so that the unit does not
+			// take the app's end for a failure to restart from.
+			if out, err := exec.Command("systemctl", "stop", r.State.Unit).CombinedOutput(); err != nil {
+				errs = append(errs, fmt.Errorf("systemctl stop %s: %v: %s", r.State.Unit, err, out))
+				continue
+			}
+		}
 		r, err := instance.Stop(*state, n, time.Duration(*t)*time.Second)
 		if err != nil {
 			errs = append(errs, err)

@@ -40,6 +40,8 @@ Usage:
   cimg-run exec [-t] [-e K=V] NAME -- CMD [ARGS...]
                                              run a command inside a running instance
   cimg-run rm NAME...                        forget ended instances
+  cimg-run unit [flags of run] [--name N] [--ready started|notify] [--enable] [--now] IMAGE [-- ARGS...]
+                                             write a systemd service that runs the image as instance N
   cimg-run gc                                unmount cached images no instance uses
   cimg-run doctor                            the kernel features cimg uses, and what is missing
   cimg-run help                              this text
@@ -96,6 +98,10 @@ func run(args []string) (int, error) {
 			return rm(args[1:])
 		case "exec":
 			return execIn(args[1:])
+		case "unit":
+			return unit(args[1:])
+		case "unit-exited":
+			return unitExited(args[1:])
 		}
 	}
 	var o launcher.Options

@@ -85,11 +85,15 @@ func controllersFor(l manifest.Limits) []string {
 // device allow-list (devices.go). It always creates one (with the pids,
 // memory and devices controllers at least where they exist), so that
 // stop can kill the whole app. On any error it removes what it made.
-func New(id string, l manifest.Limits) (cg *Cgroup, err error) {
+// The cgroup goes under cimg/ in each hierarchy, or, with a delegation
+// (a launcher that is a systemd unit's ExecStart), inside the unit's own.
+func New(id string, l manifest.Limits, d *Delegation) (cg *Cgroup, err error) {
 	cg = newCgroup(id, IsV2())
 	// A launcher killed with SIGKILL cannot remove its cgroup; the next
-	// launch does.
-	removeStale(cg.V2)
+	// launch does (a unit's is systemd's to remove).
+	if d == nil {
+		removeStale(cg.V2)
+	}
 	defer func() {
 		if err != nil {
 			cg.Remove()
@@ -98,7 +102,14 @@ func New(id string, l manifest.Limits) (cg *Cgroup, err error) {
 	}()
 	ctrls := controllersFor(l)
 	if cg.V2 {
-		if err := cg.setupV2(id, l, ctrls); err != nil {
+		parent, chain := filepath.Join(Root, "cimg"), []string{Root, filepath.Join(Root, "cimg")}
+		if d != nil {
+			if err := d.leaveV2Root(); err != nil {
+				return cg, err
+			}
+			parent, chain = d.V2, []string{d.V2}
+		}
+		if err := cg.setupV2(parent, chain, id, l, ctrls); err != nil {
 			return cg, err
 		}
 		return cg, cg.applyDevices()
@@ -117,7 +128,16 @@ func New(id string, l manifest.Limits) (cg *Cgroup, err error) {
 			}
 			continue
 		}
-		dir := filepath.Join(base, "cimg", id)
+		parent := filepath.Join(base, "cimg")
+		if d != nil {
+			if parent = d.V1[c]; parent == "" {
+				if contains(ctrls, c) {
+					return cg, fmt.Errorf("the unit's cgroup has no %s controller (Delegate=yes gives it every one): the manifest sets limits on it", c)
+				}
+				continue
+			}
+		}
+		dir := filepath.Join(parent, id)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return cg, fmt.Errorf("create cgroup %s: %w", dir, err)
 		}
@@ -130,7 +150,10 @@ func New(id string, l manifest.Limits) (cg *Cgroup, err error) {
 		if c == "cpuset" {
 			// A v1 cpuset is empty until cpus and mems are set; inherit.
 			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-				for _, d := range []string{filepath.Join(base, "cimg"), dir} {
+				for _, d := range []string{parent, dir} {
+					if cur, _ := os.ReadFile(filepath.Join(d, f)); len(strings.TrimSpace(string(cur))) > 0 {
+						continue
+					}
 					parent, _ := os.ReadFile(filepath.Join(filepath.Dir(d), f))
 					os.WriteFile(filepath.Join(d, f), parent, 0)
 				}
@@ -143,17 +166,19 @@ func New(id string, l manifest.Limits) (cg *Cgroup, err error) {
 	return cg, cg.applyDevices()
 }
 
-func (cg *Cgroup) setupV2(id string, l manifest.Limits, ctrls []string) error {
-	parent := filepath.Join(Root, "cimg")
+// setupV2 makes the v2 cgroup id under parent, with the controllers
+// enabled in each cgroup of chain (the parent and those above it that
+// cimg may write).
+func (cg *Cgroup) setupV2(parent string, chain []string, id string, l manifest.Limits, ctrls []string) error {
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("create cgroup %s: %w", parent, err)
 	}
-	avail, _ := os.ReadFile(filepath.Join(Root, "cgroup.controllers"))
+	avail, _ := os.ReadFile(filepath.Join(chain[0], "cgroup.controllers"))
 	enable, missing := subtreeControl(string(avail), ctrls)
 	if len(missing) > 0 {
 		return fmt.Errorf("cgroup v2 controller %s is not available (cgroup.controllers: %q)", missing[0], strings.TrimSpace(string(avail)))
 	}
-	for _, d := range []string{Root, parent} {
+	for _, d := range chain {
 		if enable != "" {
 			if err := os.WriteFile(filepath.Join(d, "cgroup.subtree_control"), []byte(enable), 0); err != nil {
 				return fmt.Errorf("enable controllers in %s: %w", d, err)

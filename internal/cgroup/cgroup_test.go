@@ -52,7 +52,7 @@ func TestSetupV2ReportsCPUMissingBesideCpuset(t *testing.T) {
 	root := fakeV2Root(t, "cpuset memory\n")
 	l := manifest.Limits{CPU: 0.5}
 	cg := newCgroup("fake-1", true)
-	err := cg.setupV2("fake-1", l, controllersFor(l))
+	err := cg.setupV2(filepath.Join(root, "cimg"), []string{root, filepath.Join(root, "cimg")}, "fake-1", l, controllersFor(l))
 	cg.release()
 	if err == nil || !strings.Contains(err.Error(), "cgroup v2 controller cpu is not available") {
 		t.Errorf("cpu limit with only cpuset and memory: %v", err)
@@ -63,7 +63,7 @@ func TestSetupV2ReportsCPUMissingBesideCpuset(t *testing.T) {
 
 	l = manifest.Limits{Memory: 32 << 20}
 	cg = newCgroup("fake-2", true)
-	err = cg.setupV2("fake-2", l, controllersFor(l))
+	err = cg.setupV2(filepath.Join(root, "cimg"), []string{root, filepath.Join(root, "cimg")}, "fake-2", l, controllersFor(l))
 	cg.release()
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +110,7 @@ func leftovers(id string) []string {
 func TestNewV1DeviceAllowListAndRemove(t *testing.T) {
 	requireV1(t, "devices", "pids", "memory")
 	id := testID("devices")
-	cg, err := New(id, manifest.Limits{Pids: 8})
+	cg, err := New(id, manifest.Limits{Pids: 8}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestNewV1DeviceAllowListAndRemove(t *testing.T) {
 func TestNewRemovesCgroupWhenALimitIsRefused(t *testing.T) {
 	requireV1(t, "cpuset", "memory")
 	id := testID("refused")
-	cg, err := New(id, manifest.Limits{Cpuset: "1023", Memory: 32 << 20})
+	cg, err := New(id, manifest.Limits{Cpuset: "1023", Memory: 32 << 20}, nil)
 	if err == nil || !strings.Contains(err.Error(), "cpuset.cpus") {
 		t.Errorf("cpuset 1023: cgroup %v, error %v", cg, err)
 	}

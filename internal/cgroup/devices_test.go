@@ -123,7 +123,7 @@ func TestDeviceBPFProgramFilters(t *testing.T) {
 // this host's v1 hierarchies.
 func TestDeviceV1CgroupFilters(t *testing.T) {
 	requireV1(t, "devices")
-	cg, err := New(testID("devprobe"), manifest.Limits{})
+	cg, err := New(testID("devprobe"), manifest.Limits{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

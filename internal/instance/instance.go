@@ -52,8 +52,9 @@ type State struct {
 	CgroupV2   bool              `json:"cgroup_v2"`
 	Cgroup     map[string]string `json:"cgroup"` // controller ("" on v2) → directory
 	Detached   bool              `json:"detached"`
-	Command    []string          `json:"command"` // the cimg-run command line that started it (for a unit)
-	Config     json.RawMessage   `json:"config"`  // the effective launch plan: what exec re-creates
+	Unit       string            `json:"unit,omitempty"` // the systemd unit supervising the app (no launcher stays)
+	Command    []string          `json:"command"`        // the cimg-run command line that started it (for a unit)
+	Config     json.RawMessage   `json:"config"`         // the effective launch plan: what exec re-creates
 }
 
 // Exit is how the instance ended.

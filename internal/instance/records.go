@@ -7,8 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"cimg.dev/cimg/internal/cgroup"
 )
@@ -19,10 +22,12 @@ type Record struct {
 	Exit       *Exit // nil while it runs
 	Supervisor int   // the live supervisor's pid (the lock's holder), 0 once it is gone
 	dir        string
+	unitApp    bool // a systemd unit's app (no supervisor of ours), alive
 }
 
-// Running reports whether the supervisor lives (the app may be starting).
-func (r *Record) Running() bool { return r.Supervisor != 0 }
+// Running reports whether the supervisor lives (the app may be starting),
+// or, for an app handed to systemd, the app itself.
+func (r *Record) Running() bool { return r.Supervisor != 0 || r.unitApp }
 
 // Status is the instance's state in words: starting, running, exited N,
 // killed by SIGNAL, OOM-killed, or lost.
@@ -74,7 +79,66 @@ func read(dir string) (*Record, error) {
 	if r.Supervisor != 0 && r.Exit != nil {
 		r.Exit = nil // a new supervisor, not yet told of the old record's removal
 	}
+	if r.Supervisor == 0 && r.Exit == nil && r.State.Unit != "" && r.State.Pid != 0 {
+		// Handed to systemd: alive while the process with the recorded pid
+		// has the recorded start time.
+		st, err := ProcStart(r.State.Pid)
+		r.unitApp = err == nil && st == r.State.PidStart
+	}
 	return r, nil
+}
+
+// UnitExited records the end of a systemd unit's app, as systemd reports
+// it to the unit's ExecStopPost= ($EXIT_CODE, $EXIT_STATUS,
+// $SERVICE_RESULT), with an OOM kill read from the app's cgroup where it
+// is still there.
+func UnitExited(stateDir, name, exitCode, exitStatus, result string) (*Exit, error) {
+	r, err := Get(stateDir, name)
+	if err != nil {
+		return nil, err
+	}
+	if r.State.Unit == "" {
+		return nil, fmt.Errorf("instance %s is not a systemd unit's", name)
+	}
+	if r.Running() {
+		return nil, fmt.Errorf("instance %s still runs (pid %d)", name, r.State.Pid)
+	}
+	e := Exit{Finished: time.Now(), OOM: result == "oom-kill" || oomKilled(r.State)}
+	switch exitCode {
+	case "killed", "dumped":
+		e.Signal = "SIG" + exitStatus
+		if n := unix.SignalNum(e.Signal); n != 0 {
+			e.Code = 128 + int(n)
+		}
+	default:
+		e.Code, _ = strconv.Atoi(exitStatus)
+	}
+	b, _ := json.Marshal(e)
+	d, err := os.Open(r.dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return &e, writeAtomic(int(d.Fd()), exitFile, b)
+}
+
+// oomKilled reads the app's cgroup's OOM kill count, if it is still there.
+func oomKilled(s State) bool {
+	file, key := "memory.events", "oom_kill "
+	dir := s.Cgroup[""]
+	if !s.CgroupV2 {
+		file, dir = "memory.oom_control", s.Cgroup["memory"]
+	}
+	b, err := os.ReadFile(filepath.Join(dir, file))
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, key); ok {
+			return strings.TrimSpace(v) != "0"
+		}
+	}
+	return false
 }
 
 // reap settles an instance whose supervisor is gone without an exit

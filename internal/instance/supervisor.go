@@ -58,6 +58,9 @@ func Create(stateDir, name string) (*Instance, error) {
 	} else if pid != 0 {
 		return nil, &ErrNameInUse{Name: name, Pid: pid}
 	}
+	if r, err := read(dir); err == nil && r.unitApp {
+		return nil, &ErrNameInUse{Name: name, Pid: r.State.Pid}
+	}
 	if _, err := os.Lstat(dir); err == nil {
 		// Ended, or lost: whatever its supervisor left goes first.
 		if err := reap(dir); err != nil {
