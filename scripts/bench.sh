@@ -26,6 +26,7 @@ first() { "$@" 2>&1 | head -1 | tr ',' ';'; }
 } >$r/machine.tmp
 scripts/bench-launch.sh
 scripts/bench-scale.sh
+scripts/bench-services.sh
 scripts/bench-size.sh
 scripts/bench-build.sh
 echo "load after,$(cut -d' ' -f1-3 /proc/loadavg)" >>$r/machine.tmp

@@ -41,6 +41,7 @@ func main() {
 	launch(ws)
 	memory(ws)
 	scale(ws)
+	services(ws)
 	size(ws)
 	build(ws)
 	w("## Goals\n\n%s\n\n", strings.Join(goals, "\n"))
@@ -63,6 +64,8 @@ func main() {
 	w("  detached (`unshare --mount --propagation private`, `umount -l`), for every tool alike; runc and cimg-run use\n")
 	w("  the v1 controllers either way.\n")
 	w("- `scripts/bench-scale.sh` — N instances started at once (bench/scalebench).\n")
+	w("- `scripts/bench-services.sh` — named instances against crun's and runc's detached containers: exec latency,\n")
+	w("  `cimg-run ps` with many instances, the supervisors' memory (the commands are in that section).\n")
 	w("- `scripts/bench-size.sh` — image sizes (umoci init/new/unpack/repack for the OCI layout; `tar --sort=name | zstd`\n")
 	w("  for tar.zst; `debootstrap --variant=minbase bookworm` + `apt-get install --no-install-recommends` + `apt-get\n")
 	w("  clean` + `tar czf` for the Debian image).\n")
@@ -261,6 +264,115 @@ func scale(w writer) {
 	}
 	w("\n")
 	plot("scale.png", dat.String(), "median start time (ms) at N instances", 2)
+}
+
+// timings reads a launchbench CSV (label,tool,run,ms,maxrss_kib): the
+// tools in order of appearance, each one's times and peak RSSes.
+func timings(name string) (tools []string, ms, rss map[string][]float64) {
+	ms, rss = map[string][]float64{}, map[string][]float64{}
+	for _, r := range readCSV(name) {
+		if ms[r[1]] == nil {
+			tools = append(tools, r[1])
+		}
+		ms[r[1]] = append(ms[r[1]], num(r[3]))
+		rss[r[1]] = append(rss[r[1]], num(r[4]))
+	}
+	return tools, ms, rss
+}
+
+// services: named instances (scripts/bench-services.sh) — exec into a
+// running instance against crun exec and runc exec, ps with many
+// instances, and the detached supervisors' memory.
+func services(w writer) {
+	meta := keyValues("services-meta.csv")
+	w("## Services: exec, ps, supervisors\n\n")
+	w("Named instances (`cimg-run run -d --name`) against crun's and runc's detached containers, on the same content:\n")
+	w("the static hello of bench/hello.c as a .cimg (memory 64 MiB, pids 64), and an OCI bundle of the image's own\n")
+	w("tree with crun's default spec set to the same limits, a read-only root and no terminal. Measured by\n")
+	w("`scripts/bench-services.sh` on %s (load %s before, %s after), in the same private mount namespace as the\n", meta["date"], meta["load before"], meta["load after"])
+	w("launch benchmark (the cgroup2 mount at /sys/fs/cgroup/unified detached, for every tool alike).\n\n")
+
+	tools, ms, rss := timings("exec.csv")
+	crun := median(ms["crun"])
+	w("### exec into a running instance\n\n")
+	w("The app runs detached as `/hello sleep`: `cimg-run run -d --name exec --state-dir S --volume-dir V IMAGE -- sleep`,\n")
+	w("`crun run -d -b BUNDLE ID` and `runc run -d -b BUNDLE ID`. Then, alternating run by run (bench/launchbench, one\n")
+	w("warm-up run, %d timed runs each), wall time from fork to exit of `cimg-run exec --state-dir S exec -- /hello`,\n", len(ms[tools[0]]))
+	w("`crun exec ID /hello` and `runc exec ID /hello`: each joins the running app's namespaces and cgroup and runs\n")
+	w("the static hello there under the same restrictions. Goal: cimg-run exec ≤ 0.75× crun exec.\n\n")
+	w("![exec latency](bench/results/exec.png)\n\n")
+	w("| tool | median ms | p90 ms | vs crun | peak RSS KiB | goal |\n|---|---|---|---|---|---|\n")
+	var dat strings.Builder
+	dat.WriteString("x\t\"median ms\"\n")
+	for _, t := range tools {
+		m := median(ms[t])
+		goal := ""
+		if t == "cimg-run" {
+			goal = judge(fmt.Sprintf("exec: cimg-run exec %.2f× crun exec", m/crun), m/crun <= 0.75, "≤ 0.75×")
+		}
+		w("| %s | %.2f | %.2f | %.2f× | %.0f | %s |\n", t, m, p90(ms[t]), m/crun, median(rss[t]), goal)
+		fmt.Fprintf(&dat, "%q\t%.3f\n", t, m)
+	}
+	w("\n")
+	plot("exec.png", dat.String(), "median exec time (ms)", 1)
+
+	n := meta["instances"]
+	tools, ms, rss = timings("ps.csv")
+	w("### cimg-run ps with %s instances\n\n", n)
+	w("%s detached instances of the sleeping hello in a state directory of their own (`cimg-run run -d --name svc-NN`),\n", n)
+	w("all checked running; then `cimg-run ps --state-dir S` and `cimg-run ps --state-dir S --json`, alternating, one\n")
+	w("warm-up run and %d timed runs each (bench/launchbench; output to a pipe). Goal: under 20 ms.\n\n", len(ms[tools[0]]))
+	w("| command | median ms | p90 ms | slowest ms | peak RSS KiB | goal |\n|---|---|---|---|---|---|\n")
+	for _, t := range tools {
+		m := median(ms[t])
+		goal := judge(fmt.Sprintf("cimg-run %s with %s instances: %.2f ms", t, n, m), m < 20, "< 20 ms")
+		w("| cimg-run %s | %.2f | %.2f | %.2f | %.0f | %s |\n", t, m, p90(ms[t]), max(ms[t]), median(rss[t]), goal)
+	}
+	w("\n")
+
+	sup := readCSV("supervisors.csv")[1:] // after the header
+	col := func(i int) (v []float64) {
+		for _, r := range sup {
+			v = append(v, num(r[i]))
+		}
+		return v
+	}
+	priv := col(2)
+	w("### The supervisors' memory\n\n")
+	w("Each detached instance keeps one process of cimg-run's beside its app, its supervisor (`supervisor_pid` in\n")
+	w("the instance's state.json). For each of the %d supervisors of the instances above, read after the ps runs,\n", len(sup))
+	w("/proc/PID/smaps_rollup: private is Private_Clean + Private_Dirty (pages no other process maps: what one more\n")
+	w("instance costs), Pss shares each shared page among its mappers, Rss counts them whole. The supervisors share\n")
+	w("the cimg-run binary's pages, so those count in Rss and (divided) in Pss, not in private; the binary is written\n")
+	w("back (`sync`) before the instances start, since freshly written page-cache pages count as Private_Dirty.\n")
+	w("Per-process rows: bench/results/supervisors.csv. Goal: each ≤ 1 MiB private.\n\n")
+	w("| KiB | min | median | max | sum of %d | goal |\n|---|---|---|---|---|---|\n", len(sup))
+	goal := judge(fmt.Sprintf("supervisor private memory: at most %.0f KiB each (%d instances)", max(priv), len(sup)), max(priv) <= 1024, "each ≤ 1024 KiB")
+	for _, c := range []struct {
+		name string
+		v    []float64
+		goal string
+	}{{"private", priv, goal}, {"Pss", col(3), ""}, {"Rss", col(4), ""}, {"Anonymous", col(5), ""}} {
+		sum := 0.0
+		for _, x := range c.v {
+			sum += x
+		}
+		w("| %s | %.0f | %.0f | %.0f | %.0f | %s |\n", c.name, quantile(c.v, 0), median(c.v), max(c.v), sum, c.goal)
+	}
+	w("\n")
+	w("What stays beside the app of a detached instance or container (the exec step's instance and containers):\n")
+	w("the app's parent, and how many of the app's ancestors below PID 1 are the runtime's own processes (crun,\n")
+	w("runc, cimg-run, conmon, containerd-shim). podman's conmon, which would stay beside a crun container that\n")
+	w("podman runs, is not part of this comparison.\n\n")
+	w("| started by | app's parent (pid, comm) | runtime processes staying | what they hold |\n|---|---|---|---|\n")
+	for _, r := range readCSV("resident.csv")[1:] {
+		holds := "nothing: no process of the runtime stays"
+		if r[4] != "0" {
+			holds = "the supervisor, above"
+		}
+		w("| %s | %s, %s | %s | %s |\n", r[0], r[2], r[3], r[4], holds)
+	}
+	w("\n")
 }
 
 func size(w writer) {
