@@ -298,13 +298,17 @@ func stop(args []string) (int, error) {
 
 func kill(args []string) (int, error) {
 	fs, state := stateFlags("kill")
+	sigFlag := fs.String("s", "", "the `SIGNAL` (as docker kill -s)")
 	pos, err := parseMixed(fs, args)
-	if err != nil || len(pos) < 1 || len(pos) > 2 {
-		return 2, errors.New("usage: cimg-run kill NAME [SIGNAL]")
+	if err != nil || len(pos) < 1 || len(pos) > 2 || len(pos) == 2 && *sigFlag != "" {
+		return 2, errors.New("usage: cimg-run kill [-s SIGNAL] NAME [SIGNAL]")
 	}
 	sig := syscall.SIGKILL
 	if len(pos) == 2 {
-		if sig, err = parseSignal(pos[1]); err != nil {
+		*sigFlag = pos[1]
+	}
+	if *sigFlag != "" {
+		if sig, err = parseSignal(*sigFlag); err != nil {
 			return 2, err
 		}
 	}

@@ -100,6 +100,8 @@ func run(args []string) (int, error) {
 			return execIn(args[1:])
 		case "unit":
 			return unit(args[1:])
+		case "unit-stop":
+			return unitStop(args[1:])
 		case "unit-exited":
 			return unitExited(args[1:])
 		}

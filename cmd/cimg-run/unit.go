@@ -150,11 +150,14 @@ Type=notify
 # The launcher, then the app (after MAINPID=), send the notifications.
 NotifyAccess=all
 ExecStart=%s
+# SIGTERM to the app and wait for it (systemd alone would SIGKILL at
+# once an app it did not fork), then record how it ended.
+ExecStop=%s unit-stop --state-dir %s %s
 ExecStopPost=%s unit-exited --state-dir %s %s
 Restart=on-failure
 RestartSec=2
-# Stop as cimg-run stop does: SIGTERM to the app, SIGKILL to all of it
-# after the timeout.
+# Stop as cimg-run stop does: SIGTERM to the app (ExecStop=), SIGKILL to
+# all of it after the timeout.
 KillMode=mixed
 TimeoutStopSec=%d
 # The app's cgroup is created inside this unit's.
@@ -163,7 +166,7 @@ CapabilityBoundingSet=%s
 
 [Install]
 WantedBy=multi-user.target
-`, adm.Name, adm.Version, name, quoteCommand(start), quoteArg(exe), quoteArg(state), quoteArg(name), int(stop.Seconds()+0.5), strings.Join(caps, " "))
+`, adm.Name, adm.Version, name, quoteCommand(start), quoteArg(exe), quoteArg(state), quoteArg(name), quoteArg(exe), quoteArg(state), quoteArg(name), int(stop.Seconds()+0.5), strings.Join(caps, " "))
 	return b.String(), nil
 }
 
@@ -233,4 +236,14 @@ func unitExited(args []string) (int, error) {
 		return 0, nil // the launch failed before the app ran: nothing to record
 	}
 	return 0, err
+}
+
+// unitStop is the unit's ExecStop=.
+func unitStop(args []string) (int, error) {
+	fs, state := stateFlags("unit-stop")
+	pos, err := parseMixed(fs, args)
+	if err != nil || len(pos) != 1 {
+		return 2, errors.New("usage: cimg-run unit-stop [--state-dir DIR] NAME (a unit's ExecStop=)")
+	}
+	return 0, instance.StopApp(*state, pos[0])
 }

@@ -559,7 +559,48 @@ func RemoveLeft(id string, v2 bool, dirs map[string]string) error {
 		return nil
 	}
 	cg.Kill(syscall.SIGKILL)
-	return cg.Remove()
+	// Sub-cgroups (a delegated app may make them) first: rmdir of a
+	// cgroup with children fails.
+	var errs []error
+	for _, d := range cg.Dirs {
+		errs = append(errs, removeChildren(d))
+	}
+	return errors.Join(append(errs, cg.Remove())...)
+}
+
+// removeChildren removes every cgroup below dir, deepest first, killing
+// what runs in them.
+func removeChildren(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil // gone
+	}
+	var errs []error
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		sub := filepath.Join(dir, e.Name())
+		errs = append(errs, removeChildren(sub))
+		b, _ := os.ReadFile(filepath.Join(sub, "cgroup.procs"))
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		var rerr error
+		for i := 0; i < 40; i++ {
+			if rerr = unix.Rmdir(sub); rerr == nil || rerr == unix.ENOENT {
+				rerr = nil
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if rerr != nil {
+			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", sub, rerr))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Usage reads what an instance's cgroup uses now: memory in bytes (v1:

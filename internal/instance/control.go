@@ -120,3 +120,28 @@ func waitExit(pidfd int, d time.Duration) bool {
 		return n > 0
 	}
 }
+
+// StopApp is a unit's ExecStop=: SIGTERM to the app, then wait for it to
+// end. systemd waits for ExecStop= (up to TimeoutStopSec=, then SIGKILL
+// of the whole unit); without it, systemd 252 follows its SIGTERM to a
+// main process it did not fork with SIGKILL at once, leaving the app no
+// time to finish.
+func StopApp(stateDir, name string) error {
+	r, err := Get(stateDir, name)
+	if err != nil {
+		return err
+	}
+	if !r.Running() {
+		return nil
+	}
+	fd, err := r.AppPidfd()
+	if err != nil {
+		return nil // ended meanwhile
+	}
+	defer unix.Close(fd)
+	if err := unix.PidfdSendSignal(fd, syscall.SIGTERM, nil, 0); err != nil {
+		return nil
+	}
+	waitExit(fd, 365*24*time.Hour)
+	return nil
+}

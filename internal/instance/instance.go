@@ -59,10 +59,11 @@ type State struct {
 
 // Exit is how the instance ended.
 type Exit struct {
-	Code     int       `json:"code"`             // the launcher's exit status (128+N for signal N)
-	Signal   string    `json:"signal,omitempty"` // the signal that killed the app
-	OOM      bool      `json:"oom,omitempty"`    // the kernel's OOM killer struck in its cgroup
-	Lost     bool      `json:"lost,omitempty"`   // the supervisor died (SIGKILL) before it could record the end
+	Code     int       `json:"code"`               // the launcher's exit status (128+N for signal N)
+	Signal   string    `json:"signal,omitempty"`   // the signal that killed the app
+	OOM      bool      `json:"oom,omitempty"`      // the kernel's OOM killer struck in its cgroup
+	Lost     bool      `json:"lost,omitempty"`     // the supervisor died (SIGKILL) before it could record the end
+	Leftover string    `json:"leftover,omitempty"` // what of a lost instance could not be removed
 	Finished time.Time `json:"finished"`
 }
 

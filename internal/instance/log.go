@@ -1,7 +1,7 @@
 package instance
 
 import (
-	"errors"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -34,7 +34,10 @@ func (in *Instance) DetachLog() error {
 	}
 	unix.Close(p[1])
 	in.logR = p[0]
-	return nil
+	// Recorded now, so that logs knows it is a detached instance while it
+	// is still starting.
+	st, _ := json.Marshal(State{Name: in.Name, Supervisor: os.Getpid(), Started: time.Now(), Detached: true})
+	return writeAtomic(in.dirfd, stateFile, st)
 }
 
 // logCopy is the running copier.
@@ -124,6 +127,12 @@ func (w *logWriter) close() {
 // ReadLog writes the last tail lines (all if tail < 0) of instance name's
 // log to out; with follow it then keeps writing what is added until the
 // instance has ended.
+//
+// The writer rotates by renaming log to log.1 and starting a new log, so
+// the reader goes by open files and inode numbers, not names: a file it
+// holds open keeps its content whatever its name becomes, and a log.1 it
+// has not read yet (the log rotated twice between two looks, or before
+// the first) is read in full before the new log.
 func ReadLog(stateDir, name string, tail int, follow bool, out io.Writer) error {
 	r, err := Get(stateDir, name)
 	if err != nil {
@@ -131,54 +140,105 @@ func ReadLog(stateDir, name string, tail int, follow bool, out io.Writer) error 
 	}
 	dir := r.dir
 	if !r.State.Detached {
+		if r.Status() == "starting" {
+			return fmt.Errorf("instance %s is starting: try again in a moment", name)
+		}
 		return fmt.Errorf("instance %s was not started with -d: its output went to the terminal (or, under systemd, to the journal: journalctl -u cimg-%s)", name, name)
 	}
-	old, _ := os.ReadFile(dir + "/" + logFile + ".1")
-	f, err := os.Open(dir + "/" + logFile)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+	lr := &logReader{dir: dir, read: map[uint64]bool{}}
+	defer lr.close()
+	// Both files open before either is read: a rotation in between
+	// cannot make one of them the other.
+	old, oldIno := lr.open(logFile + ".1")
+	lr.cur, lr.curIno = lr.open(logFile)
+	lr.read[oldIno], lr.read[lr.curIno] = true, true
+	var first []byte
+	if old != nil {
+		b, _ := io.ReadAll(old)
+		old.Close()
+		first = b
 	}
-	var cur []byte
-	if f != nil {
-		cur, _ = io.ReadAll(f)
+	if lr.cur != nil {
+		b, _ := io.ReadAll(lr.cur)
+		first = append(first, b...)
 	}
-	out.Write(lastLines(append(old, cur...), tail))
+	out.Write(lastLines(first, tail))
 	if !follow {
-		if f != nil {
-			f.Close()
-		}
 		return nil
 	}
 	buf := make([]byte, 32<<10)
-	for {
-		if f != nil {
-			for {
-				n, _ := f.Read(buf)
-				if n == 0 {
-					break
-				}
-				out.Write(buf[:n])
+	drain := func(f *os.File) {
+		for {
+			n, _ := f.Read(buf)
+			if n == 0 {
+				return
 			}
+			out.Write(buf[:n])
 		}
-		// Rotated: what the old file got since is read above; go on with
-		// the new one.
-		var a, b unix.Stat_t
-		if unix.Stat(dir+"/"+logFile, &a) == nil && (f == nil || unix.Fstat(int(f.Fd()), &b) == nil && a.Ino != b.Ino) {
-			if f != nil {
+	}
+	for {
+		if lr.cur != nil {
+			drain(lr.cur)
+		}
+		if ino, ok := lr.ino(logFile); ok && ino != lr.curIno {
+			// Rotated (or created): a log.1 we have not read came between.
+			if f, ino1 := lr.open(logFile + ".1"); f != nil {
+				if ino1 != lr.curIno && !lr.read[ino1] {
+					lr.read[ino1] = true
+					drain(f)
+				}
 				f.Close()
 			}
-			if f, err = os.Open(dir + "/" + logFile); err != nil {
-				f = nil
+			if lr.cur != nil {
+				lr.cur.Close()
 			}
+			lr.cur, lr.curIno = lr.open(logFile)
+			lr.read[lr.curIno] = true
 			continue
 		}
 		if pid, _ := holder(dir); pid == 0 {
-			if f != nil {
-				f.Close()
+			if lr.cur != nil {
+				drain(lr.cur) // what the supervisor wrote last
 			}
 			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// logReader follows an instance's log files.
+type logReader struct {
+	dir    string
+	cur    *os.File
+	curIno uint64
+	read   map[uint64]bool // inodes read (or being read) to the end
+}
+
+// open opens a log file of the instance (nil if it is not there).
+func (lr *logReader) open(name string) (*os.File, uint64) {
+	f, err := os.Open(lr.dir + "/" + name)
+	if err != nil {
+		return nil, 0
+	}
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil {
+		f.Close()
+		return nil, 0
+	}
+	return f, st.Ino
+}
+
+func (lr *logReader) ino(name string) (uint64, bool) {
+	var st unix.Stat_t
+	if unix.Stat(lr.dir+"/"+name, &st) != nil {
+		return 0, false
+	}
+	return st.Ino, true
+}
+
+func (lr *logReader) close() {
+	if lr.cur != nil {
+		lr.cur.Close()
 	}
 }
 

@@ -156,10 +156,13 @@ func reap(dir string) error {
 	if r.Running() || r.Exit != nil {
 		return nil
 	}
+	e := Exit{Lost: true, Code: 137, Finished: time.Now()}
+	// What cannot be removed is said in the record, once: the instance is
+	// settled either way, and ps does not retry (and wait) on every call.
 	if err := cgroup.RemoveLeft(r.State.CgroupID, r.State.CgroupV2, r.State.Cgroup); err != nil {
-		return fmt.Errorf("instance %s: remove what its supervisor left: %w", r.State.Name, err)
+		e.Leftover = "its cgroup could not be removed: " + err.Error()
 	}
-	b, _ := json.Marshal(Exit{Lost: true, Code: 137, Finished: time.Now()})
+	b, _ := json.Marshal(e)
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -204,9 +207,9 @@ func List(stateDir string) ([]*Record, error) {
 		out = append(out, r)
 	}
 	if len(lost) > 0 {
-		if err := settle(root, lost); err != nil {
-			return nil, err
-		}
+		// A record that cannot be settled stays as it is: it must not hide
+		// the others.
+		settle(root, lost)
 		for i, r := range out {
 			if !r.Running() && r.Exit == nil {
 				if nr, err := read(r.dir); err == nil {
@@ -255,9 +258,7 @@ func Get(stateDir, name string) (*Record, error) {
 		return nil, err
 	}
 	if !r.Running() && r.Exit == nil {
-		if err := settle(Root(stateDir), []string{dir}); err != nil {
-			return nil, err
-		}
+		settle(Root(stateDir), []string{dir}) // a record that cannot be settled is shown as it is
 		return read(dir)
 	}
 	return r, nil
