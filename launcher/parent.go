@@ -122,6 +122,10 @@ func Run(o Options) (int, error) {
 		if deleg, err = cgroup.Delegated(); err != nil {
 			return 0, err
 		}
+		if err := o.Systemd.connect(); err != nil {
+			return 0, err
+		}
+		defer unix.Close(o.Systemd.conn)
 	}
 	cg, err := cgroup.New(m.Name+"-"+strconv.Itoa(os.Getpid()), m.Limits, deleg)
 	if err != nil {

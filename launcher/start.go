@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"syscall"
@@ -88,10 +89,10 @@ func start(l *launch) (int, error) {
 			return 0, err
 		}
 	}
-	// Under systemd, the app is the unit's main process from here on, and
-	// the launcher's work is done.
+	// Under systemd, the app has been the unit's main process since its
+	// fork (spawn); now it runs, the launcher's work is done.
 	if sd := l.opts.Systemd; sd != nil {
-		if err := sd.handOff(r.pid); err != nil {
+		if err := sd.ready(); err != nil {
 			sv.forward(syscall.SIGKILL)
 			sv.finish()
 			return 0, err
@@ -127,13 +128,19 @@ func (l *launch) record(pid int) error {
 		return fmt.Errorf("record instance: %w", err)
 	}
 	var unit string
+	var unitOOM int
 	if l.opts.Systemd != nil {
 		unit = l.opts.Systemd.Unit
+		mem := l.cg.Dirs[""]
+		if !l.cg.V2 {
+			mem = l.cg.Dirs["memory"]
+		}
+		unitOOM = instance.OOMKills(filepath.Dir(mem), l.cg.V2)
 	}
 	return l.opts.Instance.Started(instance.State{
 		App: l.manifest.Name, Version: l.manifest.Version, Image: l.opts.Image, RootHash: hex.EncodeToString(l.rootHash[:]),
 		Pid: pid, PidStart: start, Started: time.Now(),
-		CgroupID: l.cg.ID, CgroupV2: l.cg.V2, Cgroup: l.cg.Dirs, Config: config, Unit: unit,
+		CgroupID: l.cg.ID, CgroupV2: l.cg.V2, Cgroup: l.cg.Dirs, Config: config, Unit: unit, UnitOOMKills: unitOOM,
 	})
 }
 
@@ -233,7 +240,12 @@ func (l *launch) spawn() *launchThread {
 			t.started <- spawned{err: err}
 			return
 		}
-		err = l.releaseChild(pid, join)
+		if sd := l.opts.Systemd; sd != nil {
+			err = sd.mainPID(pid)
+		}
+		if err == nil {
+			err = l.releaseChild(pid, join)
+		}
 		if ce, ok := err.(childError); ok && ce.step == stepExec {
 			// Explained here: this thread sees the files execve saw.
 			if hint := explainExec(l.plan, unix.Errno(ce.errno)); hint != "" {

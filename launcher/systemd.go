@@ -14,9 +14,9 @@ import (
 // Systemd is a launch as the ExecStart of a systemd service unit
 // (Type=notify, Delegate=yes; cimg-run unit writes such units). The app's
 // cgroup goes inside the unit's, so the unit accounts for it and its stop
-// and kill reach it; once the app runs, the launcher tells systemd the
-// app is the unit's main process (MAINPID=) and exits: systemd supervises
-// the app itself, and no launcher stays resident.
+// and kill reach it; the app is the unit's main process (MAINPID=) from
+// its fork, and once it runs the launcher says READY=1 and exits: systemd
+// supervises the app itself, and no launcher stays resident.
 type Systemd struct {
 	NotifySocket string // $NOTIFY_SOCKET, where the unit's notifications go
 	// AppNotifies: the app sends READY=1 itself, through the unit's
@@ -24,6 +24,27 @@ type Systemd struct {
 	// then); otherwise the launcher says READY=1 once the app runs.
 	AppNotifies bool
 	Unit        string // the unit's name, for the instance record
+
+	conn int // connected to NotifySocket while the launcher still sees the host (0: not yet)
+}
+
+// connect connects to the unit's socket, from the host's namespaces: the
+// launch thread sends from the app's, where the path leads nowhere.
+func (s *Systemd) connect() error {
+	sock, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("notify socket: %w", err)
+	}
+	name := s.NotifySocket
+	if strings.HasPrefix(name, "@") {
+		name = "\x00" + name[1:]
+	}
+	if err := unix.Connect(sock, &unix.SockaddrUnix{Name: name}); err != nil {
+		unix.Close(sock)
+		return fmt.Errorf("connect to the unit's notify socket %s: %w", s.NotifySocket, err)
+	}
+	s.conn = sock
+	return nil
 }
 
 // NotifyPath is where an app that notifies finds the unit's socket.
@@ -50,15 +71,26 @@ func SystemdFromEnv(appNotifies bool) (*Systemd, error) {
 	return s, nil
 }
 
-// handOff tells systemd that pid, the app, is the unit's main process
-// now (and ready, unless the app says so itself), and waits until systemd
-// has read that (BARRIER=1): only then may the launcher exit without the
-// unit taking its exit for the service's.
-func (s *Systemd) handOff(pid int) error {
-	msg := "MAINPID=" + strconv.Itoa(pid) + "\n"
-	if !s.AppNotifies {
-		msg += "READY=1\n"
+// mainPID makes pid, the app's process, the unit's main process, while
+// it is sure to be alive: forked, but waiting for the launcher before it
+// runs anything. However early the app then ends, systemd (to which it
+// is reparented when the launcher exits) reaps it and has its status.
+func (s *Systemd) mainPID(pid int) error {
+	return s.send("MAINPID=" + strconv.Itoa(pid) + "\n")
+}
+
+// ready says READY=1 once the app runs, unless the app says it itself.
+func (s *Systemd) ready() error {
+	if s.AppNotifies {
+		return nil
 	}
+	return s.send("READY=1\n")
+}
+
+// send sends msg and waits until systemd has read it (BARRIER=1): a
+// message it reads only after its sender is gone is dropped, and one read
+// after the app ended names a process that is no more.
+func (s *Systemd) send(msg string) error {
 	if err := s.notify(msg, -1); err != nil {
 		return err
 	}
@@ -91,20 +123,11 @@ func (s *Systemd) handOff(pid int) error {
 
 // notify sends one sd_notify datagram, with fd attached when fd >= 0.
 func (s *Systemd) notify(msg string, fd int) error {
-	sock, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("notify systemd: %w", err)
-	}
-	defer unix.Close(sock)
-	name := s.NotifySocket
-	if strings.HasPrefix(name, "@") {
-		name = "\x00" + name[1:]
-	}
 	var oob []byte
 	if fd >= 0 {
 		oob = unix.UnixRights(fd)
 	}
-	if err := unix.Sendmsg(sock, []byte(msg), oob, &unix.SockaddrUnix{Name: name}, 0); err != nil {
+	if err := unix.Sendmsg(s.conn, []byte(msg), oob, nil, 0); err != nil {
 		return fmt.Errorf("notify systemd at %s: %w", s.NotifySocket, err)
 	}
 	return nil

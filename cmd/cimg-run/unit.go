@@ -20,10 +20,11 @@ import (
 // ids and capability sets (SETUID, SETGID, SETPCAP), volumes (CHOWN,
 // DAC_OVERRIDE, FOWNER), raising rlimits (SYS_RESOURCE), the loopback
 // of a private network (NET_ADMIN), signals (KILL), and reading the
-// app's /proc (SYS_PTRACE, DAC_READ_SEARCH). The unit's bounding set is
-// these and the ones the app keeps.
+// app's /proc (SYS_PTRACE, DAC_READ_SEARCH), and a loop device's node
+// where no udev makes it (MKNOD). The unit's bounding set is these and
+// the ones the app keeps.
 var launcherCaps = []string{"CAP_SYS_ADMIN", "CAP_SYS_CHROOT", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_CHOWN",
-	"CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_SYS_RESOURCE", "CAP_NET_ADMIN", "CAP_KILL", "CAP_SYS_PTRACE"}
+	"CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_SYS_RESOURCE", "CAP_NET_ADMIN", "CAP_KILL", "CAP_SYS_PTRACE", "CAP_MKNOD"}
 
 // unit is `cimg-run unit [flags of run] [--name N] IMAGE [-- ARGS]`: a
 // systemd service that runs the image as instance N.
@@ -152,12 +153,12 @@ NotifyAccess=all
 ExecStart=%s
 # SIGTERM to the app and wait for it (systemd alone would SIGKILL at
 # once an app it did not fork), then record how it ended.
-ExecStop=%s unit-stop --state-dir %s %s
+ExecStop=%s unit-stop --state-dir %s -t %d %s
 ExecStopPost=%s unit-exited --state-dir %s %s
 Restart=on-failure
 RestartSec=2
-# Stop as cimg-run stop does: SIGTERM to the app (ExecStop=), SIGKILL to
-# all of it after the timeout.
+# Stop as cimg-run stop does: SIGTERM to the app, SIGKILL to all of it
+# --stop-timeout later (ExecStop=); systemd's own timeout is a backstop.
 KillMode=mixed
 TimeoutStopSec=%d
 # The app's cgroup is created inside this unit's.
@@ -166,7 +167,7 @@ CapabilityBoundingSet=%s
 
 [Install]
 WantedBy=multi-user.target
-`, adm.Name, adm.Version, name, quoteCommand(start), quoteArg(exe), quoteArg(state), quoteArg(name), quoteArg(exe), quoteArg(state), quoteArg(name), int(stop.Seconds()+0.5), strings.Join(caps, " "))
+`, adm.Name, adm.Version, name, quoteCommand(start), quoteArg(exe), quoteArg(state), int(stop.Seconds()+0.5), quoteArg(name), quoteArg(exe), quoteArg(state), quoteArg(name), int(stop.Seconds()+0.5)+5, strings.Join(caps, " "))
 	return b.String(), nil
 }
 
@@ -241,9 +242,10 @@ func unitExited(args []string) (int, error) {
 // unitStop is the unit's ExecStop=.
 func unitStop(args []string) (int, error) {
 	fs, state := stateFlags("unit-stop")
+	t := fs.Int("t", 10, "seconds between SIGTERM and SIGKILL")
 	pos, err := parseMixed(fs, args)
 	if err != nil || len(pos) != 1 {
-		return 2, errors.New("usage: cimg-run unit-stop [--state-dir DIR] NAME (a unit's ExecStop=)")
+		return 2, errors.New("usage: cimg-run unit-stop [--state-dir DIR] [-t SECONDS] NAME (a unit's ExecStop=)")
 	}
-	return 0, instance.StopApp(*state, pos[0])
+	return 0, instance.StopApp(*state, pos[0], time.Duration(*t)*time.Second)
 }

@@ -121,12 +121,13 @@ func waitExit(pidfd int, d time.Duration) bool {
 	}
 }
 
-// StopApp is a unit's ExecStop=: SIGTERM to the app, then wait for it to
-// end. systemd waits for ExecStop= (up to TimeoutStopSec=, then SIGKILL
-// of the whole unit); without it, systemd 252 follows its SIGTERM to a
-// main process it did not fork with SIGKILL at once, leaving the app no
-// time to finish.
-func StopApp(stateDir, name string) error {
+// StopApp is a unit's ExecStop=: SIGTERM to the app, and SIGKILL to its
+// cgroup timeout later if it is still there, as cimg-run stop does.
+// Without it, systemd 252 follows its SIGTERM to a main process it did
+// not fork with SIGKILL at once, leaving the app no time to finish; and
+// with an ExecStop= that only waits, an app deaf to SIGTERM would take
+// TimeoutStopSec= twice (ExecStop=, then systemd's own SIGTERM round).
+func StopApp(stateDir, name string, timeout time.Duration) error {
 	r, err := Get(stateDir, name)
 	if err != nil {
 		return err
@@ -142,6 +143,9 @@ func StopApp(stateDir, name string) error {
 	if err := unix.PidfdSendSignal(fd, syscall.SIGTERM, nil, 0); err != nil {
 		return nil
 	}
-	waitExit(fd, 365*24*time.Hour)
+	if !waitExit(fd, timeout) {
+		cgroup.Signal(r.State.CgroupV2, r.State.Cgroup, syscall.SIGKILL)
+		waitExit(fd, 10*time.Second)
+	}
 	return nil
 }

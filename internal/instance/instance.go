@@ -53,8 +53,11 @@ type State struct {
 	Cgroup     map[string]string `json:"cgroup"` // controller ("" on v2) → directory
 	Detached   bool              `json:"detached"`
 	Unit       string            `json:"unit,omitempty"` // the systemd unit supervising the app (no launcher stays)
-	Command    []string          `json:"command"`        // the cimg-run command line that started it (for a unit)
-	Config     json.RawMessage   `json:"config"`         // the effective launch plan: what exec re-creates
+	// UnitOOMKills: the unit's memory cgroup's OOM kill count when the app
+	// started (its ExecStopPost= compares).
+	UnitOOMKills int             `json:"unit_oom_kills,omitempty"`
+	Command      []string        `json:"command"` // the cimg-run command line that started it (for a unit)
+	Config       json.RawMessage `json:"config"`  // the effective launch plan: what exec re-creates
 }
 
 // Exit is how the instance ended.
@@ -64,6 +67,8 @@ type Exit struct {
 	OOM      bool      `json:"oom,omitempty"`      // the kernel's OOM killer struck in its cgroup
 	Lost     bool      `json:"lost,omitempty"`     // the supervisor died (SIGKILL) before it could record the end
 	Leftover string    `json:"leftover,omitempty"` // what of a lost instance could not be removed
+	Result   string    `json:"result,omitempty"`   // a unit's app: systemd's SERVICE_RESULT
+	Unknown  bool      `json:"unknown,omitempty"`  // a unit's app whose status systemd did not know
 	Finished time.Time `json:"finished"`
 }
 
@@ -133,6 +138,11 @@ func Root(stateDir string) string { return filepath.Join(stateDir, "instances") 
 // link, and returns it.
 func openRoot(stateDir string) (string, error) {
 	root := Root(stateDir)
+	// The state directory itself is made as the launch makes it (root's,
+	// 0700), and checked by the launch.
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return "", fmt.Errorf("state directory %s: %w", stateDir, err)
+	}
 	if err := os.Mkdir(root, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return "", fmt.Errorf("instance directory %s: %w", root, err)
 	}

@@ -43,6 +43,8 @@ func (r *Record) Status() string {
 		return "lost (supervisor killed)"
 	case r.Exit.OOM:
 		return "OOM-killed"
+	case r.Exit.Unknown:
+		return "ended (systemd: " + r.Exit.Result + ")"
 	case r.Exit.Signal != "":
 		return "killed by " + r.Exit.Signal
 	}
@@ -103,8 +105,11 @@ func UnitExited(stateDir, name, exitCode, exitStatus, result string) (*Exit, err
 	if r.Running() {
 		return nil, fmt.Errorf("instance %s still runs (pid %d)", name, r.State.Pid)
 	}
-	e := Exit{Finished: time.Now(), OOM: result == "oom-kill" || oomKilled(r.State)}
+	e := Exit{Finished: time.Now(), OOM: result == "oom-kill" || oomKilled(r.State), Result: result}
 	switch exitCode {
+	case "":
+		// systemd knows no status of the app (it never saw it end).
+		e.Code, e.Unknown = 255, true
 	case "killed", "dumped":
 		e.Signal = "SIG" + exitStatus
 		if n := unix.SignalNum(e.Signal); n != 0 {
@@ -122,23 +127,39 @@ func UnitExited(stateDir, name, exitCode, exitStatus, result string) (*Exit, err
 	return &e, writeAtomic(int(d.Fd()), exitFile, b)
 }
 
-// oomKilled reads the app's cgroup's OOM kill count, if it is still there.
+// oomKilled reports an OOM kill of the app. Its own cgroup is usually
+// gone by the time the unit's ExecStopPost= runs (systemd trims it), so
+// the unit's count, which includes its children's (v1 and v2 alike),
+// is compared with the count recorded when the app started.
 func oomKilled(s State) bool {
-	file, key := "memory.events", "oom_kill "
 	dir := s.Cgroup[""]
 	if !s.CgroupV2 {
-		file, dir = "memory.oom_control", s.Cgroup["memory"]
+		dir = s.Cgroup["memory"]
+	}
+	if n := OOMKills(dir, s.CgroupV2); n > 0 {
+		return true
+	}
+	return OOMKills(filepath.Dir(dir), s.CgroupV2) > s.UnitOOMKills
+}
+
+// OOMKills is the OOM kill count of the memory cgroup dir and the
+// cgroups below it (-1 if it cannot be read).
+func OOMKills(dir string, v2 bool) int {
+	file := "memory.oom_control"
+	if v2 {
+		file = "memory.events"
 	}
 	b, err := os.ReadFile(filepath.Join(dir, file))
 	if err != nil {
-		return false
+		return -1
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, key); ok {
-			return strings.TrimSpace(v) != "0"
+		if v, ok := strings.CutPrefix(l, "oom_kill "); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
 		}
 	}
-	return false
+	return -1
 }
 
 // reap settles an instance whose supervisor is gone without an exit

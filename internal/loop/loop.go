@@ -51,14 +51,9 @@ func Attach(fd uintptr, offset, size int64) (*Device, error) {
 			return nil, fmt.Errorf("LOOP_CTL_GET_FREE: %w", err)
 		}
 		path := fmt.Sprintf("/dev/loop%d", n)
-		dev, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+		dev, err := openNode(path, n)
 		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				// udev has not made the node yet; it appears shortly.
-				time.Sleep(time.Millisecond)
-				continue
-			}
-			return nil, fmt.Errorf("open %s: %w", path, err)
+			return nil, err
 		}
 		err = configure(int(dev.Fd()), int(fd), offset, size)
 		if err == nil {
@@ -95,4 +90,29 @@ func configure(dev, fd int, offset, size int64) error {
 		return err
 	}
 	return nil
+}
+
+// openNode opens loop device n's node. udev (or devtmpfs) makes it when
+// LOOP_CTL_GET_FREE adds the device; where nothing does (a container's
+// /dev, a device without udev), it is made here after a short wait, as a
+// block node 7:n.
+func openNode(path string, n int) (*os.File, error) {
+	for wait := 0; wait < 20; wait++ {
+		dev, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+		if !errors.Is(err, os.ErrNotExist) {
+			if err != nil {
+				return nil, fmt.Errorf("open %s: %w", path, err)
+			}
+			return dev, nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := unix.Mknod(path, unix.S_IFBLK|0o600, int(unix.Mkdev(7, uint32(n)))); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, fmt.Errorf("%s does not exist and could not be made (no udev or devtmpfs on /dev?): %w", path, err)
+	}
+	dev, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return dev, nil
 }

@@ -9,6 +9,7 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -251,6 +252,26 @@ func main() {
 			}
 			f.Close()
 			os.Stdout.WriteString("parent-exe " + p + ": opened\n")
+			os.Exit(0)
+		case "notify": // waits for SIGUSR1, then tells systemd READY=1 at $NOTIFY_SOCKET, then as "sleep": an app that is ready late
+			c := make(chan os.Signal, 1)
+			signal.Notify(c, syscall.SIGUSR1, syscall.SIGTERM)
+			os.Stdout.WriteString("waiting\n")
+			if s := <-c; s == syscall.SIGTERM {
+				os.Exit(0)
+			}
+			addr := &net.UnixAddr{Name: os.Getenv("NOTIFY_SOCKET"), Net: "unixgram"}
+			conn, err := net.DialUnix("unixgram", nil, addr)
+			if err == nil {
+				_, err = conn.Write([]byte("READY=1\nSTATUS=probe ready\n"))
+				conn.Close()
+			}
+			if err != nil {
+				os.Stdout.WriteString("notify: " + err.Error() + "\n")
+				os.Exit(1)
+			}
+			os.Stdout.WriteString("notified\n")
+			<-c
 			os.Exit(0)
 		case "report-sleep": // the report, then as "sleep": what the app itself sees, for exec to compare
 			json.NewEncoder(os.Stdout).Encode(fullReport())
