@@ -38,6 +38,14 @@ func TestUnitVerifies(t *testing.T) {
 			t.Errorf("case %d: systemd-analyze verify: %v: %s\n%s", i, err, v, b)
 		}
 	}
+	// A relative image path becomes absolute: the unit runs elsewhere.
+	rel, _ := filepath.Rel(cwd(t), img)
+	if out, err := exec.Command(cimgRun, "unit", "--unit-dir", dir, "--name", "rel", rel).CombinedOutput(); err != nil {
+		t.Fatalf("unit with %s: %v: %s", rel, err, out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "cimg-rel.service")); !strings.Contains(string(b), " "+img+"\n") {
+		t.Errorf("the unit does not name the image %s by its absolute path:\n%s", img, b)
+	}
 	b, _ := os.ReadFile(filepath.Join(dir, "cimg-odd.service"))
 	for _, want := range []string{"Type=notify", "Delegate=yes", "KillMode=mixed", "ExecStop=", "ExecStopPost=", "Restart=on-failure", "CAP_NET_RAW", `"GREETING=100%% $$HOME it's"`} {
 		if !strings.Contains(string(b), want) {
@@ -310,4 +318,12 @@ func first(f []string) string {
 		return ""
 	}
 	return f[0]
+}
+
+func cwd(t *testing.T) string {
+	d, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }

@@ -68,7 +68,8 @@ func unit(args []string) (int, error) {
 		}
 	}
 	flags := args[:len(args)-len(fs.Args())]
-	text, err := unitText(exe, *name, *ready, o, adm, flags, fs.Args())
+	rest := append([]string{o.Image}, fs.Args()[1:]...) // the image by its absolute path
+	text, err := unitText(exe, *name, *ready, o, adm, flags, rest)
 	if err != nil {
 		return 0, err
 	}
