@@ -39,7 +39,9 @@ type ExecOptions struct {
 // capability sets, ids, no_new_privs, environment, working directory. It
 // never holds a host fd but its stdio, and it cannot outlive the instance:
 // it is in the instance's pid namespace (whose init's end kills it) and
-// cgroup (which the supervisor empties and removes).
+// cgroup (which the supervisor empties and removes). Exec locks the calling
+// goroutine to its thread for good (the child's parent-death signal is
+// tied to that thread): call it from main, and return soon after.
 func Exec(o ExecOptions) (int, error) {
 	if os.Geteuid() != 0 {
 		return 0, ErrNotRoot
@@ -66,7 +68,11 @@ func Exec(o ExecOptions) (int, error) {
 	// The app's plan, as recorded by its launcher in the root-only
 	// instance directory: the restrictions this process gets too.
 	var plan Plan
-	if err := json.Unmarshal(r.State.Config, &plan); err != nil {
+	b, err := r.Plan()
+	if err != nil {
+		return 0, err
+	}
+	if err := json.Unmarshal(b, &plan); err != nil {
 		return 0, fmt.Errorf("instance %s: its recorded configuration: %w", o.Name, err)
 	}
 	pidfd, err := r.AppPidfd()
@@ -218,40 +224,26 @@ func (j *joining) command(o ExecOptions) error {
 // run forks the child from a thread in the app's pid namespace, moves it
 // into the app's cgroup, relays signals to it and returns its status.
 func (j *joining) run() (int, error) {
-	type forked struct {
-		pid int
-		err error
+	// This thread's pid namespace for children becomes the app's, and the
+	// child's parent-death signal is tied to it: it is locked to this
+	// goroutine, which waits for the child, and never unlocked (it goes
+	// when the process does). Forking from the calling thread spares
+	// starting one.
+	runtime.LockOSThread()
+	if err := unix.Setns(j.pidNS, unix.CLONE_NEWPID); err != nil {
+		return 0, fmt.Errorf("join the app's pid namespace: %w", err)
 	}
-	started, done := make(chan forked, 1), make(chan struct{})
-	go func() {
-		// This thread's pid namespace for children becomes the app's, and
-		// the child's parent-death signal is tied to it: it stays, locked
-		// and idle, until the child is reaped, and then ends with its
-		// goroutine.
-		runtime.LockOSThread()
-		if err := unix.Setns(j.pidNS, unix.CLONE_NEWPID); err != nil {
-			started <- forked{err: fmt.Errorf("join the app's pid namespace: %w", err)}
-			return
-		}
-		syscall.ForkLock.Lock()
-		pid, errno := forkChild(j.fp)
-		if j.fp.clone3 != nil && (errno == unix.ENOSYS || errno == unix.E2BIG || errno == unix.EINVAL) {
-			j.fp.clone3 = nil // before Linux 5.7: moved by cgroup.procs below
-			pid, errno = forkChild(j.fp)
-		}
-		syscall.ForkLock.Unlock()
-		if errno != 0 {
-			started <- forked{err: fmt.Errorf("fork into the instance: %w", errno)}
-			return
-		}
-		started <- forked{pid: int(pid)}
-		<-done
-	}()
-	f := <-started
-	defer close(done)
-	if f.err != nil {
-		return 0, f.err
+	syscall.ForkLock.Lock()
+	pid, errno := forkChild(j.fp)
+	if j.fp.clone3 != nil && (errno == unix.ENOSYS || errno == unix.E2BIG || errno == unix.EINVAL) {
+		j.fp.clone3 = nil // before Linux 5.7: moved by cgroup.procs below
+		pid, errno = forkChild(j.fp)
 	}
+	syscall.ForkLock.Unlock()
+	if errno != 0 {
+		return 0, fmt.Errorf("fork into the instance: %w", errno)
+	}
+	f := struct{ pid int }{int(pid)}
 	closeFDs([]int{j.sync[0], j.errp[1]})
 	j.sync[0], j.errp[1] = -1, -1
 	if j.pts >= 0 {

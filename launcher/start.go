@@ -140,8 +140,8 @@ func (l *launch) record(pid int) error {
 	return l.opts.Instance.Started(instance.State{
 		App: l.manifest.Name, Version: l.manifest.Version, Image: l.opts.Image, RootHash: hex.EncodeToString(l.rootHash[:]),
 		Pid: pid, PidStart: start, Started: time.Now(),
-		CgroupID: l.cg.ID, CgroupV2: l.cg.V2, Cgroup: l.cg.Dirs, Config: config, Unit: unit, UnitOOMKills: unitOOM,
-	})
+		CgroupID: l.cg.ID, CgroupV2: l.cg.V2, Cgroup: l.cg.Dirs, Unit: unit, UnitOOMKills: unitOOM,
+	}, config)
 }
 
 // prepare makes the child's plan, its pipes and the files opened by host

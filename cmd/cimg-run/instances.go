@@ -348,7 +348,10 @@ func inspect(args []string) (int, error) {
 		Command    []string          `json:"command"`
 		Config     json.RawMessage   `json:"config"`
 		Dir        string            `json:"state_dir"`
-	}{rowOf(r), r.Supervisor, r.State.Detached, r.State.Cgroup, r.State.Command, r.State.Config, r.Dir()}
+	}{rowOf(r), r.Supervisor, r.State.Detached, r.State.Cgroup, r.State.Command, nil, r.Dir()}
+	if plan, err := r.Plan(); err == nil {
+		out.Config = plan
+	}
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return 0, enc.Encode(out)

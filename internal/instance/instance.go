@@ -17,7 +17,6 @@ package instance
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -33,6 +32,7 @@ import (
 const (
 	lockFile  = "lock"       // the supervisor's POSIX lock
 	stateFile = "state.json" // State, once the app runs
+	planFile  = "plan.json"  // the effective launch plan, which exec re-creates (apart: ps need not parse it)
 	exitFile  = "exit.json"  // Exit, once it is gone
 	logFile   = "log"        // a detached instance's output (and log.1 before it)
 )
@@ -55,9 +55,8 @@ type State struct {
 	Unit       string            `json:"unit,omitempty"` // the systemd unit supervising the app (no launcher stays)
 	// UnitOOMKills: the unit's memory cgroup's OOM kill count when the app
 	// started (its ExecStopPost= compares).
-	UnitOOMKills int             `json:"unit_oom_kills,omitempty"`
-	Command      []string        `json:"command"` // the cimg-run command line that started it (for a unit)
-	Config       json.RawMessage `json:"config"`  // the effective launch plan: what exec re-creates
+	UnitOOMKills int      `json:"unit_oom_kills,omitempty"`
+	Command      []string `json:"command"` // the cimg-run command line that started it (for a unit)
 }
 
 // Exit is how the instance ended.

@@ -202,7 +202,7 @@ func TestInstanceCreateAndRecords(t *testing.T) {
 	if in.Dir != filepath.Join(root, "web") || in.Name != "web" {
 		t.Errorf("Create: %+v", in)
 	}
-	if err := in.Started(State{App: "probe", Version: "1", Pid: 4242, CgroupID: "probe-1"}); err != nil {
+	if err := in.Started(State{App: "probe", Version: "1", Pid: 4242, CgroupID: "probe-1"}, []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(filepath.Join(in.Dir, stateFile))

@@ -51,6 +51,16 @@ func (r *Record) Status() string {
 	return fmt.Sprintf("exited %d", r.Exit.Code)
 }
 
+// Plan is the launch plan the instance's app was started with, as its
+// launcher recorded it (JSON).
+func (r *Record) Plan() ([]byte, error) {
+	b, err := os.ReadFile(filepath.Join(r.dir, planFile))
+	if err != nil {
+		return nil, fmt.Errorf("instance %s: its recorded configuration: %w", r.State.Name, err)
+	}
+	return b, nil
+}
+
 // Dir is the instance's directory.
 func (r *Record) Dir() string { return r.dir }
 

@@ -105,8 +105,11 @@ func Create(stateDir, name string) (*Instance, error) {
 	return in, nil
 }
 
-// Started records the running app.
-func (in *Instance) Started(s State) error {
+// Started records the running app, and the plan it was launched with.
+func (in *Instance) Started(s State, plan []byte) error {
+	if err := writeAtomic(in.dirfd, planFile, plan); err != nil {
+		return fmt.Errorf("record instance %s: %w", in.Name, err)
+	}
 	s.Name, s.Supervisor, s.Command = in.Name, os.Getpid(), in.Command
 	s.Detached = in.logR >= 0
 	b, err := json.MarshalIndent(s, "", "  ")
