@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -340,7 +339,7 @@ func TestExecIntoLostInstance(t *testing.T) {
 	exStart(t, state, "lost", img, "--", "sleep")
 	sup := int(exState(t, state, "lost")["supervisor_pid"].(float64))
 	syscall.Kill(sup, syscall.SIGKILL)
-	if !settle(func() bool { _, err := os.Stat("/proc/" + strconv.Itoa(sup)); return err != nil }) {
+	if !settle(func() bool { return gone(sup, 0) }) {
 		t.Fatal("the supervisor survived SIGKILL")
 	}
 	res := exSub(t, state, "exec", "lost", "--", "probe", "exit", "0")

@@ -239,6 +239,16 @@ func gone(pid int, start uint64) bool {
 		return true
 	}
 	if i := bytes.LastIndexByte(b, ')'); i > 0 && len(b) > i+2 && b[i+2] == 'Z' {
+		// A zombie leader, but its other threads may still be exiting, and
+		// with them the fds (and the instance lock) they share: gone once
+		// none of them is left.
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		for _, task := range tasks {
+			tb, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			if j := bytes.LastIndexByte(tb, ')'); err == nil && j > 0 && len(tb) > j+2 && tb[j+2] != 'Z' && tb[j+2] != 'X' {
+				return false
+			}
+		}
 		return true
 	}
 	st, err := instance.ProcStart(pid)
