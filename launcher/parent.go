@@ -299,6 +299,7 @@ type decision struct {
 	img      *format.Image
 	manifest *manifest.Manifest
 	plan     *Plan
+	signers  []format.KeyID // the trusted keys that signed it (none configured: empty)
 }
 
 // decide opens and admits the image and decides the launch; it makes
@@ -342,8 +343,9 @@ func decide(o *Options) (*decision, error) {
 	if err != nil {
 		return nil, err
 	}
+	var signers []format.KeyID
 	if len(trusted) > 0 {
-		if _, err := img.VerifySignatures(trusted); err != nil {
+		if signers, err = img.VerifySignatures(trusted); err != nil {
 			return nil, fmt.Errorf("%s: %w", o.Image, err)
 		}
 	}
@@ -364,7 +366,7 @@ func decide(o *Options) (*decision, error) {
 		return nil, fmt.Errorf("%s: %w", o.Image, err)
 	}
 	ok = true
-	return &decision{image: f, img: img, manifest: m, plan: plan}, nil
+	return &decision{image: f, img: img, manifest: m, plan: plan, signers: signers}, nil
 }
 
 // Admitted is what a launch of an image with these options would be,
@@ -373,6 +375,7 @@ func decide(o *Options) (*decision, error) {
 type Admitted struct {
 	Name, Version string
 	Capabilities  []string // the ones the app keeps: its launcher's bounding set needs them
+	Signers       []string // ids of the trusted keys that signed it
 }
 
 // Admit checks the image and the options as Run would, and makes nothing.
@@ -383,5 +386,9 @@ func Admit(o Options) (*Admitted, error) {
 		return nil, err
 	}
 	d.image.Close()
-	return &Admitted{Name: d.manifest.Name, Version: d.manifest.Version, Capabilities: d.manifest.Security.Capabilities}, nil
+	a := &Admitted{Name: d.manifest.Name, Version: d.manifest.Version, Capabilities: d.manifest.Security.Capabilities}
+	for _, k := range d.signers {
+		a.Signers = append(a.Signers, k.String())
+	}
+	return a, nil
 }

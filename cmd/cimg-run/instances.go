@@ -19,6 +19,7 @@ import (
 
 	"cimg.dev/cimg/internal/cgroup"
 	"cimg.dev/cimg/internal/instance"
+	"cimg.dev/cimg/internal/store"
 	"cimg.dev/cimg/launcher"
 )
 
@@ -35,6 +36,7 @@ func runInstance(args []string) (int, error) {
 	name := fs.String("name", "", "the instance's `name` (default: the app's name and a random suffix)")
 	detach := fs.Bool("d", false, "detach: print the name once the app runs and return; its output goes to a bounded log (cimg-run logs)")
 	readyFD := fs.Int(readyFlag, -1, "")
+	storeRoot := fs.String("store", defaultStore, "the store `directory` an installed app NAME is run from")
 	systemd := fs.Bool("systemd", false, "run as the ExecStart of a systemd unit (cimg-run unit writes them): the app's cgroup in the unit's, the app handed to systemd")
 	readyWhen := fs.String("ready", "started", "with --systemd: the unit is ready when the app `started`, or when it says so (notify: it gets the unit's NOTIFY_SOCKET)")
 	if err := fs.Parse(args); err != nil {
@@ -63,6 +65,9 @@ func runInstance(args []string) (int, error) {
 			return 2, err
 		}
 	}
+	if err := resolveApp(&o, *storeRoot, name); err != nil {
+		return 0, err
+	}
 	var ready *os.File
 	if *readyFD >= 0 {
 		// We are a detached supervisor: errors go to the waiting parent,
@@ -77,6 +82,38 @@ func runInstance(args []string) (int, error) {
 		ready.Close()
 	}
 	return code, err
+}
+
+// resolveApp turns an IMAGE argument that is no file but an installed
+// app's name into that app's image (its trial version while one is on
+// trial, counted), grants and volumes; the instance takes the app's name.
+func resolveApp(o *launcher.Options, root string, name *string) error {
+	if _, err := os.Stat(o.Image); err == nil || instance.CheckName(o.Image) != nil {
+		return nil
+	}
+	app := o.Image
+	if _, err := os.Stat(root); err != nil {
+		return nil // no store here (none is made for a look): the launch says the file is missing
+	}
+	image, grants, err := storeApp(root, app)
+	if errors.As(err, new(*store.ErrNotInstalled)) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	o.Image = image
+	for _, g := range grants {
+		if err := o.Grants.Add(g); err != nil {
+			return fmt.Errorf("app %s: its recorded grant %q: %w", app, g, err)
+		}
+	}
+	o.VolumeDir = filepath.Join(root, "volumes")
+	o.NoHealth = true // the health check is update's gate
+	if name != nil && *name == "" {
+		*name = app
+	}
+	return nil
 }
 
 // runNamed claims the name and runs the launch as that instance.

@@ -23,6 +23,7 @@ import (
 	"flag"
 
 	"cimg.dev/cimg/internal/imagecache"
+	"cimg.dev/cimg/internal/store"
 	"cimg.dev/cimg/launcher"
 )
 
@@ -42,13 +43,24 @@ Usage:
   cimg-run rm NAME...                        forget ended instances
   cimg-run unit [flags of run] [--name N] [--ready started|notify] [--enable] [--now] IMAGE [-- ARGS...]
                                              write a systemd service that runs the image as instance N
-  cimg-run gc                                unmount cached images no instance uses
+  cimg-run install [--name N] [--grant G]... FILE
+                                             install an app into the store (/var/lib/cimg/store)
+  cimg-run update [--grant G]... [--allow-downgrade] NAME FILE
+                                             the new version on trial: started, health-checked,
+                                             then kept, or rolled back (exit 1, saying why)
+  cimg-run rollback NAME                     the previous version becomes current again
+  cimg-run remove [--purge] NAME             uninstall (--purge: and its volumes)
+  cimg-run list [--json]                     installed apps: current, previous, trial, floor, grants
+  cimg-run run NAME, cimg-run NAME           run an installed app (a NAME that is no file)
+  cimg-run gc                                unmount cached images no instance uses; delete
+                                             store images no app names
   cimg-run doctor                            the kernel features cimg uses, and what is missing
   cimg-run help                              this text
 
 Every command takes --state-dir DIR (default /run/cimg).
 Exit status: the app's (128+N when killed by signal N); 125 when cimg-run
-itself failed; 2 for a usage error.
+itself failed; 2 for a usage error; update: 1 when the new version failed
+its health gate and was rolled back.
 
 Flags of run:
 `
@@ -100,6 +112,16 @@ func run(args []string) (int, error) {
 			return execIn(args[1:])
 		case "unit":
 			return unit(args[1:])
+		case "install":
+			return install(args[1:])
+		case "update":
+			return update(args[1:])
+		case "rollback":
+			return rollback(args[1:])
+		case "remove":
+			return remove(args[1:])
+		case "list":
+			return list(args[1:])
 		case "unit-stop":
 			return unitStop(args[1:])
 		case "unit-exited":
@@ -113,6 +135,11 @@ func run(args []string) (int, error) {
 	}
 	if err := imageArgs(fs, verify, &o); err != nil {
 		return 2, err
+	}
+	// An installed app's name, not a file: the app's current version,
+	// anonymous (cimg-run run NAME names the instance).
+	if err := resolveApp(&o, defaultStore, nil); err != nil {
+		return 0, err
 	}
 	if os.Getenv("CIMG_PROFILE") != "" {
 		defer profile(&o)()
@@ -184,11 +211,26 @@ func imageArgs(fs *flag.FlagSet, verify *string, o *launcher.Options) error {
 func gc(args []string) (int, error) {
 	gcFlags := flag.NewFlagSet("cimg-run gc", flag.ContinueOnError)
 	state := gcFlags.String("state-dir", "/run/cimg", "the state `directory` whose mount cache to collect")
+	root := gcFlags.String("store", defaultStore, "the store `directory` whose unused images to delete (if there is one)")
 	if err := gcFlags.Parse(args); err != nil {
 		return 2, err
 	}
 	if gcFlags.NArg() > 0 {
-		return 2, errors.New("usage: cimg-run gc [--state-dir DIR]")
+		return 2, errors.New("usage: cimg-run gc [--state-dir DIR] [--store DIR]")
+	}
+	// Store images first: the cache mounts of deleted ones go below.
+	if _, err := os.Stat(*root); err == nil {
+		s, err := store.Open(*root)
+		if err != nil {
+			return 0, err
+		}
+		removed, err := s.GC()
+		for _, r := range removed {
+			fmt.Println("deleted", r)
+		}
+		if err != nil {
+			return 0, err
+		}
 	}
 	done, err := imagecache.GC(*state)
 	for _, d := range done {

@@ -1,0 +1,587 @@
+// Package store is the device's store of installed apps: what cimg-run
+// install, update, rollback, remove, list and gc change, and what
+// cimg-run run NAME launches.
+//
+// Layout, under the store's root (root's, 0700):
+//
+//	images/<root-hash>.cimg   verified images, content-addressed, 0444
+//	apps/<name>.json          one state file per app: current, previous and
+//	                          trial versions, the trial's attempts, the
+//	                          version floor, the operator's grants
+//	locks/<name>.lock         flock: one command per app at a time
+//	tmp/                      partial files, on the same filesystem
+//	volumes/<name>/...        the app's volumes
+//
+// Every change is temp file → fsync → rename → fsync(dir). The rename of
+// apps/<name>.json is the one commit point of install, update, rollback,
+// commit and remove: before it the old state holds, after it the new.
+// An image is stored (and verified, as stored) before any state names
+// it, so the invariant after a crash at any instant is: every app's state
+// file parses and names only images that are in images/ and verify; a
+// crash leaves at most temp files in tmp/ and images no state names,
+// which the next command (and gc) remove.
+package store
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"cimg.dev/cimg/format"
+	"cimg.dev/cimg/internal/instance"
+	"cimg.dev/cimg/manifest"
+)
+
+// Version is one stored version of an app.
+type Version struct {
+	Version   string    `json:"version"`
+	RootHash  string    `json:"root_hash"`
+	Size      int64     `json:"size"`
+	Signers   []string  `json:"signers,omitempty"` // key ids that signed it (when keys are configured)
+	Installed time.Time `json:"installed"`
+}
+
+// App is an app's state file.
+type App struct {
+	Name     string   `json:"name"`
+	Current  *Version `json:"current"`
+	Previous *Version `json:"previous,omitempty"`
+	Trial    *Version `json:"trial,omitempty"`
+	// TrialAttempts counts starts of the trial version not yet confirmed
+	// healthy (a power cut during a trial must not forget it).
+	TrialAttempts int      `json:"trial_attempts,omitempty"`
+	Floor         string   `json:"floor"`  // the lowest version an update may install (anti-rollback)
+	Grants        []string `json:"grants"` // the operator's --grant words
+}
+
+// Store is a store directory.
+type Store struct {
+	Root string
+}
+
+// Admit is the launcher's check of an image and the operator's grants
+// (arch, signatures, privileges), as a launch would check it; the store
+// calls it on the copy it keeps. It returns the signer key ids.
+type Admit func(image string, grants []string) (signers []string, err error)
+
+// ErrNotInstalled: no app has the name.
+type ErrNotInstalled struct{ Name string }
+
+func (e *ErrNotInstalled) Error() string {
+	return fmt.Sprintf("no app %q is installed (cimg-run list shows them; cimg-run install FILE --name %s installs it)", e.Name, e.Name)
+}
+
+// Open opens (making it if needed) the store at root, and removes what
+// earlier commands killed midway left in tmp/.
+func Open(root string) (*Store, error) {
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("store %s: %w", root, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(root, &st); err != nil {
+		return nil, fmt.Errorf("store %s: %w", root, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != 0 || st.Mode&0o077 != 0 {
+		return nil, fmt.Errorf("store %s must be a directory owned by root with mode 0700: fix it (chown root: %s; chmod 0700 %s)", root, root, root)
+	}
+	for _, d := range []string{"images", "apps", "locks", "tmp", "volumes"} {
+		if err := os.Mkdir(filepath.Join(root, d), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("store %s: %w", root, err)
+		}
+	}
+	s := &Store{Root: root}
+	s.cleanTmp()
+	return s, nil
+}
+
+// cleanTmp removes temp files no live command writes: each writer holds
+// an flock on its temp file.
+func (s *Store) cleanTmp() {
+	for _, dir := range []string{filepath.Join(s.Root, "tmp"), filepath.Join(s.Root, "apps")} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if !strings.HasPrefix(e.Name(), ".tmp-") && dir != filepath.Join(s.Root, "tmp") {
+				continue
+			}
+			p := filepath.Join(dir, e.Name())
+			fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+			if err != nil {
+				continue
+			}
+			if unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) == nil {
+				os.Remove(p)
+			}
+			unix.Close(fd)
+		}
+	}
+}
+
+// Image is the path of the stored image with root hash h.
+func (s *Store) Image(h string) string { return filepath.Join(s.Root, "images", h+".cimg") }
+
+// Volumes is the store's volume directory (the launcher's --volume-dir).
+func (s *Store) Volumes() string { return filepath.Join(s.Root, "volumes") }
+
+// lockApp takes the app's lock, and the store's shared: commands on
+// different apps do not wait for each other, gc (which takes the store's
+// exclusively) waits for all of them. The returned func lets go.
+func (s *Store) lockApp(name string) (func(), error) {
+	if err := instance.CheckName(name); err != nil {
+		return nil, err
+	}
+	all, err := s.lock(".store.lock", unix.LOCK_SH)
+	if err != nil {
+		return nil, err
+	}
+	one, err := s.lock(name+".lock", unix.LOCK_EX)
+	if err != nil {
+		unix.Close(all)
+		return nil, err
+	}
+	return func() { unix.Close(one); unix.Close(all) }, nil
+}
+
+// lock flocks locks/name (how: LOCK_SH or LOCK_EX) and returns its fd.
+func (s *Store) lock(name string, how int) (int, error) {
+	fd, err := unix.Open(filepath.Join(s.Root, "locks", name), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return -1, fmt.Errorf("store lock %s: %w", name, err)
+	}
+	for {
+		if err = unix.Flock(fd, how); err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("store lock %s: %w", name, err)
+	}
+	return fd, nil
+}
+
+// Get reads app name's state.
+func (s *Store) Get(name string) (*App, error) {
+	if err := instance.CheckName(name); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(s.Root, "apps", name+".json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, &ErrNotInstalled{Name: name}
+	}
+	if err != nil {
+		return nil, err
+	}
+	a := new(App)
+	if err := json.Unmarshal(b, a); err != nil {
+		return nil, fmt.Errorf("app %s: state file %s: %w", name, filepath.Join(s.Root, "apps", name+".json"), err)
+	}
+	return a, nil
+}
+
+// List reads every app's state, by name.
+func (s *Store) List() ([]*App, error) {
+	entries, err := os.ReadDir(filepath.Join(s.Root, "apps"))
+	if err != nil {
+		return nil, err
+	}
+	var out []*App
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || strings.HasPrefix(name, ".") {
+			continue
+		}
+		a, err := s.Get(name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// commit replaces the app's state file: the commit point.
+func (s *Store) commit(a *App) error {
+	b, err := json.MarshalIndent(a, "", "  ")
+	if err != nil {
+		return err
+	}
+	failpoint("commit-before")
+	if err := writeAtomic(filepath.Join(s.Root, "apps"), a.Name+".json", b); err != nil {
+		return fmt.Errorf("app %s: write its state: %w", a.Name, err)
+	}
+	failpoint("commit-after")
+	return nil
+}
+
+// remove deletes the app's state file (the commit point of remove).
+func (s *Store) remove(name string) error {
+	dir := filepath.Join(s.Root, "apps")
+	if err := os.Remove(filepath.Join(dir, name+".json")); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// Install stores and admits source as app name's first version.
+func (s *Store) Install(name, source string, grants []string, admit Admit) (*App, error) {
+	unlock, err := s.lockApp(name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if a, err := s.Get(name); err == nil {
+		return nil, fmt.Errorf("app %s is installed already (version %s): cimg-run update %s FILE installs a new version", name, a.Current.Version, name)
+	}
+	v, m, err := s.store(source, grants, admit, nil)
+	if err != nil {
+		return nil, err
+	}
+	a := &App{Name: name, Current: v, Floor: m.Version, Grants: grants}
+	if err := s.commit(a); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Update stores and admits source as app name's trial version; the
+// caller starts it and then calls Confirm or Abandon.
+func (s *Store) Update(name, source string, grants []string, allowDowngrade bool, admit Admit) (*App, error) {
+	unlock, err := s.lockApp(name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	a, err := s.Get(name)
+	if err != nil {
+		return nil, err
+	}
+	all := append(append([]string(nil), a.Grants...), grants...)
+	// Anti-rollback, before the image is kept.
+	floor := func(m *manifest.Manifest) error {
+		if CompareVersions(m.Version, a.Floor) < 0 && !allowDowngrade {
+			return fmt.Errorf("app %s: version %s is below its floor %s (anti-rollback): refused; --allow-downgrade installs it anyway", name, m.Version, a.Floor)
+		}
+		return nil
+	}
+	v, _, err := s.store(source, all, admit, floor)
+	if err != nil {
+		return nil, err
+	}
+	if v.RootHash == a.Current.RootHash {
+		return nil, fmt.Errorf("app %s: %s is the current version already (root hash %s)", name, source, v.RootHash[:12])
+	}
+	a.Trial, a.TrialAttempts, a.Grants = v, 0, all
+	if err := s.commit(a); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Confirm makes the trial version current (the old one stays as
+// previous) and raises the floor to it.
+func (s *Store) Confirm(name string) (*App, error) {
+	return s.change(name, func(a *App) error {
+		if a.Trial == nil {
+			return fmt.Errorf("app %s has no version on trial", name)
+		}
+		a.Previous, a.Current, a.Trial, a.TrialAttempts = a.Current, a.Trial, nil, 0
+		if CompareVersions(a.Current.Version, a.Floor) > 0 {
+			a.Floor = a.Current.Version
+		}
+		return nil
+	})
+}
+
+// Abandon drops the trial version: the current one stays.
+func (s *Store) Abandon(name string) (*App, error) {
+	return s.change(name, func(a *App) error {
+		a.Trial, a.TrialAttempts = nil, 0
+		return nil
+	})
+}
+
+// Rollback makes the previous version current (and the current one
+// previous).
+func (s *Store) Rollback(name string) (*App, error) {
+	return s.change(name, func(a *App) error {
+		if a.Previous == nil {
+			return fmt.Errorf("app %s has no previous version to roll back to", name)
+		}
+		a.Previous, a.Current, a.Trial, a.TrialAttempts = a.Current, a.Previous, nil, 0
+		return nil
+	})
+}
+
+// TrialStart counts a start of the trial version not yet confirmed; after
+// max of them without a Confirm, the trial is abandoned instead (the boot
+// counter: a device that lost power, or crashed, during every trial
+// start comes back on the old version). It returns the version to start.
+func (s *Store) TrialStart(name string, max int) (*App, *Version, error) {
+	var v *Version
+	a, err := s.change(name, func(a *App) error {
+		v = a.Current
+		if a.Trial == nil {
+			return nil
+		}
+		if a.TrialAttempts >= max {
+			a.Trial, a.TrialAttempts = nil, 0
+			return nil
+		}
+		a.TrialAttempts++
+		v = a.Trial
+		return nil
+	})
+	return a, v, err
+}
+
+// change applies f to the app's state under its lock and commits it.
+func (s *Store) change(name string, f func(*App) error) (*App, error) {
+	unlock, err := s.lockApp(name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	a, err := s.Get(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := f(a); err != nil {
+		return nil, err
+	}
+	return a, s.commit(a)
+}
+
+// Remove uninstalls the app; with purge its volumes go too. Its images
+// stay until gc (another app may share them).
+func (s *Store) Remove(name string, purge bool) error {
+	unlock, err := s.lockApp(name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, err := s.Get(name); err != nil {
+		return err
+	}
+	if err := s.remove(name); err != nil {
+		return fmt.Errorf("remove app %s: %w", name, err)
+	}
+	if purge {
+		if err := os.RemoveAll(filepath.Join(s.Volumes(), name)); err != nil {
+			return fmt.Errorf("app %s: remove its volumes: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// GC removes images no app names (current, previous or trial), and temp
+// files nobody writes; it returns what it removed.
+func (s *Store) GC() ([]string, error) {
+	// No install or update between reading the apps and deleting: an
+	// image stored but not yet named would go.
+	fd, err := s.lock(".store.lock", unix.LOCK_EX)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	s.cleanTmp()
+	apps, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	used := map[string]bool{}
+	for _, a := range apps {
+		for _, v := range []*Version{a.Current, a.Previous, a.Trial} {
+			if v != nil {
+				used[v.RootHash+".cimg"] = true
+			}
+		}
+	}
+	entries, err := os.ReadDir(filepath.Join(s.Root, "images"))
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	for _, e := range entries {
+		if used[e.Name()] || !strings.HasSuffix(e.Name(), ".cimg") {
+			continue
+		}
+		p := filepath.Join(s.Root, "images", e.Name())
+		failpoint("gc-remove")
+		if err := os.Remove(p); err == nil {
+			removed = append(removed, p)
+		}
+	}
+	return removed, syncDir(filepath.Join(s.Root, "images"))
+}
+
+// store copies source into tmp/, verifies the copy (what is kept is what
+// was checked), checks its manifest (check, if set), admits it, and moves
+// it to images/<root-hash>.cimg.
+func (s *Store) store(source string, grants []string, admit Admit, check func(*manifest.Manifest) error) (*Version, *manifest.Manifest, error) {
+	src, err := os.Open(source)
+	if err != nil {
+		return nil, nil, fmt.Errorf("install %s: %w", source, err)
+	}
+	defer src.Close()
+	tmpName := ".tmp-" + randomHex() + ".cimg"
+	tmp := filepath.Join(s.Root, "tmp", tmpName)
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("install %s: %w", source, err)
+	}
+	unix.Flock(int(f.Fd()), unix.LOCK_EX) // ours: cleanTmp leaves it alone
+	keep := false
+	defer func() {
+		f.Close()
+		if !keep {
+			os.Remove(tmp)
+		}
+	}()
+	failpoint("store-copy")
+	n, err := io.Copy(f, src)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("install %s: copy into the store: %w", source, explainErrno(err))
+	}
+	failpoint("store-copied")
+	img, err := format.Open(f, n)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", source, err)
+	}
+	if err := img.VerifyPayload(); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", source, err)
+	}
+	m, err := manifest.Parse(img.Manifest, source+" (embedded manifest)")
+	if err != nil {
+		return nil, nil, err
+	}
+	if check != nil {
+		if err := check(m); err != nil {
+			return nil, nil, err
+		}
+	}
+	signers, err := admit(tmp, grants)
+	if err != nil {
+		return nil, nil, err
+	}
+	h := hex.EncodeToString(img.Footer.RootHash[:])
+	if err := f.Chmod(0o444); err != nil {
+		return nil, nil, err
+	}
+	dst := s.Image(h)
+	failpoint("store-rename")
+	if err := os.Rename(tmp, dst); err != nil {
+		return nil, nil, fmt.Errorf("install %s: %w", source, err)
+	}
+	keep = true
+	if err := syncDir(filepath.Join(s.Root, "images")); err != nil {
+		return nil, nil, err
+	}
+	failpoint("store-stored")
+	return &Version{Version: m.Version, RootHash: h, Size: n, Signers: signers, Installed: time.Now().UTC()}, m, nil
+}
+
+// explainErrno turns a full or read-only store into advice.
+func explainErrno(err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
+		return fmt.Errorf("%w: the store's filesystem is full (cimg-run gc frees unused images)", err)
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("%w: the store's filesystem is read-only", err)
+	}
+	return err
+}
+
+// writeAtomic replaces dir/name: temp file, fsync, rename, fsync(dir).
+func writeAtomic(dir, name string, data []byte) error {
+	f, err := os.CreateTemp(dir, ".tmp-"+name+"-")
+	if err != nil {
+		return explainErrno(err)
+	}
+	unix.Flock(int(f.Fd()), unix.LOCK_EX)
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return explainErrno(err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return explainErrno(err)
+	}
+	failpoint("write-synced")
+	if err := os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
+		f.Close()
+		return err
+	}
+	f.Close()
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func randomHex() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// CompareVersions orders versions as dotted numbers where they are
+// numbers (1.10 > 1.9), and as text where they are not; -1, 0 or 1.
+func CompareVersions(a, b string) int {
+	split := func(s string) []string {
+		return strings.FieldsFunc(s, func(r rune) bool { return r == '.' || r == '-' || r == '+' })
+	}
+	pa, pb := split(a), split(b)
+	for i := 0; i < len(pa) || i < len(pb); i++ {
+		var x, y string
+		if i < len(pa) {
+			x = pa[i]
+		}
+		if i < len(pb) {
+			y = pb[i]
+		}
+		nx, ex := strconv.ParseUint(x, 10, 64)
+		ny, ey := strconv.ParseUint(y, 10, 64)
+		switch {
+		case ex == nil && ey == nil && nx != ny:
+			if nx < ny {
+				return -1
+			}
+			return 1
+		case (ex != nil || ey != nil) && x != y:
+			if x == "" {
+				return -1
+			}
+			if y == "" {
+				return 1
+			}
+			if x < y {
+				return -1
+			}
+			return 1
+		}
+	}
+	return 0
+}
