@@ -51,6 +51,9 @@ Usage:
   cimg-run rollback NAME                     the previous version becomes current again
   cimg-run remove [--purge] NAME             uninstall (--purge: and its volumes)
   cimg-run list [--json]                     installed apps: current, previous, trial, floor, grants
+  cimg-run reset [--factory DIR] NAME|--all  factory reset: volumes wiped, the factory version
+                                             (/usr/share/cimg/factory/*.cimg) installed again
+  cimg-run boot                              at boot: abandon trials started 3 times unconfirmed
   cimg-run run NAME, cimg-run NAME           run an installed app (a NAME that is no file)
   cimg-run gc                                unmount cached images no instance uses; delete
                                              store images no app names
@@ -122,6 +125,10 @@ func run(args []string) (int, error) {
 			return remove(args[1:])
 		case "list":
 			return list(args[1:])
+		case "reset":
+			return reset(args[1:])
+		case "boot":
+			return boot(args[1:])
 		case "unit-stop":
 			return unitStop(args[1:])
 		case "unit-exited":

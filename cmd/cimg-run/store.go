@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -369,4 +370,124 @@ func storeApp(root, name string) (image string, grants []string, err error) {
 		return "", nil, err
 	}
 	return s.Image(v.RootHash), a.Grants, nil
+}
+
+// reset is `cimg-run reset NAME|--all`: the factory version of the app
+// (from the read-only factory directory an OS image ships), its volumes
+// wiped.
+func reset(args []string) (int, error) {
+	f := newStoreFlags("reset", false)
+	all := f.fs.Bool("all", false, "reset every app of the factory directory, and remove the others")
+	factory := f.fs.String("factory", "/usr/share/cimg/factory", "the factory `directory` of .cimg files")
+	pos, err := parseMixed(f.fs, args)
+	if err != nil || *all == (len(pos) == 1) || len(pos) > 1 {
+		return 2, errors.New("usage: cimg-run reset [--factory DIR] [--store DIR] NAME | --all")
+	}
+	s, err := f.open()
+	if err != nil {
+		return 0, err
+	}
+	images, err := factoryImages(*factory)
+	if err != nil {
+		return 0, err
+	}
+	names := pos
+	if *all {
+		names = nil
+		for n := range images {
+			names = append(names, n)
+		}
+		installed, err := s.List()
+		if err != nil {
+			return 0, err
+		}
+		for _, a := range installed {
+			if _, ok := images[a.Name]; !ok {
+				// Not from the factory: a reset device does not have it.
+				if r, err := instance.Get(*f.state, a.Name); err == nil && r.Running() {
+					instance.Stop(*f.state, a.Name, time.Duration(*f.stopTime)*time.Second)
+				}
+				if err := s.Remove(a.Name, true); err != nil {
+					return 0, err
+				}
+				fmt.Printf("%s: removed (not in %s)\n", a.Name, *factory)
+			}
+		}
+	}
+	var errs []error
+	for _, n := range names {
+		img, ok := images[n]
+		if !ok {
+			errs = append(errs, fmt.Errorf("app %s: no factory image of it in %s", n, *factory))
+			continue
+		}
+		running := false
+		if r, err := instance.Get(*f.state, n); err == nil && r.Running() {
+			running = true
+			if _, err := instance.Stop(*f.state, n, time.Duration(*f.stopTime)*time.Second); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if err := s.WipeVolumes(n); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		a, err := s.Reset(n, img, nil, f.admit)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fmt.Printf("%s: reset to %s\n", n, a.Current.Version)
+		if running {
+			if err := startDetached(f, n); err != nil {
+				errs = append(errs, fmt.Errorf("app %s: reset, but it did not start again: %w", n, err))
+			}
+		}
+	}
+	return 0, errors.Join(errs...)
+}
+
+// factoryImages maps app names to the factory directory's images.
+func factoryImages(dir string) (map[string]string, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.cimg"))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, p := range paths {
+		name, err := launcher.AppName(p)
+		if err != nil {
+			return nil, fmt.Errorf("factory image %s: %w", p, err)
+		}
+		out[name] = p
+	}
+	return out, nil
+}
+
+// boot is `cimg-run boot`, for a unit at boot: a trial version started
+// trialStarts times without being confirmed is abandoned, so the app's
+// next start is its current version.
+func boot(args []string) (int, error) {
+	f := newStoreFlags("boot", false)
+	if pos, err := parseMixed(f.fs, args); err != nil || len(pos) != 0 {
+		return 2, errors.New("usage: cimg-run boot [--store DIR]")
+	}
+	s, err := f.open()
+	if err != nil {
+		return 0, err
+	}
+	apps, err := s.List()
+	if err != nil {
+		return 0, err
+	}
+	for _, a := range apps {
+		if a.Trial != nil && a.TrialAttempts >= trialStarts {
+			if _, err := s.Abandon(a.Name); err != nil {
+				return 0, err
+			}
+			fmt.Printf("%s: trial %s abandoned after %d unconfirmed starts; current is %s\n", a.Name, a.Trial.Version, a.TrialAttempts, a.Current.Version)
+		}
+	}
+	return 0, nil
 }

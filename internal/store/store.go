@@ -585,3 +585,39 @@ func CompareVersions(a, b string) int {
 	}
 	return 0
 }
+
+// Reset reinstalls source (a factory image) as app name's only version:
+// previous and trial go, the grants stay, the floor does not fall (a
+// factory version below it is still the operator's explicit choice). An
+// app not installed yet is installed with the given grants.
+func (s *Store) Reset(name, source string, grants []string, admit Admit) (*App, error) {
+	unlock, err := s.lockApp(name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	a, err := s.Get(name)
+	if errors.As(err, new(*ErrNotInstalled)) {
+		a, err = &App{Name: name, Grants: grants}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	v, m, err := s.store(source, a.Grants, admit, nil)
+	if err != nil {
+		return nil, err
+	}
+	a.Current, a.Previous, a.Trial, a.TrialAttempts = v, nil, nil, 0
+	if CompareVersions(m.Version, a.Floor) > 0 {
+		a.Floor = m.Version
+	}
+	return a, s.commit(a)
+}
+
+// WipeVolumes removes the app's volumes (a factory reset's).
+func (s *Store) WipeVolumes(name string) error {
+	if err := instance.CheckName(name); err != nil {
+		return err
+	}
+	return os.RemoveAll(filepath.Join(s.Volumes(), name))
+}
