@@ -249,7 +249,7 @@ func (s *Store) Install(name, source string, grants []string, admit Admit) (*App
 	if err != nil {
 		return nil, err
 	}
-	a := &App{Name: name, Current: v, Floor: m.Version, Grants: grants}
+	a := &App{Name: name, Current: v, Floor: m.Version, Grants: append([]string{}, grants...)}
 	if err := s.commit(a); err != nil {
 		return nil, err
 	}
