@@ -38,6 +38,24 @@ func TestUnitVerifies(t *testing.T) {
 			t.Errorf("case %d: systemd-analyze verify: %v: %s\n%s", i, err, v, b)
 		}
 	}
+	// An installed app: the unit runs it by name from the store, after the
+	// store's boot counter.
+	storeDir := filepath.Join(t.TempDir(), "store")
+	if out, err := exec.Command(cimgRun, "install", "--store", storeDir, "--state-dir", stateDir(t), "--name", "inst", img).CombinedOutput(); err != nil {
+		t.Fatalf("install: %v: %s", err, out)
+	}
+	if out, err := exec.Command(cimgRun, "unit", "--unit-dir", dir, "--store", storeDir, "inst").CombinedOutput(); err != nil {
+		t.Fatalf("unit of an installed app: %v: %s", err, out)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "cimg-inst.service"))
+	for _, want := range []string{"ExecStartPre=" + cimgRun + " boot --store " + storeDir + "\n", "--name inst --store " + storeDir + " inst\n"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("the installed app's unit lacks %q:\n%s", want, b)
+		}
+	}
+	if v, err := exec.Command("systemd-analyze", "verify", filepath.Join(dir, "cimg-inst.service")).CombinedOutput(); err != nil {
+		t.Errorf("systemd-analyze verify of the installed app's unit: %v: %s", err, v)
+	}
 	// A relative image path becomes absolute: the unit runs elsewhere.
 	rel, _ := filepath.Rel(cwd(t), img)
 	if out, err := exec.Command(cimgRun, "unit", "--unit-dir", dir, "--name", "rel", rel).CombinedOutput(); err != nil {
@@ -46,7 +64,7 @@ func TestUnitVerifies(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(dir, "cimg-rel.service")); !strings.Contains(string(b), " "+img+"\n") {
 		t.Errorf("the unit does not name the image %s by its absolute path:\n%s", img, b)
 	}
-	b, _ := os.ReadFile(filepath.Join(dir, "cimg-odd.service"))
+	b, _ = os.ReadFile(filepath.Join(dir, "cimg-odd.service"))
 	for _, want := range []string{"Type=notify", "Delegate=yes", "KillMode=mixed", "ExecStop=", "ExecStopPost=", "Restart=on-failure", "CAP_NET_RAW", `"GREETING=100%% $$HOME it's"`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("the unit lacks %q:\n%s", want, b)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"cimg.dev/cimg/internal/instance"
+	"cimg.dev/cimg/internal/store"
 	"cimg.dev/cimg/launcher"
 	"cimg.dev/cimg/manifest"
 )
@@ -37,6 +39,7 @@ func unit(args []string) (int, error) {
 	enable := fs.Bool("enable", false, "enable the unit (start at boot)")
 	now := fs.Bool("now", false, "start the unit now")
 	binary := fs.String("cimg-run", "", "the cimg-run `path` the unit runs (default: this one)")
+	storeRoot := fs.String("store", defaultStore, "the store `directory` of an installed app IMAGE names")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
 	}
@@ -46,7 +49,26 @@ func unit(args []string) (int, error) {
 	if *ready != "started" && *ready != "notify" {
 		return 2, fmt.Errorf("--ready %q: want started or notify", *ready)
 	}
-	if abs, err := filepath.Abs(o.Image); err == nil {
+	// An installed app: the unit runs it by name, so that each start takes
+	// the store's current (or trial) version; its current one is checked.
+	app := ""
+	if _, err := os.Stat(o.Image); err != nil && instance.CheckName(o.Image) == nil {
+		s, err := store.Open(*storeRoot)
+		if err != nil {
+			return 0, err
+		}
+		a, err := s.Get(o.Image)
+		if err != nil {
+			return 0, err
+		}
+		app, o.Image = a.Name, s.Image(a.Current.RootHash)
+		for _, g := range a.Grants {
+			o.Grants.Add(g)
+		}
+		if *name == "" {
+			*name = app
+		}
+	} else if abs, err := filepath.Abs(o.Image); err == nil {
 		o.Image = abs
 	}
 	// Checked as the launch will check it: a unit that cannot start is
@@ -69,6 +91,14 @@ func unit(args []string) (int, error) {
 	}
 	flags := args[:len(args)-len(fs.Args())]
 	rest := append([]string{o.Image}, fs.Args()[1:]...) // the image by its absolute path
+	if app != "" {
+		rest[0] = app
+		given := false
+		fs.Visit(func(f *flag.Flag) { given = given || f.Name == "store" })
+		if !given {
+			flags = append(append([]string(nil), flags...), "--store", *storeRoot)
+		}
+	}
 	text, err := unitText(exe, *name, *ready, o, adm, flags, rest)
 	if err != nil {
 		return 0, err
@@ -139,19 +169,26 @@ func unitText(exe, name, ready string, o launcher.Options, adm *launcher.Admitte
 		state = "/run/cimg"
 	}
 	start := append([]string{exe, "run", "--systemd", "--ready=" + ready, "--name", name}, run...)
+	// An installed app: the store's boot counter first (a trial started
+	// too often unconfirmed is abandoned); the start itself counts one.
+	pre := ""
+	for i, f := range run {
+		if f == "--store" && i+1 < len(run) {
+			pre = "ExecStartPre=" + quoteCommand([]string{exe, "boot", "--store", run[i+1]}) + "\n"
+		}
+	}
 	start = append(start, rest...)
 	var b strings.Builder
 	fmt.Fprintf(&b, `# Written by cimg-run unit: run it again to change this unit.
 [Unit]
 Description=%s %s (cimg app %s)
 After=local-fs.target network.target
-# The store's boot-time check of a trial update will be an ExecStartPre= here.
 
 [Service]
 Type=notify
 # The launcher, then the app (after MAINPID=), send the notifications.
 NotifyAccess=all
-ExecStart=%s
+%sExecStart=%s
 # SIGTERM to the app and wait for it (systemd alone would SIGKILL at
 # once an app it did not fork), then record how it ended.
 ExecStop=%s unit-stop --state-dir %s -t %d %s
@@ -168,7 +205,7 @@ CapabilityBoundingSet=%s
 
 [Install]
 WantedBy=multi-user.target
-`, adm.Name, adm.Version, name, quoteCommand(start), quoteArg(exe), quoteArg(state), int(stop.Seconds()+0.5), quoteArg(name), quoteArg(exe), quoteArg(state), quoteArg(name), int(stop.Seconds()+0.5)+5, strings.Join(caps, " "))
+`, adm.Name, adm.Version, name, pre, quoteCommand(start), quoteArg(exe), quoteArg(state), int(stop.Seconds()+0.5), quoteArg(name), quoteArg(exe), quoteArg(state), quoteArg(name), int(stop.Seconds()+0.5)+5, strings.Join(caps, " "))
 	return b.String(), nil
 }
 
