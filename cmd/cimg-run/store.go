@@ -36,10 +36,11 @@ type storeFlags struct {
 	keyDir   string
 	volumes  string
 	stopTime *int
+	units    map[string]string // app → the systemd unit that ran it when stopped
 }
 
 func newStoreFlags(name string, grants bool) *storeFlags {
-	f := &storeFlags{fs: flag.NewFlagSet("cimg-run "+name, flag.ContinueOnError)}
+	f := &storeFlags{fs: flag.NewFlagSet("cimg-run "+name, flag.ContinueOnError), units: map[string]string{}}
 	f.root = f.fs.String("store", defaultStore, "the store `directory`")
 	f.state = f.fs.String("state-dir", "/run/cimg", "the state `directory` (mount cache and instances)")
 	f.fs.Var(&f.keys, "key", "trusted public key `file`, besides /etc/cimg/keys/*.pub (repeatable)")
@@ -111,13 +112,10 @@ func update(args []string) (int, error) {
 		return 0, err
 	}
 	// Stop the old version if it runs; the new one runs while on trial.
-	wasRunning := false
-	if r, err := instance.Get(*f.state, name); err == nil && r.Running() {
-		wasRunning = true
-		if _, err := instance.Stop(*f.state, name, time.Duration(*f.stopTime)*time.Second); err != nil {
-			s.Abandon(name)
-			return 0, fmt.Errorf("update %s: stop the running version: %w", name, err)
-		}
+	wasRunning, err := f.stopApp(name)
+	if err != nil {
+		s.Abandon(name)
+		return 0, fmt.Errorf("update %s: stop the running version: %w", name, err)
 	}
 	why := healthGate(f, s, a)
 	if why == nil {
@@ -125,22 +123,53 @@ func update(args []string) (int, error) {
 			return 0, err
 		}
 		if !wasRunning {
-			instance.Stop(*f.state, name, time.Duration(*f.stopTime)*time.Second)
+			f.stopApp(name)
 		}
 		fmt.Printf("%s: updated to %s\n", name, a.Current.Version)
 		return 0, printApps(f, s, []*store.App{a})
 	}
 	// Roll back: the trial goes, the old version runs again as before.
-	instance.Stop(*f.state, name, time.Duration(*f.stopTime)*time.Second)
+	f.stopApp(name)
 	if _, err := s.Abandon(name); err != nil {
 		return 0, err
 	}
 	if wasRunning {
-		if err := startDetached(f, name); err != nil {
+		if err := f.startApp(name); err != nil {
 			return 0, fmt.Errorf("update %s failed (%v), and the old version did not start again: %w", name, why, err)
 		}
 	}
 	return 1, fmt.Errorf("update %s to %s failed, rolled back to %s: %w", name, a.Trial.Version, a.Current.Version, why)
+}
+
+// stopApp stops the app's instance if it runs: through systemctl if a
+// unit runs it (so that systemd does not take the stop for a failure),
+// else as cimg-run stop does. It says whether it ran.
+func (f *storeFlags) stopApp(name string) (bool, error) {
+	r, err := instance.Get(*f.state, name)
+	if err != nil || !r.Running() {
+		return false, nil
+	}
+	if u := r.State.Unit; u != "" {
+		f.units[name] = u
+		if out, err := exec.Command("systemctl", "stop", u).CombinedOutput(); err != nil {
+			return true, fmt.Errorf("systemctl stop %s: %v: %s", u, err, out)
+		}
+		return true, nil
+	}
+	_, err = instance.Stop(*f.state, name, time.Duration(*f.stopTime)*time.Second)
+	return true, err
+}
+
+// startApp starts the app's version from the store: through its unit if
+// one ran it, else detached (cimg-run run -d NAME).
+func (f *storeFlags) startApp(name string) error {
+	if u := f.units[name]; u != "" {
+		if out, err := exec.Command("systemctl", "start", u).CombinedOutput(); err != nil {
+			return fmt.Errorf("systemctl start %s: %v: %s", u, err, out)
+		}
+		return nil
+	}
+	return startDetached(f, name)
 }
 
 // startDetached starts the app's version from the store as instance NAME,
@@ -170,7 +199,7 @@ func healthGate(f *storeFlags, s *store.Store, a *store.App) error {
 	if err != nil {
 		return err
 	}
-	if err := startDetached(f, a.Name); err != nil {
+	if err := f.startApp(a.Name); err != nil {
 		return fmt.Errorf("the new version did not start: %w", err)
 	}
 	start, interval, timeout, retries := 2*time.Second, 2*time.Second, 5*time.Second, 3
@@ -260,17 +289,19 @@ func rollback(args []string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	running := false
-	if r, err := instance.Get(*f.state, pos[0]); err == nil && r.Running() {
-		running = true
+	if _, err := s.Get(pos[0]); err != nil {
+		return 0, err
+	}
+	running, err := f.stopApp(pos[0])
+	if err != nil {
+		return 0, err
 	}
 	a, err := s.Rollback(pos[0])
 	if err != nil {
 		return 0, err
 	}
 	if running {
-		instance.Stop(*f.state, pos[0], time.Duration(*f.stopTime)*time.Second)
-		if err := startDetached(f, pos[0]); err != nil {
+		if err := f.startApp(pos[0]); err != nil {
 			return 0, fmt.Errorf("rolled back, but the app did not start again: %w", err)
 		}
 	}
@@ -291,10 +322,8 @@ func remove(args []string) (int, error) {
 	if _, err := s.Get(pos[0]); err != nil {
 		return 0, err
 	}
-	if r, err := instance.Get(*f.state, pos[0]); err == nil && r.Running() {
-		if _, err := instance.Stop(*f.state, pos[0], time.Duration(*f.stopTime)*time.Second); err != nil {
-			return 0, err
-		}
+	if _, err := f.stopApp(pos[0]); err != nil {
+		return 0, err
 	}
 	return 0, s.Remove(pos[0], *purge)
 }
@@ -404,8 +433,8 @@ func reset(args []string) (int, error) {
 		for _, a := range installed {
 			if _, ok := images[a.Name]; !ok {
 				// Not from the factory: a reset device does not have it.
-				if r, err := instance.Get(*f.state, a.Name); err == nil && r.Running() {
-					instance.Stop(*f.state, a.Name, time.Duration(*f.stopTime)*time.Second)
+				if _, err := f.stopApp(a.Name); err != nil {
+					return 0, err
 				}
 				if err := s.Remove(a.Name, true); err != nil {
 					return 0, err
@@ -421,13 +450,10 @@ func reset(args []string) (int, error) {
 			errs = append(errs, fmt.Errorf("app %s: no factory image of it in %s", n, *factory))
 			continue
 		}
-		running := false
-		if r, err := instance.Get(*f.state, n); err == nil && r.Running() {
-			running = true
-			if _, err := instance.Stop(*f.state, n, time.Duration(*f.stopTime)*time.Second); err != nil {
-				errs = append(errs, err)
-				continue
-			}
+		running, err := f.stopApp(n)
+		if err != nil {
+			errs = append(errs, err)
+			continue
 		}
 		if err := s.WipeVolumes(n); err != nil {
 			errs = append(errs, err)
@@ -440,7 +466,7 @@ func reset(args []string) (int, error) {
 		}
 		fmt.Printf("%s: reset to %s\n", n, a.Current.Version)
 		if running {
-			if err := startDetached(f, n); err != nil {
+			if err := f.startApp(n); err != nil {
 				errs = append(errs, fmt.Errorf("app %s: reset, but it did not start again: %w", n, err))
 			}
 		}

@@ -345,3 +345,42 @@ func cwd(t *testing.T) string {
 	}
 	return d
 }
+
+// TestSystemdStoreUpdate: an installed app run by its unit is updated
+// through the unit (systemctl stop and start, so systemd does not take the
+// stop for a failure), its trial started by the unit from the store; a
+// version that fails its gate is rolled back and the unit runs the old
+// one again.
+func TestSystemdStoreUpdate(t *testing.T) {
+	v := func(version, args string) string {
+		return probeImage(t, "version = \""+version+"\"\n[app]\ncommand = [\"/usr/bin/probe\", "+args+"]\n")
+	}
+	m := sdMachine(t, map[string]string{"v1.cimg": v("1.0.0", `"sleep"`), "v2.cimg": v("2.0.0", `"sleep"`), "v3.cimg": v("3.0.0", `"exit", "4"`)})
+	sd(t, m, "/cimg/cimg-run", "install", "--name", "web", "/cimg/v1.cimg")
+	sd(t, m, "/cimg/cimg-run", "unit", "--now", "web")
+	const u = "cimg-web.service"
+	version := func() string {
+		out := sd(t, m, "/cimg/cimg-run", "ps", "--json")
+		i := strings.Index(out, `"version": "`)
+		if i < 0 {
+			return ""
+		}
+		return strings.SplitN(out[i+12:], `"`, 2)[0]
+	}
+	if s := sdShow(m, u, "ActiveState"); s != "active" || version() != "1.0.0" {
+		t.Fatalf("the unit of the installed app: %s, version %q", s, version())
+	}
+	sd(t, m, "/cimg/cimg-run", "update", "web", "/cimg/v2.cimg")
+	if s := sdShow(m, u, "ActiveState"); s != "active" || version() != "2.0.0" {
+		t.Errorf("after the update: unit %s, version %q\n%s", s, version(), sdJournal(m, u))
+	}
+	out, err := m.Run("/cimg/cimg-run", "update", "web", "/cimg/v3.cimg")
+	if err == nil || !strings.Contains(out, "rolled back to 2.0.0") {
+		t.Errorf("an update whose version exits at once: %v: %s", err, out)
+	}
+	sdWait(t, m, "the unit runs 2.0.0 again", func() bool { return sdShow(m, u, "ActiveState") == "active" && version() == "2.0.0" })
+	if l := sd(t, m, "/cimg/cimg-run", "list"); !strings.Contains(l, "2.0.0") || strings.Contains(l, "3.0.0") {
+		t.Errorf("list after the rollback:\n%s", l)
+	}
+	sd(t, m, "systemctl", "stop", u)
+}
