@@ -52,7 +52,7 @@ Usage:
   cimg-run remove [--purge] NAME             uninstall (--purge: and its volumes)
   cimg-run list [--json]                     installed apps: current, previous, trial, floor, grants
   cimg-run reset [--factory DIR] NAME|--all  factory reset: volumes wiped, the factory version
-                                             (/usr/share/cimg/factory/*.cimg) installed again
+                                             (/usr/share/cimg/factory/NAME.cimg) installed again
   cimg-run boot                              at boot: abandon trials started 3 times unconfirmed
   cimg-run run NAME, cimg-run NAME           run an installed app (a NAME that is no file)
   cimg-run gc                                unmount cached images no instance uses; delete

@@ -474,7 +474,9 @@ func reset(args []string) (int, error) {
 	return 0, errors.Join(errs...)
 }
 
-// factoryImages maps app names to the factory directory's images.
+// factoryImages maps app names to the factory directory's images: the
+// app NAME's is NAME.cimg (the name it is installed under, which an OS
+// image chooses; the manifest's name may differ).
 func factoryImages(dir string) (map[string]string, error) {
 	paths, err := filepath.Glob(filepath.Join(dir, "*.cimg"))
 	if err != nil {
@@ -482,8 +484,8 @@ func factoryImages(dir string) (map[string]string, error) {
 	}
 	out := map[string]string{}
 	for _, p := range paths {
-		name, err := launcher.AppName(p)
-		if err != nil {
+		name := strings.TrimSuffix(filepath.Base(p), ".cimg")
+		if err := instance.CheckName(name); err != nil {
 			return nil, fmt.Errorf("factory image %s: %w", p, err)
 		}
 		out[name] = p
