@@ -376,6 +376,10 @@ type Admitted struct {
 	Name, Version string
 	Capabilities  []string // the ones the app keeps: its launcher's bounding set needs them
 	Signers       []string // ids of the trusted keys that signed it
+	// Asks are the grants the image's manifest needs beyond the locked-down
+	// default (all of them given, or Admit would have refused), as --grant
+	// words.
+	Asks []string
 }
 
 // Admit checks the image and the options as Run would, and makes nothing.
@@ -389,6 +393,12 @@ func Admit(o Options) (*Admitted, error) {
 	a := &Admitted{Name: d.manifest.Name, Version: d.manifest.Version, Capabilities: d.manifest.Security.Capabilities}
 	for _, k := range d.signers {
 		a.Signers = append(a.Signers, k.String())
+	}
+	var none Grants
+	if ge, ok := none.check(o.Image, d.manifest).(*GrantError); ok {
+		for _, m := range ge.Missing {
+			a.Asks = append(a.Asks, m.Grant)
+		}
 	}
 	return a, nil
 }

@@ -37,6 +37,7 @@ type storeFlags struct {
 	volumes  string
 	stopTime *int
 	units    map[string]string // app → the systemd unit that ran it when stopped
+	asks     []string          // what the last admitted image asks beyond the default (granted)
 }
 
 func newStoreFlags(name string, grants bool) *storeFlags {
@@ -66,6 +67,7 @@ func (f *storeFlags) admit(image string, grants []string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	f.asks = a.Asks
 	return a.Signers, nil
 }
 
@@ -89,6 +91,9 @@ func install(args []string) (int, error) {
 	a, err := s.Install(*name, pos[0], f.grants, f.admit)
 	if err != nil {
 		return 0, err
+	}
+	if len(f.asks) > 0 && !*f.asJSON {
+		fmt.Printf("%s asks for, and is granted: %s\n", *name, strings.Join(f.asks, " "))
 	}
 	return 0, printApps(f, s, []*store.App{a})
 }

@@ -477,7 +477,8 @@ func (s *Store) store(source string, grants []string, admit Admit, check func(*m
 	}
 	signers, err := admit(tmp, grants)
 	if err != nil {
-		return nil, nil, err
+		// Named as the operator gave it, not by our temp copy.
+		return nil, nil, errors.New(strings.ReplaceAll(err.Error(), tmp, source))
 	}
 	h := hex.EncodeToString(img.Footer.RootHash[:])
 	if err := f.Chmod(0o444); err != nil {
