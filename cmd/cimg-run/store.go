@@ -200,7 +200,7 @@ func startDetached(f *storeFlags, name string) error {
 // with its start period, interval, timeout and retries; without one,
 // still running after the start period.
 func healthGate(f *storeFlags, s *store.Store, a *store.App) error {
-	h, err := healthOf(s.Image(a.Trial.RootHash))
+	h, err := healthOf(s.ImageOf(a.Trial))
 	if err != nil {
 		return err
 	}
@@ -403,7 +403,7 @@ func storeApp(root, name string) (image string, grants []string, err error) {
 	if err != nil {
 		return "", nil, err
 	}
-	return s.Image(v.RootHash), a.Grants, nil
+	return s.ImageOf(v), a.Grants, nil
 }
 
 // reset is `cimg-run reset NAME|--all`: the factory version of the app

@@ -61,7 +61,7 @@ func unit(args []string) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		app, o.Image = a.Name, s.Image(a.Current.RootHash)
+		app, o.Image = a.Name, s.ImageOf(a.Current)
 		for _, g := range a.Grants {
 			o.Grants.Add(g)
 		}

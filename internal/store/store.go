@@ -24,6 +24,7 @@ package store
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -46,8 +47,12 @@ import (
 
 // Version is one stored version of an app.
 type Version struct {
-	Version   string    `json:"version"`
-	RootHash  string    `json:"root_hash"`
+	Version  string `json:"version"`
+	RootHash string `json:"root_hash"`
+	// File is the image's name in images/: <root-hash>.cimg, or, for an
+	// image whose payload another stored image shares but whose manifest
+	// or signatures differ, <root-hash>-<hash of the whole file>.cimg.
+	File      string    `json:"file"`
 	Size      int64     `json:"size"`
 	Signers   []string  `json:"signers,omitempty"` // key ids that signed it (when keys are configured)
 	Installed time.Time `json:"installed"`
@@ -102,12 +107,18 @@ func Open(root string) (*Store, error) {
 		}
 	}
 	s := &Store{Root: root}
-	s.cleanTmp()
+	// Temp files are written only under the store's shared lock: when
+	// the exclusive one is free, whatever is in tmp/ is a killed
+	// command's.
+	if fd, err := s.lock(".store.lock", unix.LOCK_EX|unix.LOCK_NB); err == nil {
+		s.cleanTmp()
+		unix.Close(fd)
+	}
 	return s, nil
 }
 
-// cleanTmp removes temp files no live command writes: each writer holds
-// an flock on its temp file.
+// cleanTmp removes temp files; the caller holds the store's exclusive
+// lock, so no command is writing one.
 func (s *Store) cleanTmp() {
 	for _, dir := range []string{filepath.Join(s.Root, "tmp"), filepath.Join(s.Root, "apps")} {
 		entries, _ := os.ReadDir(dir)
@@ -115,21 +126,22 @@ func (s *Store) cleanTmp() {
 			if !strings.HasPrefix(e.Name(), ".tmp-") && dir != filepath.Join(s.Root, "tmp") {
 				continue
 			}
-			p := filepath.Join(dir, e.Name())
-			fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-			if err != nil {
-				continue
-			}
-			if unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) == nil {
-				os.Remove(p)
-			}
-			unix.Close(fd)
+			os.Remove(filepath.Join(dir, e.Name()))
 		}
 	}
 }
 
-// Image is the path of the stored image with root hash h.
+// Image is the path of the stored image with root hash h (the first one
+// stored with it).
 func (s *Store) Image(h string) string { return filepath.Join(s.Root, "images", h+".cimg") }
+
+// ImageOf is the path of version v's image.
+func (s *Store) ImageOf(v *Version) string {
+	if v.File == "" {
+		return s.Image(v.RootHash)
+	}
+	return filepath.Join(s.Root, "images", v.File)
+}
 
 // Volumes is the store's volume directory (the launcher's --volume-dir).
 func (s *Store) Volumes() string { return filepath.Join(s.Root, "volumes") }
@@ -155,7 +167,16 @@ func (s *Store) lockApp(name string) (func(), error) {
 
 // lock flocks locks/name (how: LOCK_SH or LOCK_EX) and returns its fd.
 func (s *Store) lock(name string, how int) (int, error) {
-	fd, err := unix.Open(filepath.Join(s.Root, "locks", name), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	p := filepath.Join(s.Root, "locks", name)
+	fd, err := unix.Open(p, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err == unix.EROFS {
+		// A read-only store: nothing can write it, and a reader's lock
+		// needs no write access (flock on a read-only fd).
+		fd, err = unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		if err == unix.ENOENT {
+			return unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		}
+	}
 	if err != nil {
 		return -1, fmt.Errorf("store lock %s: %w", name, err)
 	}
@@ -330,6 +351,14 @@ func (s *Store) Rollback(name string) (*App, error) {
 // counter: a device that lost power, or crashed, during every trial
 // start comes back on the old version). It returns the version to start.
 func (s *Store) TrialStart(name string, max int) (*App, *Version, error) {
+	// Without a trial nothing changes, and nothing is written: an app
+	// must start from a full or read-only store.
+	if a, err := s.Get(name); err != nil || a.Trial == nil {
+		if err != nil {
+			return nil, nil, err
+		}
+		return a, a.Current, nil
+	}
 	var v *Version
 	a, err := s.change(name, func(a *App) error {
 		v = a.Current
@@ -405,7 +434,7 @@ func (s *Store) GC() ([]string, error) {
 	for _, a := range apps {
 		for _, v := range []*Version{a.Current, a.Previous, a.Trial} {
 			if v != nil {
-				used[v.RootHash+".cimg"] = true
+				used[filepath.Base(s.ImageOf(v))] = true
 			}
 		}
 	}
@@ -442,7 +471,6 @@ func (s *Store) store(source string, grants []string, admit Admit, check func(*m
 	if err != nil {
 		return nil, nil, fmt.Errorf("install %s: %w", source, err)
 	}
-	unix.Flock(int(f.Fd()), unix.LOCK_EX) // ours: cleanTmp leaves it alone
 	keep := false
 	defer func() {
 		f.Close()
@@ -484,9 +512,8 @@ func (s *Store) store(source string, grants []string, admit Admit, check func(*m
 	if err := f.Chmod(0o444); err != nil {
 		return nil, nil, err
 	}
-	dst := s.Image(h)
-	failpoint("store-rename")
-	if err := os.Rename(tmp, dst); err != nil {
+	file, err := s.place(f, tmp, h, n)
+	if err != nil {
 		return nil, nil, fmt.Errorf("install %s: %w", source, err)
 	}
 	keep = true
@@ -494,7 +521,59 @@ func (s *Store) store(source string, grants []string, admit Admit, check func(*m
 		return nil, nil, err
 	}
 	failpoint("store-stored")
-	return &Version{Version: m.Version, RootHash: h, Size: n, Signers: signers, Installed: time.Now().UTC()}, m, nil
+	return &Version{Version: m.Version, RootHash: h, File: file, Size: n, Signers: signers, Installed: time.Now().UTC()}, m, nil
+}
+
+// place moves the verified temp file into images/ without ever replacing
+// a stored image (RENAME_NOREPLACE): a file with the same bytes is reused
+// (the temp file goes); one with the same root hash but other bytes (the
+// manifest or signatures differ, the payload not) gets a name of its
+// own. It returns the image's name in images/.
+func (s *Store) place(f *os.File, tmp, h string, n int64) (string, error) {
+	sum := sha256.New()
+	if _, err := io.Copy(sum, io.NewSectionReader(f, 0, n)); err != nil {
+		return "", err
+	}
+	names := []string{h + ".cimg", h + "-" + hex.EncodeToString(sum.Sum(nil))[:16] + ".cimg"}
+	failpoint("store-rename")
+	for _, name := range names {
+		dst := filepath.Join(s.Root, "images", name)
+		err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
+		if err == nil {
+			return name, nil
+		}
+		if err != unix.EEXIST {
+			return "", err
+		}
+		if same, err := sameFile(f, n, dst); err != nil {
+			return "", err
+		} else if same {
+			os.Remove(tmp)
+			return name, nil
+		}
+	}
+	return "", fmt.Errorf("images %v exist with other content: refused", names)
+}
+
+// sameFile reports whether the stored image p has the n bytes of f.
+func sameFile(f *os.File, n int64, p string) (bool, error) {
+	g, err := os.Open(p)
+	if err != nil {
+		return false, err
+	}
+	defer g.Close()
+	if st, err := g.Stat(); err != nil || st.Size() != n {
+		return false, err
+	}
+	a, b := make([]byte, 1<<16), make([]byte, 1<<16)
+	for off := int64(0); off < n; off += int64(len(a)) {
+		k, _ := f.ReadAt(a, off)
+		l, _ := g.ReadAt(b, off)
+		if k != l || string(a[:k]) != string(b[:l]) {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // explainErrno turns a full or read-only store into advice.
@@ -514,7 +593,6 @@ func writeAtomic(dir, name string, data []byte) error {
 	if err != nil {
 		return explainErrno(err)
 	}
-	unix.Flock(int(f.Fd()), unix.LOCK_EX)
 	defer os.Remove(f.Name())
 	if _, err := f.Write(data); err != nil {
 		f.Close()
@@ -548,15 +626,35 @@ func randomHex() string {
 	return hex.EncodeToString(b[:])
 }
 
-// CompareVersions orders versions as dotted numbers where they are
-// numbers (1.10 > 1.9), and as text where they are not; -1, 0 or 1.
+// CompareVersions orders versions as semver does, leniently: build
+// metadata (+...) is ignored; the release parts (before the first '-')
+// compare as numbers where both are numbers (1.10 > 1.9), as text
+// otherwise, a missing part counting as 0 (1.0 = 1.0.0); a pre-release
+// (-rc1) comes before its release, and pre-releases compare part by part.
+// It returns -1, 0 or 1.
 func CompareVersions(a, b string) int {
-	split := func(s string) []string {
-		return strings.FieldsFunc(s, func(r rune) bool { return r == '.' || r == '-' || r == '+' })
+	a, _, _ = strings.Cut(a, "+")
+	b, _, _ = strings.Cut(b, "+")
+	ra, pa, hasPa := strings.Cut(a, "-")
+	rb, pb, hasPb := strings.Cut(b, "-")
+	if c := compareParts(strings.Split(ra, "."), strings.Split(rb, "."), "0"); c != 0 {
+		return c
 	}
-	pa, pb := split(a), split(b)
+	switch {
+	case !hasPa && !hasPb:
+		return 0
+	case !hasPa:
+		return 1
+	case !hasPb:
+		return -1
+	}
+	return compareParts(strings.Split(pa, "."), strings.Split(pb, "."), "")
+}
+
+// compareParts compares dotted parts, missing ones standing for pad.
+func compareParts(pa, pb []string, pad string) int {
 	for i := 0; i < len(pa) || i < len(pb); i++ {
-		var x, y string
+		x, y := pad, pad
 		if i < len(pa) {
 			x = pa[i]
 		}
@@ -566,16 +664,19 @@ func CompareVersions(a, b string) int {
 		nx, ex := strconv.ParseUint(x, 10, 64)
 		ny, ey := strconv.ParseUint(y, 10, 64)
 		switch {
-		case ex == nil && ey == nil && nx != ny:
-			if nx < ny {
+		case ex == nil && ey == nil:
+			if nx != ny {
+				if nx < ny {
+					return -1
+				}
+				return 1
+			}
+		case x != y:
+			// Semver: a numeric identifier sorts before a text one.
+			if ex == nil {
 				return -1
 			}
-			return 1
-		case (ex != nil || ey != nil) && x != y:
-			if x == "" {
-				return -1
-			}
-			if y == "" {
+			if ey == nil {
 				return 1
 			}
 			if x < y {

@@ -19,8 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"cimg.dev/cimg/build"
 	"cimg.dev/cimg/format"
 	"cimg.dev/cimg/internal/mounttest"
@@ -204,9 +202,10 @@ func TestStoreOpenChecksTheRoot(t *testing.T) {
 	}
 }
 
-// TestStoreCleanTmp: what a killed command left in tmp/ (anything) and
-// apps/ (its .tmp- files) goes; what a live command holds (flocked)
-// stays, and so does everything else in apps/.
+// TestStoreCleanTmp: temp files are written only under the store's
+// shared lock, so while a command holds it Open removes nothing; once
+// none does, Open removes every temp file (a killed command's) in tmp/
+// and apps/, and nothing else.
 func TestStoreCleanTmp(t *testing.T) {
 	s := newStore(t)
 	tmp, apps := filepath.Join(s.Root, "tmp"), filepath.Join(s.Root, "apps")
@@ -215,34 +214,31 @@ func TestStoreCleanTmp(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A live writer's file: our own open file description, flocked, as
-	// store and writeAtomic hold theirs.
-	held := func(p string) {
-		write(p)
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(filepath.Join(tmp, ".tmp-dead.cimg"))
+	write(filepath.Join(tmp, ".tmp-a.cimg"))
 	write(filepath.Join(tmp, "whatever"))
-	held(filepath.Join(tmp, ".tmp-live.cimg"))
-	write(filepath.Join(apps, ".tmp-app.json-dead"))
-	held(filepath.Join(apps, ".tmp-app.json-live"))
+	write(filepath.Join(apps, ".tmp-app.json-1"))
 	write(filepath.Join(apps, "app.json"))
 	write(filepath.Join(apps, "notes"))
-
+	all := []string{".tmp-a.cimg", "whatever"}
+	// A command at work (it holds the shared lock): nothing goes.
+	unlock, err := s.lockApp("other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(s.Root); err != nil {
+		t.Fatal(err)
+	}
+	if got := dirNames(tmp); !slices.Equal(got, all) {
+		t.Errorf("tmp/ after Open beside a command: %v, want %v", got, all)
+	}
+	unlock()
 	if _, err := Open(s.Root); err != nil { // Open cleans
 		t.Fatal(err)
 	}
-	if got, want := dirNames(tmp), []string{".tmp-live.cimg"}; !slices.Equal(got, want) {
-		t.Errorf("tmp/ after Open: %v, want %v", got, want)
+	if got := dirNames(tmp); len(got) != 0 {
+		t.Errorf("tmp/ after Open: %v, want nothing", got)
 	}
-	if got, want := dirNames(apps), []string{".tmp-app.json-live", "app.json", "notes"}; !slices.Equal(got, want) {
+	if got, want := dirNames(apps), []string{"app.json", "notes"}; !slices.Equal(got, want) {
 		t.Errorf("apps/ after Open: %v, want %v", got, want)
 	}
 }
@@ -590,7 +586,7 @@ func TestStoreCommitBesideOpen(t *testing.T) {
 			case <-stop:
 				return
 			default:
-				s.cleanTmp() // what a concurrent cimg-run list does first
+				Open(s.Root) // what a concurrent cimg-run list does first
 			}
 		}
 	}()
