@@ -111,7 +111,7 @@ func resolveApp(o *launcher.Options, root string, name *string) error {
 	// Under the app's own directory: a factory reset or remove --purge
 	// wipes exactly its volumes (the launcher adds the manifest's name).
 	o.VolumeDir = filepath.Join(root, "volumes", app) // made when the app has volumes
-	o.NoHealth = true // the health check is update's gate
+	o.NoHealth = true                                 // the health check is update's gate
 	if name != nil && *name == "" {
 		*name = app
 	}
