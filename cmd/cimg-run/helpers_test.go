@@ -241,7 +241,8 @@ func stateDir(t *testing.T) string {
 		// has it, and every launch on the host (of any image, by any
 		// test) starts with a copy of all the host's mounts.
 		if !settleFor(30*time.Second, func() bool {
-			out, err := exec.Command(cimgRun, "gc", "--state-dir", state).CombinedOutput()
+			// --store: a directory that is not there (never the host's store).
+			out, err := exec.Command(cimgRun, "gc", "--state-dir", state, "--store", filepath.Join(state, "no-store")).CombinedOutput()
 			left = leftBehind(state, files)
 			if err != nil {
 				left = append(left, fmt.Sprintf("cimg-run gc: %v: %s", err, out))
