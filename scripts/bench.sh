@@ -21,12 +21,14 @@ first() { "$@" 2>&1 | head -1 | tr ',' ';'; }
 	echo "crun,$(first crun --version)"
 	echo "runc,$(first runc --version)"
 	echo "umoci,$(first umoci --version)"
+	echo "skopeo,$(first skopeo --version)"
 	echo "mksquashfs,$(first mksquashfs -version)"
 	echo "runs per cell,$RUNS"
 } >$r/machine.tmp
 scripts/bench-launch.sh
 scripts/bench-scale.sh
 scripts/bench-services.sh
+scripts/bench-store.sh
 scripts/bench-size.sh
 scripts/bench-build.sh
 echo "load after,$(cut -d' ' -f1-3 /proc/loadavg)" >>$r/machine.tmp

@@ -32,8 +32,10 @@ func main() {
 	w("the CSV files in bench/results/; nothing is edited by hand. Goals are the product's, printed next to\n")
 	w("each result as **pass** or **short**; where we fall short, that is the result.\n\n")
 	w("## Machine\n\n| | |\n|---|---|\n")
-	for _, k := range []string{"kernel", "cpu", "cores", "memory", "load before", "load after", "go", "crun", "runc", "umoci", "mksquashfs", "runs per cell"} {
-		w("| %s | %s |\n", k, machine[k])
+	for _, k := range []string{"kernel", "cpu", "cores", "memory", "load before", "load after", "go", "crun", "runc", "umoci", "skopeo", "mksquashfs", "runs per cell"} {
+		if v, ok := machine[k]; ok || k != "skopeo" { // skopeo: in machine.csv since the store benchmark
+			w("| %s | %s |\n", k, v)
+		}
 	}
 	w("\n")
 	var sections strings.Builder
@@ -42,6 +44,7 @@ func main() {
 	memory(ws)
 	scale(ws)
 	services(ws)
+	storeSection(ws)
 	size(ws)
 	build(ws)
 	w("## Goals\n\n%s\n\n", strings.Join(goals, "\n"))
@@ -66,6 +69,8 @@ func main() {
 	w("- `scripts/bench-scale.sh` — N instances started at once (bench/scalebench).\n")
 	w("- `scripts/bench-services.sh` — named instances against crun's and runc's detached containers: exec latency,\n")
 	w("  `cimg-run ps` with many instances, the supervisors' memory (the commands are in that section).\n")
+	w("- `scripts/bench-store.sh` — the store: update downtime against crun on the same content, and install time\n")
+	w("  against skopeo copy (the commands are in that section).\n")
 	w("- `scripts/bench-size.sh` — image sizes (umoci init/new/unpack/repack for the OCI layout; `tar --sort=name | zstd`\n")
 	w("  for tar.zst; `debootstrap --variant=minbase bookworm` + `apt-get install --no-install-recommends` + `apt-get\n")
 	w("  clean` + `tar czf` for the Debian image).\n")
@@ -371,6 +376,138 @@ func services(w writer) {
 			holds = "the supervisor, above"
 		}
 		w("| %s | %s, %s | %s | %s |\n", r[0], r[2], r[3], r[4], holds)
+	}
+	w("\n")
+}
+
+// storeSection: the store (scripts/bench-store.sh) — update downtime
+// against crun doing the seed's update on the same content, with a plain
+// warm launch as the yardstick, and install time against skopeo copy.
+func storeSection(w writer) {
+	meta := keyValues("store-meta.csv")
+	w("## Store: update downtime and install\n\n")
+	w("Measured by `scripts/bench-store.sh` on %s (load %s before, %s after),\n", meta["date"], meta["load before"], meta["load after"])
+	w("in the same private mount namespace as the launch benchmark (the cgroup2 mount at /sys/fs/cgroup/unified\n")
+	w("detached, for every tool alike); crun %s, skopeo %s; the stores and copies on %s, not a tmpfs.\n\n", meta["crun"], meta["skopeo"], meta["filesystem"])
+
+	// metric → tool → ms, tools in order of appearance per metric.
+	ms := map[string]map[string][]float64{}
+	order := map[string][]string{}
+	for _, r := range readCSV("update.csv")[1:] { // after the header
+		m, t := r[0], r[1]
+		if ms[m] == nil {
+			ms[m] = map[string][]float64{}
+		}
+		if ms[m][t] == nil {
+			order[m] = append(order[m], t)
+		}
+		ms[m][t] = append(ms[m][t], num(r[3]))
+	}
+	launch := median(ms["launch/warm"]["cimg-run"])
+	launchIdle := median(ms["launch/after idle"]["cimg-run"])
+	seed := median(ms["downtime"]["crun (stop + unpack + run)"])
+	w("### Update downtime\n\n")
+	w("A small static app (bench/ready.c, %s bytes as a .cimg) in two versions, 1.0.0 and 1.1.0 (they differ by\n", meta["app image bytes"])
+	w("/version and the manifest's version; memory 64 MiB, pids 64, a volume at /data). It appends `ready VERSION NS`\n")
+	w("to /data/stamps first thing, and `stop VERSION NS` when SIGTERM comes (then exits); NS is CLOCK_REALTIME.\n")
+	w("Downtime is the new version's ready stamp less the old one's stop stamp: the gap in service, read from the\n")
+	w("volume afterwards. %d rounds after a warm-up, the tools alternating round by round:\n\n", len(ms["downtime"]["cimg-run update"]))
+	w("- **cimg-run update**: 1.0.0 installed into the benchmark's own store (`cimg-run install --store S`) and\n")
+	w("  started (`cimg-run run -d --store S ready`); then `cimg-run update --store S ready ready-1.1.0.cimg`: it stores\n")
+	w("  and verifies the new image, stops the old instance (SIGTERM; it waits until the supervisor is gone), starts\n")
+	w("  the new version detached and holds the default health gate (still running after a 2 s start period), then\n")
+	w("  commits. The new version serves during the start period, so that is no downtime; the stamps show the gap.\n")
+	w("  Then stop, rm, `remove --purge` and gc, untimed.\n")
+	w("- **crun (stop + unpack + run)**: the seed's update, scripted. 1.0.0 unpacked (`unsquashfs` of the same .cimg)\n")
+	w("  into a bundle (crun's default spec with the same limits, a read-only root, /data bound from a host\n")
+	w("  directory) and run by `crun run` in the background, as a service manager would; the update is `crun kill ID\n")
+	w("  TERM`, waiting for `crun run` to return (the container is deleted), `unsquashfs` of 1.1.0.cimg into a new\n")
+	w("  bundle with the config copied, and `crun run` of it.\n")
+	w("- **crun (unpack + stop + run)**: the same with the unpack done before the stop — only stop and start in the gap.\n")
+	w("- **warm launch** (the yardstick): `cimg-run --state-dir S --volume-dir V ready-1.0.0.cimg -- once` from its\n")
+	w("  mount cache, and `crun run -b BUNDLE ID` of the same tree, the app stamping ready and exiting; wall time from\n")
+	w("  fork to exit (bench/launchbench, one warm-up and one timed run each round, back to back); and the same two\n")
+	w("  launches each after 0.3 s idle, as every update in these rounds begins after 0.3 s idle (see below).\n\n")
+	w("While an app starts the script waits idle (a read from a FIFO), not polling: on this 2-core machine polling\n")
+	w("for the stamp slowed the start it waited for. Idling has its own cost on this VM, though: its vCPUs are\n")
+	w("slow to get going again after an idle moment (cpuidle haltpoll), so a warm cimg-run launch takes %.2f ms\n", launch)
+	w("back to back but %.2f ms after 0.3 s idle — hence both yardsticks. The goal is judged against the back-to-back\n", launchIdle)
+	w("launch, as the startup section measures it.\n\n")
+	w("Goal: cimg-run's update downtime ≤ 1.2× a plain warm cimg-run launch of the same app (here %.2f ms).\n\n", launch)
+	w("| | median ms | p90 ms | slowest ms | vs warm launch | vs warm launch after idle | vs the seed's update | goal |\n")
+	w("|---|---|---|---|---|---|---|---|\n")
+	for _, t := range order["downtime"] {
+		v := ms["downtime"][t]
+		m := median(v)
+		goal := ""
+		if t == "cimg-run update" {
+			goal = judge(fmt.Sprintf("update downtime: %.2f ms, %.2f× a warm launch", m, m/launch), m/launch <= 1.2, "≤ 1.2×")
+		}
+		w("| downtime: %s | %.2f | %.2f | %.2f | %.2f× | %.2f× | %.2f× | %s |\n", t, m, p90(v), max(v), m/launch, m/launchIdle, m/seed, goal)
+	}
+	for _, c := range []struct{ metric, name string }{{"launch/warm", "warm launch"}, {"launch/after idle", "warm launch after 0.3 s idle"}} {
+		for _, t := range order[c.metric] {
+			v := ms[c.metric][t]
+			w("| %s: %s | %.2f | %.2f | %.2f | %.2f× | %.2f× | | |\n", c.name, t, median(v), p90(v), max(v), median(v)/launch, median(v)/launchIdle)
+		}
+	}
+	w("\nWhere the gap goes, from the same rounds and stamps: the stop's tail is the time from the app's `stop` stamp\n")
+	w("until `cimg-run stop` (or `crun kill` and the wait for `crun run`) returns — in an update, the new version\n")
+	w("cannot start before it; start to ready runs from the fork of `cimg-run run -d --store S ready` (or of `crun\n")
+	w("run` in the background) to the app's `ready` stamp, the image not yet in the mount cache (gc unmounted it), as\n")
+	w("for the new version in an update. The update command is `cimg-run update`'s whole wall time, start period\n")
+	w("included.\n\n")
+	w("| | tool | median ms | p90 ms |\n|---|---|---|---|\n")
+	for _, m := range []string{"stop tail", "start to ready", "update command"} {
+		for _, t := range order[m] {
+			w("| %s | %s | %.2f | %.2f |\n", m, t, median(ms[m][t]), p90(ms[m][t]))
+		}
+	}
+	tail := func(t string) float64 { return median(ms["stop tail"][t]) }
+	w("\nReading it. cimg-run's gap is its stop's tail (%.1f ms against crun's %.1f) plus a detached start. The tail\n", tail("cimg-run stop"), tail("crun kill + wait"))
+	w("is the supervisor's: once the app has exited it removes the app's cgroups, copies what is left in the app's\n")
+	w("log pipe until the pipe has stayed empty for 20 ms (internal/instance/log.go, drainLog: the pipe never reports\n")
+	w("EOF), writes exit.json and ends, and `cimg-run stop` returns only then; `crun run` returns as soon as the\n")
+	w("container is deleted.\n")
+	w("The start is `cimg-run run -d` exec'd by update, which starts itself again detached, counts the trial start in\n")
+	w("the store's state (fsynced) and mounts the new image (a loop device and squashfs: it is not in the mount cache\n")
+	w("yet), where the warm launch of the yardstick finds its image mounted and has no supervisor to start. The\n")
+	w("20 ms the supervisor waits are also an idle moment before that start, which this VM makes slower (above).\n\n")
+
+	rows := readCSV("install.csv")[1:] // after the header
+	ims, rss := map[string][]float64{}, map[string][]float64{}
+	var tools []string
+	for _, r := range rows {
+		if ims[r[0]] == nil {
+			tools = append(tools, r[0])
+		}
+		ims[r[0]] = append(ims[r[0]], num(r[2]))
+		rss[r[0]] = append(rss[r[0]], num(r[3]))
+	}
+	ref := median(ims["skopeo copy to an OCI layout"])
+	w("### Install\n\n")
+	w("A %.1f MB image: 25 files of 2 MB of seeded pseudo-random bytes (incompressible, so both formats stay that\n", num(meta["install tree bytes"])/1e6)
+	w("size) and the static ready binary, as a .cimg (`cimg-build --rootfs`, zstd: %s bytes) and as an OCI image\n", meta["install cimg bytes"])
+	w("layout (`umoci init`, `new`, `unpack`, the tree copied in, `repack`, as bench-size.sh makes one: %s bytes of\n", meta["install oci bytes"])
+	w("blobs, a tar.gz layer). %d rounds after a warm-up, alternating, each into a directory of its own removed before\n", len(ims[tools[0]]))
+	w("the round (untimed); source files in the page cache; wall time from fork to exit and peak RSS (`/usr/bin/time`):\n\n")
+	w("- `cimg-run install --store DIR --state-dir S big.cimg`: copies the file into the store, fsyncs it, verifies\n")
+	w("  the whole image against its root hash, checks the manifest and admits it as a launch would, then renames it\n")
+	w("  into place and commits the app's state (fsynced).\n")
+	w("- `skopeo copy oci:SRC:big oci:DST:big`: copies the blobs, checking their digests.\n")
+	w("- `skopeo copy oci:SRC:big containers-storage:[overlay@ROOT+RUNROOT]localhost/big:latest`: what `podman pull`\n")
+	w("  does with the image — the layer decompressed and unpacked into containers-storage (its overlay driver, a root\n")
+	w("  of its own). Shown for reference; the goal is against the copy into an OCI layout.\n\n")
+	w("skopeo also keeps its blob-info cache in /var/lib/containers/cache. Goal: cimg-run install ≤ 1.0× skopeo copy\n")
+	w("into an OCI layout.\n\n")
+	w("| tool | median ms | p90 ms | vs skopeo copy to an OCI layout | peak RSS MiB | goal |\n|---|---|---|---|---|---|\n")
+	for _, t := range tools {
+		m := median(ims[t])
+		goal := ""
+		if t == "cimg-run install" {
+			goal = judge(fmt.Sprintf("install of %.0f MB: cimg-run install %.2f× skopeo copy", num(meta["install cimg bytes"])/1e6, m/ref), m/ref <= 1.0, "≤ 1.0×")
+		}
+		w("| %s | %.1f | %.1f | %.2f× | %.1f | %s |\n", t, m, p90(ims[t]), m/ref, median(rss[t])/1024, goal)
 	}
 	w("\n")
 }
