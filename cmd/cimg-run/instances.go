@@ -37,6 +37,7 @@ func runInstance(args []string) (int, error) {
 	detach := fs.Bool("d", false, "detach: print the name once the app runs and return; its output goes to a bounded log (cimg-run logs)")
 	readyFD := fs.Int(readyFlag, -1, "")
 	storeRoot := fs.String("store", defaultStore, "the store `directory` an installed app NAME is run from")
+	installed := fs.Bool("installed", false, "IMAGE is an installed app's name, whatever files the current directory holds")
 	systemd := fs.Bool("systemd", false, "run as the ExecStart of a systemd unit (cimg-run unit writes them): the app's cgroup in the unit's, the app handed to systemd")
 	readyWhen := fs.String("ready", "started", "with --systemd: the unit is ready when the app `started`, or when it says so (notify: it gets the unit's NOTIFY_SOCKET)")
 	if err := fs.Parse(args); err != nil {
@@ -65,7 +66,7 @@ func runInstance(args []string) (int, error) {
 			return 2, err
 		}
 	}
-	if err := resolveApp(&o, *storeRoot, name); err != nil {
+	if err := resolveApp(&o, *storeRoot, name, *installed); err != nil {
 		return 0, err
 	}
 	var ready *os.File
@@ -87,16 +88,18 @@ func runInstance(args []string) (int, error) {
 // resolveApp turns an IMAGE argument that is no file but an installed
 // app's name into that app's image (its trial version while one is on
 // trial, counted), grants and volumes; the instance takes the app's name.
-func resolveApp(o *launcher.Options, root string, name *string) error {
-	if _, err := os.Stat(o.Image); err == nil || instance.CheckName(o.Image) != nil {
-		return nil
+func resolveApp(o *launcher.Options, root string, name *string, installed bool) error {
+	if !installed {
+		if _, err := os.Stat(o.Image); err == nil || instance.CheckName(o.Image) != nil {
+			return nil
+		}
+		if _, err := os.Stat(root); err != nil {
+			return nil // no store here (none is made for a look): the launch says the file is missing
+		}
 	}
 	app := o.Image
-	if _, err := os.Stat(root); err != nil {
-		return nil // no store here (none is made for a look): the launch says the file is missing
-	}
 	image, grants, err := storeApp(root, app)
-	if errors.As(err, new(*store.ErrNotInstalled)) {
+	if errors.As(err, new(*store.ErrNotInstalled)) && !installed {
 		return nil
 	}
 	if err != nil {

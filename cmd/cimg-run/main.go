@@ -145,7 +145,7 @@ func run(args []string) (int, error) {
 	}
 	// An installed app's name, not a file: the app's current version,
 	// anonymous (cimg-run run NAME names the instance).
-	if err := resolveApp(&o, defaultStore, nil); err != nil {
+	if err := resolveApp(&o, defaultStore, nil, false); err != nil {
 		return 0, err
 	}
 	if os.Getenv("CIMG_PROFILE") != "" {

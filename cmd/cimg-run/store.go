@@ -184,7 +184,7 @@ func startDetached(f *storeFlags, name string) error {
 	if err != nil {
 		return err
 	}
-	args := []string{"run", "-d", "--store", *f.root, "--state-dir", *f.state, "--name", name}
+	args := []string{"run", "-d", "--installed", "--store", *f.root, "--state-dir", *f.state, "--name", name}
 	for _, k := range f.keys {
 		args = append(args, "--key", k)
 	}

@@ -38,7 +38,13 @@ func TestStoreHealthGate(t *testing.T) {
 	if res := runImage(t, exec.Command(cimgRun, "run", "-d", "--store", store, "--state-dir", state, "app")); res.code != 0 {
 		t.Fatalf("run -d app: %+v", res)
 	}
-	res := storeCmd(t, store, state, "update", "app", img("1.1.0", `"show", "/nonexistent-health"`))
+	// Run from a directory that holds a file named like the app: the app
+	// is started from the store all the same, not from that file.
+	cwd := t.TempDir()
+	os.WriteFile(filepath.Join(cwd, "app"), []byte("not an image"), 0o644)
+	cmd := exec.Command(cimgRun, "update", "--store", store, "--state-dir", state, "app", img("1.1.0", `"show", "/nonexistent-health"`))
+	cmd.Dir = cwd
+	res := runImage(t, cmd)
 	// probe show exits 0 whatever it shows: a passing check.
 	if res.code != 0 || !strings.Contains(res.stdout, "updated to 1.1.0") {
 		t.Fatalf("update with a passing health check: %+v", res)

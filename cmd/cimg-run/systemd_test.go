@@ -48,7 +48,7 @@ func TestUnitVerifies(t *testing.T) {
 		t.Fatalf("unit of an installed app: %v: %s", err, out)
 	}
 	b, _ := os.ReadFile(filepath.Join(dir, "cimg-inst.service"))
-	for _, want := range []string{"ExecStartPre=" + cimgRun + " boot --store " + storeDir + "\n", "--name inst --store " + storeDir + " inst\n"} {
+	for _, want := range []string{"ExecStartPre=" + cimgRun + " boot --store " + storeDir + "\n", "--name inst --store " + storeDir + " --installed inst\n"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("the installed app's unit lacks %q:\n%s", want, b)
 		}

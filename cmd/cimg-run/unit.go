@@ -95,8 +95,9 @@ func unit(args []string) (int, error) {
 		rest[0] = app
 		given := false
 		fs.Visit(func(f *flag.Flag) { given = given || f.Name == "store" })
+		flags = append(append([]string(nil), flags...), "--installed")
 		if !given {
-			flags = append(append([]string(nil), flags...), "--store", *storeRoot)
+			flags = append(flags, "--store", *storeRoot)
 		}
 	}
 	text, err := unitText(exe, *name, *ready, o, adm, flags, rest)

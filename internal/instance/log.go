@@ -84,7 +84,10 @@ func (in *Instance) drainLog() {
 		return
 	}
 	in.CopyLog()
-	running.r.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	// The app is gone: what it wrote is in the pipe already, readable at
+	// once; the deadline only ends the wait for more (2 ms: a stop that
+	// waits for the supervisor, as update does, waits this out).
+	running.r.SetReadDeadline(time.Now().Add(2 * time.Millisecond))
 	<-running.done
 }
 
