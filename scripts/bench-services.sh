@@ -89,7 +89,7 @@ cleanup() {
 			$CIMG stop --state-dir "$s" -t 0 "${running[@]}" >/dev/null
 			$CIMG rm --state-dir "$s" "${running[@]}"
 		fi
-		$CIMG gc --state-dir "$s" >/dev/null
+		$CIMG gc --state-dir "$s" --store "$W/no-store" >/dev/null # never the host's store
 	done
 	crun delete -f $CTR_CRUN >/dev/null 2>&1
 	runc delete -f $CTR_RUNC >/dev/null 2>&1
