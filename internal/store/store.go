@@ -18,8 +18,9 @@
 // An image is stored (and verified, as stored) before any state names
 // it, so the invariant after a crash at any instant is: every app's state
 // file parses and names only images that are in images/ and verify; a
-// crash leaves at most temp files in tmp/ and images no state names,
-// which the next command (and gc) remove.
+// crash leaves at most temp files in tmp/ (the next command that finds
+// no other at work removes them) and images no state names (gc removes
+// them).
 package store
 
 import (
