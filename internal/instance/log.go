@@ -76,19 +76,32 @@ func (in *Instance) CopyLog() {
 	}()
 }
 
-// drainLog copies what the app left in the pipe (nothing writes to it
+// drainLog copies what the app left in the pipe. Nothing writes to it
 // any more, but its write end is our own stdout, so EOF never comes: the
-// copy ends when the pipe has stayed empty for a moment).
+// copier (if one runs) is stopped at once, and what is left is read
+// without waiting, until the pipe is empty — nothing lost, no time spent.
 func (in *Instance) drainLog() {
 	if in.logR < 0 {
 		return
 	}
-	in.CopyLog()
-	// The app is gone: what it wrote is in the pipe already, readable at
-	// once; the deadline only ends the wait for more (2 ms: a stop that
-	// waits for the supervisor, as update does, waits this out).
-	running.r.SetReadDeadline(time.Now().Add(2 * time.Millisecond))
-	<-running.done
+	if running != nil {
+		running.r.SetReadDeadline(time.Now()) // it returns; its last chunk is written
+		<-running.done
+	}
+	unix.SetNonblock(in.logR, true)
+	w := &logWriter{dirfd: in.dirfd, fd: -1}
+	defer w.close()
+	buf := make([]byte, 16<<10)
+	for {
+		n, err := unix.Read(in.logR, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if n <= 0 {
+			return
+		}
+		w.write(buf[:n])
+	}
 }
 
 // logWriter appends to STATE/instances/NAME/log, rotating at LogMax.
@@ -184,7 +197,12 @@ func ReadLog(stateDir, name string, tail int, follow bool, out io.Writer) error 
 			drain(lr.cur)
 		}
 		if ino, ok := lr.ino(logFile); ok && ino != lr.curIno {
-			// Rotated (or created): a log.1 we have not read came between.
+			// Rotated (or created). What the writer added to our file
+			// after our last read and before it let go of it is read
+			// first; then a log.1 we have not read (it came between).
+			if lr.cur != nil {
+				drain(lr.cur)
+			}
 			if f, ino1 := lr.open(logFile + ".1"); f != nil {
 				if ino1 != lr.curIno && !lr.read[ino1] {
 					lr.read[ino1] = true
