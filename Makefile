@@ -59,9 +59,20 @@ demo: build bin/hello deps-test
 	bin/cimg-build verify --key bin/demo.pub bin/hello.cimg
 	@echo "--- the image is a plain squashfs: unsquashfs lists it"
 	unsquashfs -lln bin/hello.cimg
-	@echo "--- and cimg-run runs it: verified, mounted, isolated"
-	bin/cimg-run --key bin/demo.pub bin/hello.cimg
-	bin/cimg-run --key bin/demo.pub bin/hello.cimg -- from the command line
+	@echo "--- and cimg-run runs it: verified, mounted, isolated (state and store of the demo's own, under bin/)"
+	@mkdir -p -m 0700 bin/demo-state
+	bin/cimg-run --state-dir bin/demo-state --key bin/demo.pub bin/hello.cimg
+	bin/cimg-run --state-dir bin/demo-state --key bin/demo.pub bin/hello.cimg -- from the command line
+	@echo "--- installed on the device: the store, a named instance, ps, logs"
+	bin/cimg-run install --store bin/demo-store --state-dir bin/demo-state --key bin/demo.pub bin/hello.cimg
+	bin/cimg-run run -d --store bin/demo-store --state-dir bin/demo-state --key bin/demo.pub hello
+	@sleep 0.3
+	bin/cimg-run ps -a --state-dir bin/demo-state
+	bin/cimg-run logs --state-dir bin/demo-state hello
+	@echo "--- and gone again: removed, its image and cache mount collected"
+	bin/cimg-run rm --state-dir bin/demo-state hello
+	bin/cimg-run remove --store bin/demo-store --state-dir bin/demo-state hello
+	bin/cimg-run gc --store bin/demo-store --state-dir bin/demo-state
 
 # Every test, the slow tier (a > 4 GiB image) included. Needs root: the
 # tests mount images on real loop devices. Then scripts/leakcheck.sh
