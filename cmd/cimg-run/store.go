@@ -33,8 +33,6 @@ type storeFlags struct {
 	keys     repeated
 	grants   repeated
 	asJSON   *bool
-	keyDir   string
-	volumes  string
 	stopTime *int
 	units    map[string]string // app → the systemd unit that ran it when stopped
 	asks     []string          // what the last admitted image asks beyond the default (granted)
@@ -57,7 +55,7 @@ func (f *storeFlags) open() (*store.Store, error) { return store.Open(*f.root) }
 
 // admit is the launcher's check of a stored copy with the app's grants.
 func (f *storeFlags) admit(image string, grants []string) ([]string, error) {
-	o := launcher.Options{Image: image, KeyFiles: f.keys, KeyDir: f.keyDir, StateDir: *f.state, NoHealth: true}
+	o := launcher.Options{Image: image, KeyFiles: f.keys, StateDir: *f.state, NoHealth: true}
 	for _, g := range grants {
 		if err := o.Grants.Add(g); err != nil {
 			return nil, err
@@ -95,7 +93,7 @@ func install(args []string) (int, error) {
 	if len(f.asks) > 0 && !*f.asJSON {
 		fmt.Printf("%s asks for, and is granted: %s\n", *name, strings.Join(f.asks, " "))
 	}
-	return 0, printApps(f, s, []*store.App{a})
+	return 0, printApps(f, []*store.App{a})
 }
 
 // update is `cimg-run update NAME FILE`: the new version on trial, the
@@ -131,7 +129,7 @@ func update(args []string) (int, error) {
 			f.stopApp(name)
 		}
 		fmt.Printf("%s: updated to %s\n", name, a.Current.Version)
-		return 0, printApps(f, s, []*store.App{a})
+		return 0, printApps(f, []*store.App{a})
 	}
 	// Roll back: the trial goes, the old version runs again as before.
 	f.stopApp(name)
@@ -310,7 +308,7 @@ func rollback(args []string) (int, error) {
 			return 0, fmt.Errorf("rolled back, but the app did not start again: %w", err)
 		}
 	}
-	return 0, printApps(f, s, []*store.App{a})
+	return 0, printApps(f, []*store.App{a})
 }
 
 func remove(args []string) (int, error) {
@@ -346,7 +344,7 @@ func list(args []string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return 0, printApps(f, s, apps)
+	return 0, printApps(f, apps)
 }
 
 // appRow is an app as list prints it.
@@ -355,7 +353,7 @@ type appRow struct {
 	State string `json:"state"` // the instance's, if there is one
 }
 
-func printApps(f *storeFlags, s *store.Store, apps []*store.App) error {
+func printApps(f *storeFlags, apps []*store.App) error {
 	rows := []appRow{}
 	for _, a := range apps {
 		st := "stopped"
