@@ -407,7 +407,7 @@ func logs(args []string) (int, error) {
 	if err != nil || len(pos) != 1 {
 		return 2, errors.New("usage: cimg-run logs [-f] [--tail N] NAME")
 	}
-	return 0, instance.ReadLog(*state, pos[0], *tail, *follow, os.Stdout)
+	return 0, instance.ReadLog(*state, pos[0], *tail, *follow, os.Stdout, os.Stderr)
 }
 
 func rm(args []string) (int, error) {

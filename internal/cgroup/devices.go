@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -155,12 +156,25 @@ type bpfAttachAttr struct {
 	targetFD, progFD, attachType, flags uint32
 }
 
+// bpf is bpf(2). The verifier stops with EAGAIN when a signal is pending, and a Go
+// process gets signals at any time (SIGURG preempts goroutines): the call
+// is retried as one interrupted by a signal would be, for up to a second
+// so that a signal storm cannot spin it for ever.
 func bpf(cmd int, attr unsafe.Pointer, size uintptr) (uintptr, error) {
-	r, _, e := unix.Syscall(unix.SYS_BPF, uintptr(cmd), uintptr(attr), size)
-	if e != 0 {
-		return r, e
+	var deadline time.Time
+	for {
+		r, _, e := unix.Syscall(unix.SYS_BPF, uintptr(cmd), uintptr(attr), size)
+		switch {
+		case e == 0:
+			return r, nil
+		case e != unix.EINTR && e != unix.EAGAIN:
+			return r, e
+		case deadline.IsZero():
+			deadline = time.Now().Add(time.Second)
+		case time.Now().After(deadline):
+			return r, e
+		}
 	}
-	return r, nil
 }
 
 // errNoDeviceBPF means the kernel cannot filter devices on cgroup v2.

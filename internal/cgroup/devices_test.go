@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -161,5 +162,36 @@ func TestDeviceProgramJumps(t *testing.T) {
 	}
 	if last := p[len(p)-1]; last.code != unix.BPF_JMP|unix.BPF_EXIT {
 		t.Errorf("last instruction %#x, want exit", last.code)
+	}
+}
+
+// TestDeviceProgramLoadsUnderSignals: the verifier gives up with EAGAIN
+// when a signal is pending, and a Go process is sent signals all the time
+// (SIGURG preempts goroutines; a power-cut test in the VM saw a launch
+// fail with "bpf(BPF_PROG_LOAD) of the device filter: resource
+// temporarily unavailable"). Loading must retry, as a system call
+// interrupted by a signal is retried.
+func TestDeviceProgramLoadsUnderSignals(t *testing.T) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				unix.Kill(os.Getpid(), unix.SIGURG) // the runtime takes it as a preemption request
+				time.Sleep(20 * time.Microsecond)
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	for i := range 2000 {
+		fd, err := loadDeviceProgram()
+		if err != nil {
+			t.Fatalf("load %d of 2000, with signals arriving: %v", i+1, err)
+		}
+		unix.Close(fd)
 	}
 }
