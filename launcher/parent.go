@@ -49,6 +49,13 @@ type Options struct {
 	// app's cgroup goes in the unit's, and the app is handed to systemd
 	// (systemd.go).
 	Systemd *Systemd
+	// Hold, when set, is called once the app's root is built and its
+	// process made (not yet set up and exec'd), and the launch waits for
+	// it: update starts the next version this way
+	// while the old one still runs, and lets it go once that has stopped,
+	// so that only the app's own start is in the gap. An error ends the
+	// launch with nothing started.
+	Hold func() error
 }
 
 // ErrNotRoot is returned when cimg-run lacks the privileges to launch.

@@ -243,6 +243,17 @@ func (l *launch) spawn() *launchThread {
 		if sd := l.opts.Systemd; sd != nil {
 			err = sd.mainPID(pid)
 		}
+		// A standby start (update's next version) waits here, its root
+		// built and the app's process made (and in its cgroup: a v1 join
+		// waits for an RCU grace period), until the version it replaces
+		// has stopped.
+		if h := l.opts.Hold; err == nil && h != nil {
+			if err = joinCgroups(pid, join); err == nil {
+				join = nil
+				l.opts.mark("hold")
+				err = h()
+			}
+		}
 		if err == nil {
 			err = l.releaseChild(pid, join)
 		}
@@ -287,14 +298,23 @@ func (l *launch) fork() (int, []*os.File, error) {
 	return int(pid), join, nil
 }
 
-// releaseChild puts the child in its cgroup (v1), lets it go on, writes
-// its id maps when it asks (user namespace), and waits for its setup: EOF
-// on the error pipe means it reached execve.
-func (l *launch) releaseChild(pid int, join []*os.File) error {
+// joinCgroups moves pid into the cgroups whose cgroup.procs files join
+// are (v1, and v2 without clone3).
+func joinCgroups(pid int, join []*os.File) error {
 	for _, f := range join {
 		if _, err := f.WriteString(strconv.Itoa(pid)); err != nil {
 			return fmt.Errorf("join cgroup %s: %w", f.Name(), err)
 		}
+	}
+	return nil
+}
+
+// releaseChild puts the child in its cgroup (v1), lets it go on, writes
+// its id maps when it asks (user namespace), and waits for its setup: EOF
+// on the error pipe means it reached execve.
+func (l *launch) releaseChild(pid int, join []*os.File) error {
+	if err := joinCgroups(pid, join); err != nil {
+		return err
 	}
 	if _, err := unix.Write(l.sync[1], []byte{1}); err != nil {
 		return fmt.Errorf("release the child: %w", err)

@@ -12,10 +12,11 @@
 #         in service, read from outside. Per run, alternating:
 #           cimg-run  install 1.0.0 into the benchmark's own store, run -d
 #                     it, then `cimg-run update ready 1.1.0.cimg` (store and
-#                     verify, stop, start detached, health gate: the
-#                     default 2 s start period, during which the new
-#                     version serves, so it is no downtime); then stop,
-#                     rm, remove --purge and gc, untimed.
+#                     verify, the new version's launch made on standby,
+#                     the old app stopped, the new one let go, health
+#                     gate: the default 2 s start period, during which
+#                     the new version serves, so it is no downtime); then
+#                     stop, rm, remove --purge and gc, untimed.
 #           crun      the seed's way: 1.0.0 unpacked (unsquashfs of the
 #                     same .cimg) into a bundle and run by `crun run` (in
 #                     the background, as a service manager would); the

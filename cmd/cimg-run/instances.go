@@ -36,8 +36,10 @@ func runInstance(args []string) (int, error) {
 	name := fs.String("name", "", "the instance's `name` (default: the app's name and a random suffix)")
 	detach := fs.Bool("d", false, "detach: print the name once the app runs and return; its output goes to a bounded log (cimg-run logs)")
 	readyFD := fs.Int(readyFlag, -1, "")
+	standbyFD := fs.Int(standbyFlag, -1, "")
 	storeRoot := fs.String("store", defaultStore, "the store `directory` an installed app NAME is run from")
 	installed := fs.Bool("installed", false, "IMAGE is an installed app's name, whatever files the current directory holds")
+	counted := fs.Bool(trialCountedFlag, false, "")
 	systemd := fs.Bool("systemd", false, "run as the ExecStart of a systemd unit (cimg-run unit writes them): the app's cgroup in the unit's, the app handed to systemd")
 	readyWhen := fs.String("ready", "started", "with --systemd: the unit is ready when the app `started`, or when it says so (notify: it gets the unit's NOTIFY_SOCKET)")
 	if err := fs.Parse(args); err != nil {
@@ -58,7 +60,12 @@ func runInstance(args []string) (int, error) {
 		if *systemd {
 			return 2, errors.New("-d and --systemd: a unit's app is systemd's to supervise, not a detached launcher's")
 		}
-		return detachStart(args[:len(args)-len(fs.Args())], fs.Args())
+		name, err := detachStart(args[:len(args)-len(fs.Args())], fs.Args())
+		if err != nil {
+			return 125, err
+		}
+		fmt.Println(name)
+		return 0, nil
 	}
 	if *systemd {
 		var err error
@@ -66,7 +73,7 @@ func runInstance(args []string) (int, error) {
 			return 2, err
 		}
 	}
-	if err := resolveApp(&o, *storeRoot, name, *installed); err != nil {
+	if err := resolveApp(&o, *storeRoot, name, *installed, *counted); err != nil {
 		return 0, err
 	}
 	var ready *os.File
@@ -77,7 +84,12 @@ func runInstance(args []string) (int, error) {
 		unix.CloseOnExec(*readyFD)
 		o.Warn = func(string) {}
 	}
-	code, err := runNamed(&o, *name, ready)
+	var standby *os.File
+	if *standbyFD >= 0 && ready != nil {
+		standby = os.NewFile(uintptr(*standbyFD), "standby")
+		unix.CloseOnExec(*standbyFD)
+	}
+	code, err := runNamed(&o, *name, ready, standby)
 	if err != nil && ready != nil {
 		fmt.Fprintf(ready, "%v\n", err)
 		ready.Close()
@@ -87,8 +99,9 @@ func runInstance(args []string) (int, error) {
 
 // resolveApp turns an IMAGE argument that is no file but an installed
 // app's name into that app's image (its trial version while one is on
-// trial, counted), grants and volumes; the instance takes the app's name.
-func resolveApp(o *launcher.Options, root string, name *string, installed bool) error {
+// trial, counted unless update counted it already), grants and volumes;
+// the instance takes the app's name.
+func resolveApp(o *launcher.Options, root string, name *string, installed, counted bool) error {
 	if !installed {
 		if _, err := os.Stat(o.Image); err == nil || instance.CheckName(o.Image) != nil {
 			return nil
@@ -98,7 +111,7 @@ func resolveApp(o *launcher.Options, root string, name *string, installed bool) 
 		}
 	}
 	app := o.Image
-	image, grants, err := storeApp(root, app)
+	image, grants, err := storeApp(root, app, counted)
 	if errors.As(err, new(*store.ErrNotInstalled)) && !installed {
 		return nil
 	}
@@ -121,8 +134,10 @@ func resolveApp(o *launcher.Options, root string, name *string, installed bool) 
 	return nil
 }
 
-// runNamed claims the name and runs the launch as that instance.
-func runNamed(o *launcher.Options, name string, ready *os.File) (int, error) {
+// runNamed claims the name and runs the launch as that instance. With
+// standby (update's next version, see startStandby), the launch holds
+// before the app until update says go, and takes the name after.
+func runNamed(o *launcher.Options, name string, ready, standby *os.File) (int, error) {
 	if o.StateDir == "" {
 		o.StateDir = "/run/cimg"
 	}
@@ -136,7 +151,21 @@ func runNamed(o *launcher.Options, name string, ready *os.File) (int, error) {
 		}
 		name = instance.DefaultName(app)
 	}
-	in, err := instance.Create(o.StateDir, name)
+	create := instance.Create
+	if standby != nil {
+		create = instance.CreateStandby
+		o.Hold = func() error {
+			if _, err := ready.WriteString(standbyHeld + "\n"); err != nil {
+				return err
+			}
+			var b [1]byte
+			if n, _ := standby.Read(b[:]); n != 1 || b[0] != standbyGo[0] {
+				return errors.New("update ended before it let the new version start")
+			}
+			return nil
+		}
+	}
+	in, err := create(o.StateDir, name)
 	if err != nil {
 		return 0, err
 	}
@@ -162,12 +191,35 @@ func runNamed(o *launcher.Options, name string, ready *os.File) (int, error) {
 	return code, err
 }
 
+// standbyFlag hands a detached supervisor the read end of update's go
+// pipe: it prepares the launch, says standbyHeld on its ready fd, and
+// starts the app when standbyGo arrives (EOF: it ends, nothing started).
+const (
+	standbyFlag = "standby-fd"
+	standbyHeld = "held"
+	standbyGo   = "g"
+)
+
 // detachStart starts this command line again, minus -d, as a supervisor
 // in a session of its own, and returns once that reports the app running
-// (printing the instance's name) or failing. flags are the arguments
+// (with the instance's name) or failing. flags are the arguments of run
 // before IMAGE, rest IMAGE and what follows.
-func detachStart(flags, rest []string) (int, error) {
+func detachStart(flags, rest []string) (string, error) {
+	r, err := startSupervisor(flags, rest, nil)
+	if err != nil {
+		return "", err
+	}
+	return supervisorSays(bufio.NewReader(r), r)
+}
+
+// startSupervisor starts `cimg-run run` with flags (less -d) and rest as
+// a detached supervisor, and returns the read end of its ready pipe. With
+// standby, that is its fd 4 (the standby flag is added).
+func startSupervisor(flags, rest []string, standby *os.File) (*os.File, error) {
 	child := []string{os.Args[0], "run", "--" + readyFlag + "=3"}
+	if standby != nil {
+		child = append(child, "--"+standbyFlag+"=4")
+	}
 	for _, a := range flags {
 		if a != "-d" && a != "--d" && a != "-d=true" && a != "--d=true" {
 			child = append(child, a)
@@ -176,34 +228,44 @@ func detachStart(flags, rest []string) (int, error) {
 	child = append(child, rest...)
 	r, w, err := os.Pipe()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	null, err := os.Open(os.DevNull)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer null.Close()
+	files := []*os.File{null, null, null, w}
+	if standby != nil {
+		files = append(files, standby)
+	}
 	p, err := os.StartProcess("/proc/self/exe", child, &os.ProcAttr{
-		Files: []*os.File{null, null, null, w},
+		Files: files,
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	})
 	w.Close()
 	if err != nil {
 		r.Close()
-		return 0, fmt.Errorf("start the supervisor: %w", err)
+		return nil, fmt.Errorf("start the supervisor: %w", err)
 	}
 	p.Release() // it outlives us; init reaps it
-	msg, _ := bufio.NewReader(r).ReadString(0)
+	return r, nil
+}
+
+// supervisorSays reads a detached supervisor's last word on its ready
+// pipe: "ok NAME" once the app runs (the name is returned), or why it
+// failed.
+func supervisorSays(br *bufio.Reader, r *os.File) (string, error) {
+	msg, _ := br.ReadString(0)
 	r.Close()
 	msg = strings.TrimSpace(msg)
 	if n, ok := strings.CutPrefix(msg, "ok "); ok {
-		fmt.Println(n)
-		return 0, nil
+		return n, nil
 	}
 	if msg == "" {
 		msg = "the supervisor ended before the app started (see the kernel log and cimg-run doctor)"
 	}
-	return 125, errors.New(msg)
+	return "", errors.New(msg)
 }
 
 // stateFlags is a subcommand's flag set with --state-dir.

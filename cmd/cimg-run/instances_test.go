@@ -1092,6 +1092,9 @@ func TestInstanceForeground(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return strings.Contains(fout.String(), "ready") })
+	// The app may print before its supervisor has recorded it (a loaded
+	// CI machine saw "starting"): it is running once recorded.
+	settle(func() bool { r := psFind(t, state, "fg2"); return r != nil && r.State != "starting" })
 	if r := psFind(t, state, "fg2"); r == nil || r.State != "running" || r.Pid == 0 {
 		t.Errorf("ps -a while a foreground instance runs: %+v", r)
 	}

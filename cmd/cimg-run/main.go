@@ -12,6 +12,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -55,12 +56,16 @@ Usage:
                                              (/usr/share/cimg/factory/NAME.cimg) installed again
   cimg-run boot                              at boot: abandon trials started 3 times unconfirmed
   cimg-run run NAME, cimg-run NAME           run an installed app (a NAME that is no file)
-  cimg-run gc                                unmount cached images no instance uses; delete
-                                             store images no app names
+  cimg-run gc [--keep N] [--json]            unmount cached images no instance uses; delete
+                                             store images no app names (--keep: but each app's
+                                             N most recent superseded versions), and partial files
   cimg-run doctor                            the kernel features cimg uses, and what is missing
   cimg-run help                              this text
 
-Every command takes --state-dir DIR (default /run/cimg).
+Every command takes --state-dir DIR (default /run/cimg); the store commands
+take --store DIR, --key FILE (trusted keys besides /etc/cimg/keys/*.pub) and
+--json (install, update, rollback, reset, boot and list then print the apps
+they changed as JSON on stdout; messages go to stderr).
 Exit status: the app's (128+N when killed by signal N); 125 when cimg-run
 itself failed; 2 for a usage error; update: 1 when the new version failed
 its health gate and was rolled back.
@@ -145,7 +150,7 @@ func run(args []string) (int, error) {
 	}
 	// An installed app's name, not a file: the app's current version,
 	// anonymous (cimg-run run NAME names the instance).
-	if err := resolveApp(&o, defaultStore, nil, false); err != nil {
+	if err := resolveApp(&o, defaultStore, nil, false, false); err != nil {
 		return 0, err
 	}
 	if os.Getenv("CIMG_PROFILE") != "" {
@@ -219,31 +224,49 @@ func gc(args []string) (int, error) {
 	gcFlags := flag.NewFlagSet("cimg-run gc", flag.ContinueOnError)
 	state := gcFlags.String("state-dir", "/run/cimg", "the state `directory` whose mount cache to collect")
 	root := gcFlags.String("store", defaultStore, "the store `directory` whose unused images to delete (if there is one)")
+	keep := gcFlags.Int("keep", 0, "also keep each app's `N` most recent superseded versions (besides current, previous and trial)")
+	asJSON := gcFlags.Bool("json", false, "print what was deleted and unmounted as JSON")
 	if err := gcFlags.Parse(args); err != nil {
 		return 2, err
 	}
-	if gcFlags.NArg() > 0 {
-		return 2, errors.New("usage: cimg-run gc [--state-dir DIR] [--store DIR]")
+	if gcFlags.NArg() > 0 || *keep < 0 {
+		return 2, errors.New("usage: cimg-run gc [--keep N] [--json] [--state-dir DIR] [--store DIR]")
 	}
+	var out struct {
+		Deleted   []string `json:"deleted"`
+		Unmounted []string `json:"unmounted"`
+	}
+	print := func(err error) (int, error) {
+		if *asJSON {
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			enc.Encode(out)
+		} else {
+			for _, d := range out.Deleted {
+				fmt.Println("deleted", d)
+			}
+			for _, d := range out.Unmounted {
+				fmt.Println("unmounted", d)
+			}
+		}
+		return 0, err
+	}
+	out.Deleted, out.Unmounted = []string{}, []string{}
 	// Store images first: the cache mounts of deleted ones go below.
 	if _, err := os.Stat(*root); err == nil {
 		s, err := store.Open(*root)
 		if err != nil {
 			return 0, err
 		}
-		removed, err := s.GC()
-		for _, r := range removed {
-			fmt.Println("deleted", r)
-		}
+		removed, err := s.GC(*keep)
+		out.Deleted = append(out.Deleted, removed...)
 		if err != nil {
-			return 0, err
+			return print(err)
 		}
 	}
 	done, err := imagecache.GC(*state)
-	for _, d := range done {
-		fmt.Println("unmounted", d)
-	}
-	return 0, err
+	out.Unmounted = append(out.Unmounted, done...)
+	return print(err)
 }
 
 // profile records when each step of the launch began and prints the list

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"cimg.dev/cimg/format"
+	"cimg.dev/cimg/internal/imagecache"
 	"cimg.dev/cimg/internal/instance"
 	"cimg.dev/cimg/internal/store"
 	"cimg.dev/cimg/launcher"
@@ -20,6 +22,11 @@ import (
 )
 
 const defaultStore = "/var/lib/cimg/store"
+
+// trialCountedFlag is update's own start of the trial version (run
+// --installed): update counted the start before it stopped the old
+// version, so that the fsynced count is not in the gap.
+const trialCountedFlag = "trial-counted"
 
 // trialStarts is how many starts of a trial version may go unconfirmed
 // before the store abandons it by itself (a boot counter, per app).
@@ -35,6 +42,7 @@ type storeFlags struct {
 	asJSON   *bool
 	stopTime *int
 	units    map[string]string // app → the systemd unit that ran it when stopped
+	counted  bool              // update counted the trial start the next startDetached makes
 	asks     []string          // what the last admitted image asks beyond the default (granted)
 }
 
@@ -52,6 +60,16 @@ func newStoreFlags(name string, grants bool) *storeFlags {
 }
 
 func (f *storeFlags) open() (*store.Store, error) { return store.Open(*f.root) }
+
+// say prints a message for a person: on stdout, or on stderr when stdout
+// is JSON for a program.
+func (f *storeFlags) say(format string, a ...any) {
+	w := os.Stdout
+	if *f.asJSON {
+		w = os.Stderr
+	}
+	fmt.Fprintf(w, format, a...)
+}
 
 // admit is the launcher's check of a stored copy with the app's grants.
 func (f *storeFlags) admit(image string, grants []string) ([]string, error) {
@@ -90,8 +108,8 @@ func install(args []string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if len(f.asks) > 0 && !*f.asJSON {
-		fmt.Printf("%s asks for, and is granted: %s\n", *name, strings.Join(f.asks, " "))
+	if len(f.asks) > 0 {
+		f.say("%s asks for, and is granted: %s\n", *name, strings.Join(f.asks, " "))
 	}
 	return 0, printApps(f, []*store.App{a})
 }
@@ -114,13 +132,58 @@ func update(args []string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	// Stop the old version if it runs; the new one runs while on trial.
-	wasRunning, err := f.stopApp(name)
+	h, err := healthOf(s.ImageOf(a.Trial))
 	if err != nil {
 		s.Abandon(name)
-		return 0, fmt.Errorf("update %s: stop the running version: %w", name, err)
+		return 0, err
 	}
-	why := healthGate(f, s, a)
+	// The trial's start is counted now, before the old version stops, so
+	// that the fsynced count is not in the gap; a unit's start counts it
+	// itself, as at boot.
+	r, err := instance.Get(*f.state, name)
+	running := err == nil && r.Running()
+	unit := running && r.State.Unit != ""
+	if !unit {
+		if _, _, err := s.TrialStart(name, trialStarts); err != nil {
+			s.Abandon(name)
+			return 0, err
+		}
+		f.counted = true
+	}
+	var wasRunning bool
+	var why error
+	if running && !unit {
+		// A version a supervisor of ours runs: the new one's launch is
+		// made in full while the old one serves, and goes as soon as the
+		// old app has ended, so that the gap is the app's own start.
+		sb, err := startStandby(f, name)
+		if err != nil {
+			after, _ := s.Abandon(name)
+			if *f.asJSON && after != nil {
+				printApps(f, []*store.App{after})
+			}
+			return 1, fmt.Errorf("update %s to %s failed, %s runs on: the new version did not start: %w", name, a.Trial.Version, a.Current.Version, err)
+		}
+		instance.StopApp(*f.state, name, time.Duration(*f.stopTime)*time.Second)
+		wasRunning = true
+		if err := sb.release(); err != nil {
+			why = fmt.Errorf("the new version did not start: %w", err)
+		}
+	} else {
+		// The new image into the mount cache while the old version still
+		// serves: its start (by the unit) is a warm one.
+		premount(*f.state, s.ImageOf(a.Trial))
+		if wasRunning, err = f.stopApp(name); err != nil {
+			s.Abandon(name)
+			return 0, fmt.Errorf("update %s: stop the running version: %w", name, err)
+		}
+		if err := f.startApp(name); err != nil {
+			why = fmt.Errorf("the new version did not start: %w", err)
+		}
+	}
+	if why == nil {
+		why = healthGate(f, a, h)
+	}
 	if why == nil {
 		if a, err = s.Confirm(name); err != nil {
 			return 0, err
@@ -128,12 +191,13 @@ func update(args []string) (int, error) {
 		if !wasRunning {
 			f.stopApp(name)
 		}
-		fmt.Printf("%s: updated to %s\n", name, a.Current.Version)
+		f.say("%s: updated to %s\n", name, a.Current.Version)
 		return 0, printApps(f, []*store.App{a})
 	}
 	// Roll back: the trial goes, the old version runs again as before.
 	f.stopApp(name)
-	if _, err := s.Abandon(name); err != nil {
+	after, err := s.Abandon(name)
+	if err != nil {
 		return 0, err
 	}
 	if wasRunning {
@@ -141,7 +205,23 @@ func update(args []string) (int, error) {
 			return 0, fmt.Errorf("update %s failed (%v), and the old version did not start again: %w", name, why, err)
 		}
 	}
+	if *f.asJSON {
+		printApps(f, []*store.App{after}) // the state it was rolled back to
+	}
 	return 1, fmt.Errorf("update %s to %s failed, rolled back to %s: %w", name, a.Trial.Version, a.Current.Version, why)
+}
+
+// premount mounts image in the state directory's mount cache (verified
+// as a launch would), and leaves it there for the launch that follows.
+func premount(state, image string) {
+	img, file, err := format.OpenFile(image)
+	if err != nil {
+		return
+	}
+	defer file.Close()
+	if lease, err := imagecache.Mount(state, file, img, false); err == nil {
+		lease.Release()
+	}
 }
 
 // stopApp stops the app's instance if it runs: through systemctl if a
@@ -176,35 +256,77 @@ func (f *storeFlags) startApp(name string) error {
 }
 
 // startDetached starts the app's version from the store as instance NAME,
-// detached (cimg-run run -d NAME).
+// detached, as cimg-run run -d NAME does (the supervisor started
+// directly: one process start less in an update's gap).
 func startDetached(f *storeFlags, name string) error {
-	self, err := os.Executable()
+	r, err := startSupervisor(f.runArgs(name), []string{name}, nil)
 	if err != nil {
 		return err
 	}
-	args := []string{"run", "-d", "--installed", "--store", *f.root, "--state-dir", *f.state, "--name", name}
+	_, err = supervisorSays(bufio.NewReader(r), r)
+	return err
+}
+
+// runArgs are the flags of run that start app name from the store.
+func (f *storeFlags) runArgs(name string) []string {
+	args := []string{"--installed", "--store", *f.root, "--state-dir", *f.state, "--name", name}
+	if f.counted {
+		args, f.counted = append(args, "--"+trialCountedFlag), false
+	}
 	for _, k := range f.keys {
 		args = append(args, "--key", k)
 	}
-	out, err := exec.Command(self, append(args, name)...).CombinedOutput()
+	return args
+}
+
+// standby is a detached supervisor that has made the trial version's
+// launch and waits to start the app (runNamed's Hold).
+type standby struct {
+	ready *os.File
+	br    *bufio.Reader
+	goW   *os.File
+}
+
+// startStandby starts the supervisor of app name's trial version on
+// standby, and returns once it holds (or failed: then nothing runs).
+func startStandby(f *storeFlags, name string) (*standby, error) {
+	goR, goW, err := os.Pipe()
 	if err != nil {
-		return fmt.Errorf("%s", strings.TrimSpace(string(out)))
+		return nil, err
 	}
-	return nil
+	r, err := startSupervisor(f.runArgs(name), []string{name}, goR)
+	goR.Close()
+	if err != nil {
+		goW.Close()
+		return nil, err
+	}
+	br := bufio.NewReader(r)
+	if line, _ := br.Peek(len(standbyHeld) + 1); string(line) != standbyHeld+"\n" {
+		goW.Close()
+		_, err := supervisorSays(br, r)
+		return nil, err
+	}
+	br.Discard(len(standbyHeld) + 1)
+	return &standby{ready: r, br: br, goW: goW}, nil
+}
+
+// release lets the standby start the app, and returns once it runs.
+func (sb *standby) release() error {
+	_, err := sb.goW.WriteString(standbyGo)
+	sb.goW.Close()
+	if err != nil {
+		sb.ready.Close()
+		return fmt.Errorf("the standby supervisor: %w", err)
+	}
+	_, err = supervisorSays(sb.br, sb.ready)
+	return err
 }
 
 // healthGate starts the trial version and decides whether it is healthy:
 // the manifest's [health] command run inside the app (cimg-run exec)
 // with its start period, interval, timeout and retries; without one,
 // still running after the start period.
-func healthGate(f *storeFlags, s *store.Store, a *store.App) error {
-	h, err := healthOf(s.ImageOf(a.Trial))
-	if err != nil {
-		return err
-	}
-	if err := f.startApp(a.Name); err != nil {
-		return fmt.Errorf("the new version did not start: %w", err)
-	}
+func healthGate(f *storeFlags, a *store.App, h *manifest.Health) error {
 	start, interval, timeout, retries := 2*time.Second, 2*time.Second, 5*time.Second, 3
 	var cmd []string
 	if h != nil {
@@ -387,19 +509,25 @@ func printApps(f *storeFlags, apps []*store.App) error {
 }
 
 // storeApp resolves `cimg-run run NAME` for an installed app: the image
-// to start (the trial version, counted, while one is on trial) and the
-// app's grants.
-func storeApp(root, name string) (image string, grants []string, err error) {
+// to start (the trial version, counted, while one is on trial; counted
+// is update's start, which counted it before it stopped the old version)
+// and the app's grants.
+func storeApp(root, name string, counted bool) (image string, grants []string, err error) {
 	s, err := store.Open(root)
 	if err != nil {
 		return "", nil, err
 	}
-	if _, err := s.Get(name); err != nil {
-		return "", nil, err
-	}
-	a, v, err := s.TrialStart(name, trialStarts)
+	a, err := s.Get(name)
 	if err != nil {
 		return "", nil, err
+	}
+	v := a.Current
+	if counted && a.Trial != nil {
+		v = a.Trial
+	} else if !counted {
+		if a, v, err = s.TrialStart(name, trialStarts); err != nil {
+			return "", nil, err
+		}
 	}
 	return s.ImageOf(v), a.Grants, nil
 }
@@ -442,11 +570,12 @@ func reset(args []string) (int, error) {
 				if err := s.Remove(a.Name, true); err != nil {
 					return 0, err
 				}
-				fmt.Printf("%s: removed (not in %s)\n", a.Name, *factory)
+				f.say("%s: removed (not in %s)\n", a.Name, *factory)
 			}
 		}
 	}
 	var errs []error
+	var done []*store.App
 	for _, n := range names {
 		img, ok := images[n]
 		if !ok {
@@ -467,12 +596,16 @@ func reset(args []string) (int, error) {
 			errs = append(errs, err)
 			continue
 		}
-		fmt.Printf("%s: reset to %s\n", n, a.Current.Version)
+		f.say("%s: reset to %s\n", n, a.Current.Version)
+		done = append(done, a)
 		if running {
 			if err := f.startApp(n); err != nil {
 				errs = append(errs, fmt.Errorf("app %s: reset, but it did not start again: %w", n, err))
 			}
 		}
+	}
+	if *f.asJSON {
+		printApps(f, done)
 	}
 	return 0, errors.Join(errs...)
 }
@@ -502,7 +635,7 @@ func factoryImages(dir string) (map[string]string, error) {
 func boot(args []string) (int, error) {
 	f := newStoreFlags("boot", false)
 	if pos, err := parseMixed(f.fs, args); err != nil || len(pos) != 0 {
-		return 2, errors.New("usage: cimg-run boot [--store DIR]")
+		return 2, errors.New("usage: cimg-run boot [--json] [--store DIR]")
 	}
 	s, err := f.open()
 	if err != nil {
@@ -512,13 +645,19 @@ func boot(args []string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	var done []*store.App
 	for _, a := range apps {
 		if a.Trial != nil && a.TrialAttempts >= trialStarts {
-			if _, err := s.Abandon(a.Name); err != nil {
+			after, err := s.Abandon(a.Name)
+			if err != nil {
 				return 0, err
 			}
-			fmt.Printf("%s: trial %s abandoned after %d unconfirmed starts; current is %s\n", a.Name, a.Trial.Version, a.TrialAttempts, a.Current.Version)
+			f.say("%s: trial %s abandoned after %d unconfirmed starts; current is %s\n", a.Name, a.Trial.Version, a.TrialAttempts, a.Current.Version)
+			done = append(done, after)
 		}
+	}
+	if *f.asJSON {
+		return 0, printApps(f, done)
 	}
 	return 0, nil
 }

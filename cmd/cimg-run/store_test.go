@@ -4,11 +4,14 @@ package main
 // through the health gate, rollback, reset, remove and gc.
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"cimg.dev/cimg/internal/instance"
 )
 
 // storeCmd runs `cimg-run SUB --store S --state-dir D ARGS...`.
@@ -49,9 +52,27 @@ func TestStoreHealthGate(t *testing.T) {
 	if res.code != 0 || !strings.Contains(res.stdout, "updated to 1.1.0") {
 		t.Fatalf("update with a passing health check: %+v", res)
 	}
-	res = storeCmd(t, store, state, "update", "app", img("1.2.0", `"exit", "3"`))
+	// --json: stdout is the app's state (after the rollback, or the
+	// update), and nothing else; what a person reads goes to stderr.
+	current := func(what, stdout string) string {
+		t.Helper()
+		var rows []struct {
+			Name    string
+			Current struct{ Version string }
+			State   string
+		}
+		if err := json.Unmarshal([]byte(stdout), &rows); err != nil || len(rows) != 1 || rows[0].Name != "app" {
+			t.Errorf("%s --json: stdout is not the app's state as JSON (%v):\n%s", what, err, stdout)
+			return ""
+		}
+		return rows[0].Current.Version
+	}
+	res = storeCmd(t, store, state, "update", "--json", "app", img("1.2.0", `"exit", "3"`))
 	if res.code != 1 || !strings.Contains(res.stderr, "rolled back to 1.1.0") || !strings.Contains(res.stderr, "health check") || !strings.Contains(res.stderr, "exit status 3") {
 		t.Errorf("update with a failing health check: %+v", res)
+	}
+	if v := current("a failed update", res.stdout); v != "1.1.0" {
+		t.Errorf("a failed update --json: current %q, want 1.1.0", v)
 	}
 	out := storeCmd(t, store, state, "list")
 	if !strings.Contains(out.stdout, "1.1.0") || !strings.Contains(out.stdout, "running") || strings.Contains(out.stdout, "1.2.0") {
@@ -60,6 +81,42 @@ func TestStoreHealthGate(t *testing.T) {
 	ps := runImage(t, exec.Command(cimgRun, "ps", "--state-dir", state))
 	if !strings.Contains(ps.stdout, "1.1.0") {
 		t.Errorf("the running version after the rollback:\n%s", ps.stdout)
+	}
+	res = storeCmd(t, store, state, "update", "--json", "app", img("1.3.0", `"exit", "0"`))
+	if res.code != 0 || !strings.Contains(res.stderr, "updated to 1.3.0") {
+		t.Errorf("update --json with a passing health check: %+v", res)
+	}
+	if v := current("an update", res.stdout); v != "1.3.0" {
+		t.Errorf("update --json: current %q, want 1.3.0", v)
+	}
+
+	// A new version whose launch fails before its app is made (the host
+	// directory it binds, granted, is not there): update prepares the new
+	// version before it stops the old one, so the old one was never
+	// stopped, and runs on, the same process.
+	supervisor := func() int {
+		r, err := instance.Get(state, "app")
+		if err != nil || !r.Running() {
+			t.Fatalf("app is not running: %+v %v", r, err)
+		}
+		return r.Supervisor
+	}
+	before := supervisor()
+	gone := filepath.Join(t.TempDir(), "gone")
+	bad := probeImage(t, "version = \"1.4.0\"\n[app]\ncommand = [\"/usr/bin/probe\", \"sleep\"]\n[[mounts]]\ntype = \"bind\"\nsource = \""+gone+"\"\ntarget = \"/mnt\"\n")
+	res = storeCmd(t, store, state, "update", "--grant", "bind="+gone, "app", bad)
+	t.Logf("update to a version that cannot start: %s", res.stderr)
+	if res.code != 1 || !strings.Contains(res.stderr, "1.3.0 runs on") {
+		t.Errorf("update to a version that cannot start: %+v", res)
+	}
+	if after := supervisor(); after != before {
+		t.Errorf("the old version was restarted (supervisor %d, then %d): it should never have stopped", before, after)
+	}
+	if l := storeCmd(t, store, state, "list", "--json").stdout; strings.Contains(l, `"trial"`) || strings.Contains(l, "1.4.0") {
+		t.Errorf("the failed version is still on trial:\n%s", l)
+	}
+	if left, _ := filepath.Glob(filepath.Join(state, "instances", ".new-*")); len(left) != 0 {
+		t.Errorf("the standby left its directory: %v", left)
 	}
 }
 
@@ -121,8 +178,10 @@ func TestStoreLifecycle(t *testing.T) {
 			t.Errorf("remove %s: %+v", n, res)
 		}
 	}
-	if res := runImage(t, exec.Command(cimgRun, "gc", "--store", store, "--state-dir", state)); res.code != 0 || !strings.Contains(res.stdout, "deleted") {
-		t.Errorf("gc: %+v", res)
+	res := runImage(t, exec.Command(cimgRun, "gc", "--json", "--store", store, "--state-dir", state))
+	var collected struct{ Deleted, Unmounted []string }
+	if err := json.Unmarshal([]byte(res.stdout), &collected); res.code != 0 || err != nil || len(collected.Deleted) == 0 || len(collected.Unmounted) == 0 {
+		t.Errorf("gc --json: want what it deleted and unmounted (%v): %+v", err, res)
 	}
 	if left, _ := filepath.Glob(filepath.Join(store, "images/*")); len(left) != 0 {
 		t.Errorf("images left after remove and gc: %v", left)

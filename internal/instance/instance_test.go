@@ -362,14 +362,29 @@ func TestInstanceHelperSupervisor(t *testing.T) {
 	if arg == "" {
 		return
 	}
-	state, name, _ := strings.Cut(arg, " ")
-	in, err := Create(state, name)
+	f := strings.Fields(arg)
+	state, name := f[0], f[1]
+	create := Create
+	if len(f) > 2 && f[2] == "standby" {
+		create = CreateStandby
+	}
+	in, err := create(state, name)
 	if err != nil {
 		fmt.Println("error:", err)
 		os.Exit(1)
 	}
 	fmt.Println("ok")
-	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	stdin := bufio.NewReader(os.Stdin)
+	line, _ := stdin.ReadString('\n')
+	if strings.TrimSpace(line) == "start" {
+		// A standby's app runs: it takes the name.
+		if err := in.Started(State{App: name, Version: "2"}, []byte("{}")); err != nil {
+			fmt.Println("error:", err)
+		} else {
+			fmt.Println("started")
+		}
+		line, _ = stdin.ReadString('\n')
+	}
 	if strings.TrimSpace(line) == "exit" {
 		in.Exited(Exit{Code: 5})
 	}
@@ -626,4 +641,86 @@ func TestInstanceLogFollowAcrossRotation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestInstanceStandbyTakesTheName: a standby instance (update's next
+// version, a supervisor process of its own) is made while another
+// supervisor holds the name, is not listed (nor cleaned away) meanwhile,
+// and takes the name in Started once that supervisor has ended; a
+// supervisor that took the name meanwhile is not waited for, and keeps it.
+func TestInstanceStandbyTakesTheName(t *testing.T) {
+	state := stateDir(t)
+	old, oldIn := helper(t, state, "web")
+	sb, sbIn, sbOut := standbyHelper(t, state, "web")
+	if recs, err := List(state); err != nil || len(recs) != 1 || recs[0].Supervisor != old.Process.Pid {
+		t.Fatalf("List with a standby: %+v %v, want only the old supervisor's web", recs, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(Root(state), ".new-web-*")); len(left) != 1 {
+		t.Fatalf("the standby's directory: %v, want one", left)
+	}
+	sbIn.WriteString("start\n")
+	said := make(chan string, 1)
+	go func() { l, _ := sbOut.ReadString('\n'); said <- l }()
+	select {
+	case l := <-said:
+		t.Fatalf("the standby's Started returned while the old supervisor holds the name: %q", l)
+	case <-time.After(200 * time.Millisecond):
+	}
+	oldIn.WriteString("exit\n")
+	oldIn.Close()
+	old.Wait()
+	if l := <-said; l != "started\n" {
+		t.Fatalf("the standby's Started once the old supervisor ended: %q", l)
+	}
+	r, err := Get(state, "web")
+	if err != nil || r.Supervisor != sb.Process.Pid || r.State.Version != "2" || r.Exit != nil {
+		t.Errorf("web after the standby took it: %+v %v", r, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(Root(state), ".new-*")); len(left) != 0 {
+		t.Errorf("left: %v", left)
+	}
+
+	// Another supervisor takes the name between the standby's start and
+	// its Started: the standby fails at once, and the name stays taken.
+	old, oldIn = helper(t, state, "api")
+	_, sbIn, sbOut = standbyHelper(t, state, "api")
+	oldIn.WriteString("exit\n")
+	oldIn.Close()
+	old.Wait()
+	other, _ := helper(t, state, "api")
+	sbIn.WriteString("start\n")
+	if l, _ := sbOut.ReadString('\n'); !strings.Contains(l, fmt.Sprintf("supervisor pid %d", other.Process.Pid)) {
+		t.Errorf("Started of a standby whose name another took: %q, want the name in use by pid %d", l, other.Process.Pid)
+	}
+	if r, err := Get(state, "api"); err != nil || r.Supervisor != other.Process.Pid {
+		t.Errorf("api after the standby failed: %+v %v", r, err)
+	}
+}
+
+// standbyHelper starts a helper supervisor with a standby instance name,
+// and returns its stdin and the rest of its stdout.
+func standbyHelper(t *testing.T, state, name string) (*exec.Cmd, *os.File, *bufio.Reader) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestInstanceHelperSupervisor$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+state+" "+name+" standby")
+	stdin, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdin, cmd.Stdout = stdin, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stdin.Close()
+	pw.Close()
+	out := bufio.NewReader(r)
+	t.Cleanup(func() { w.Close(); cmd.Wait(); r.Close() })
+	if line, _ := out.ReadString('\n'); line != "ok\n" {
+		t.Fatalf("standby helper: %q", line)
+	}
+	return cmd, w, out
 }

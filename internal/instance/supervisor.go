@@ -2,6 +2,7 @@ package instance
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,7 +24,9 @@ type Instance struct {
 	lockfd int
 	logR   int // detached: the read end of the app's output pipe, -1 otherwise
 
-	started bool
+	started  bool
+	pending  string // a standby instance's root: its name is not claimed yet
+	replaces int    // the supervisor that held the name when a standby began
 	// Ready, when set, is told "ok NAME" once the app runs (a detached start's
 	// parent waits for it) and closed.
 	Ready *os.File
@@ -40,6 +43,18 @@ func (in *Instance) HasStarted() bool { return in.started }
 // over, its old record removed. The directory is complete when it
 // appears: it is made under a temp name and renamed.
 func Create(stateDir, name string) (*Instance, error) {
+	return create(stateDir, name, false)
+}
+
+// CreateStandby makes instance name's directory, under its temp name
+// only, for a supervisor that starts the next version of an app while
+// the current one still runs under that name (update). The name is
+// claimed by Started, once the app runs and the name's holder is gone.
+func CreateStandby(stateDir, name string) (*Instance, error) {
+	return create(stateDir, name, true)
+}
+
+func create(stateDir, name string, standby bool) (*Instance, error) {
 	if err := CheckName(name); err != nil {
 		return nil, err
 	}
@@ -53,21 +68,9 @@ func Create(stateDir, name string) (*Instance, error) {
 	}
 	defer unlock()
 	dir := filepath.Join(root, name)
-	if pid, err := holder(dir); err != nil {
-		return nil, err
-	} else if pid != 0 {
-		return nil, &ErrNameInUse{Name: name, Pid: pid}
-	}
-	if r, err := read(dir); err == nil && r.unitApp {
-		return nil, &ErrNameInUse{Name: name, Pid: r.State.Pid}
-	}
-	if _, err := os.Lstat(dir); err == nil {
-		// Ended, or lost: whatever its supervisor left goes first.
-		if err := reap(dir); err != nil {
+	if !standby {
+		if err := free(dir, name); err != nil {
 			return nil, err
-		}
-		if err := os.RemoveAll(dir); err != nil {
-			return nil, fmt.Errorf("remove the ended instance %s: %w", dir, err)
 		}
 	}
 	tmp, err := os.MkdirTemp(root, ".new-"+name+"-")
@@ -94,19 +97,97 @@ func Create(stateDir, name string) (*Instance, error) {
 	if err := writeAtomic(in.dirfd, stateFile, st); err != nil {
 		return fail(err)
 	}
+	if standby {
+		in.Dir, in.pending = tmp, root
+		in.replaces, _ = holder(dir)
+		return in, nil
+	}
 	// The commit point: the instance appears, complete and locked.
 	if err := os.Rename(tmp, dir); err != nil {
 		return fail(err)
 	}
-	if d, err := os.Open(root); err == nil {
+	syncDir(root)
+	return in, nil
+}
+
+// free makes the name's directory free to take: an ended or lost
+// instance's is removed (after its supervisor's leftovers); a running
+// one's is refused. The caller holds the root lock.
+func free(dir, name string) error {
+	if pid, err := holder(dir); err != nil {
+		return err
+	} else if pid != 0 {
+		return &ErrNameInUse{Name: name, Pid: pid}
+	}
+	if r, err := read(dir); err == nil && r.unitApp {
+		return &ErrNameInUse{Name: name, Pid: r.State.Pid}
+	}
+	if _, err := os.Lstat(dir); err == nil {
+		// Ended, or lost: whatever its supervisor left goes first.
+		if err := reap(dir); err != nil {
+			return err
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("remove the ended instance %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// claim takes the name for a standby instance: it waits (30 s at most)
+// for the supervisor holding it to end (its app has ended: update stopped
+// it), then renames the directory into place.
+func (in *Instance) claim() error {
+	dir := filepath.Join(in.pending, in.Name)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		unlock, err := lockRoot(in.pending)
+		if err != nil {
+			return err
+		}
+		err = free(dir, in.Name)
+		if err == nil {
+			err = os.Rename(in.Dir, dir)
+			if err == nil {
+				syncDir(in.pending)
+				in.Dir, in.pending = dir, ""
+			}
+			unlock()
+			return err
+		}
+		unlock()
+		// Only the supervisor it replaces is waited for: another that
+		// took the name meanwhile keeps it.
+		var used *ErrNameInUse
+		if !errors.As(err, &used) || used.Pid != in.replaces || time.Now().After(deadline) {
+			return err
+		}
+		// Its supervisor is finishing: wait for its end, not a while.
+		if fd, perr := unix.PidfdOpen(used.Pid, 0); perr == nil {
+			waitExit(fd, time.Until(deadline))
+			unix.Close(fd)
+		} else {
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+// syncDir makes a rename in dir durable (best effort: on the state
+// directory's tmpfs it costs nothing and means nothing).
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
 		d.Sync()
 		d.Close()
 	}
-	return in, nil
 }
 
 // Started records the running app, and the plan it was launched with.
 func (in *Instance) Started(s State, plan []byte) error {
+	if in.pending != "" {
+		if err := in.claim(); err != nil {
+			return fmt.Errorf("instance %s: take the name: %w", in.Name, err)
+		}
+	}
 	if err := writeAtomic(in.dirfd, planFile, plan); err != nil {
 		return fmt.Errorf("record instance %s: %w", in.Name, err)
 	}

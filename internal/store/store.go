@@ -7,7 +7,8 @@
 //	images/<root-hash>.cimg   verified images, content-addressed, 0444
 //	apps/<name>.json          one state file per app: current, previous and
 //	                          trial versions, the trial's attempts, the
-//	                          version floor, the operator's grants
+//	                          version floor, the operator's grants, and
+//	                          the older versions gc --keep may keep
 //	locks/<name>.lock         flock: one command per app at a time
 //	tmp/                      partial files, on the same filesystem
 //	volumes/<name>/...        the app's volumes
@@ -70,6 +71,33 @@ type App struct {
 	TrialAttempts int      `json:"trial_attempts,omitempty"`
 	Floor         string   `json:"floor"`  // the lowest version an update may install (anti-rollback)
 	Grants        []string `json:"grants"` // the operator's --grant words
+	// Older are the versions that were previous (or current, before a
+	// reset) before, newest first: what gc --keep N keeps besides the
+	// versions named above. Their images may be gone (gc).
+	Older []*Version `json:"older,omitempty"`
+}
+
+// maxOlder bounds App.Older: gc --keep cannot keep more.
+const maxOlder = 16
+
+// retire puts v at the head of a.Older (once, and not if it is one of the
+// app's named versions).
+func (a *App) retire(v *Version) {
+	if v == nil {
+		return
+	}
+	for _, n := range []*Version{a.Current, a.Previous, a.Trial} {
+		if n != nil && n.File == v.File {
+			return
+		}
+	}
+	older := []*Version{v}
+	for _, o := range a.Older {
+		if o.File != v.File && len(older) < maxOlder {
+			older = append(older, o)
+		}
+	}
+	a.Older = older
 }
 
 // Store is a store directory.
@@ -319,7 +347,9 @@ func (s *Store) Confirm(name string) (*App, error) {
 		if a.Trial == nil {
 			return fmt.Errorf("app %s has no version on trial", name)
 		}
+		retired := a.Previous
 		a.Previous, a.Current, a.Trial, a.TrialAttempts = a.Current, a.Trial, nil, 0
+		a.retire(retired)
 		if CompareVersions(a.Current.Version, a.Floor) > 0 {
 			a.Floor = a.Current.Version
 		}
@@ -416,9 +446,10 @@ func (s *Store) Remove(name string, purge bool) error {
 	return nil
 }
 
-// GC removes images no app names (current, previous or trial), and temp
-// files nobody writes; it returns what it removed.
-func (s *Store) GC() ([]string, error) {
+// GC removes images no app names (current, previous or trial) and that
+// are not among an app's keep most recent older versions, and temp files
+// nobody writes; it returns what it removed.
+func (s *Store) GC(keep int) ([]string, error) {
 	// No install or update between reading the apps and deleting: an
 	// image stored but not yet named would go.
 	fd, err := s.lock(".store.lock", unix.LOCK_EX)
@@ -433,7 +464,8 @@ func (s *Store) GC() ([]string, error) {
 	}
 	used := map[string]bool{}
 	for _, a := range apps {
-		for _, v := range []*Version{a.Current, a.Previous, a.Trial} {
+		named := []*Version{a.Current, a.Previous, a.Trial}
+		for _, v := range append(named, a.Older[:min(keep, len(a.Older))]...) {
 			if v != nil {
 				used[filepath.Base(s.ImageOf(v))] = true
 			}
@@ -710,7 +742,11 @@ func (s *Store) Reset(name, source string, grants []string, admit Admit) (*App, 
 	if err != nil {
 		return nil, err
 	}
+	retired := []*Version{a.Previous, a.Current}
 	a.Current, a.Previous, a.Trial, a.TrialAttempts = v, nil, nil, 0
+	for _, r := range retired {
+		a.retire(r)
+	}
 	if CompareVersions(m.Version, a.Floor) > 0 {
 		a.Floor = m.Version
 	}

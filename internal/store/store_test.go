@@ -415,7 +415,7 @@ func TestStoreLifecycle(t *testing.T) {
 
 	// v3 is named by no state now: gc removes it, and a dead temp file.
 	os.WriteFile(filepath.Join(s.Root, "tmp", ".tmp-dead.cimg"), []byte("x"), 0o600)
-	removed, err := s.GC()
+	removed, err := s.GC(0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,7 +441,7 @@ func TestStoreLifecycle(t *testing.T) {
 	if err := s.Remove("app", false); !errors.As(err, &ni) {
 		t.Errorf("a second remove: %v, want ErrNotInstalled", err)
 	}
-	if _, err := s.GC(); err != nil {
+	if _, err := s.GC(0); err != nil {
 		t.Fatal(err)
 	}
 	if left := dirNames(filepath.Join(s.Root, "images")); len(left) != 0 {
@@ -598,4 +598,58 @@ func TestStoreCommitBesideOpen(t *testing.T) {
 		}
 	}
 	expectNoTemp(t, s, "after the rollbacks")
+}
+
+// TestStoreGCKeep: gc --keep N keeps, per app, the N most recent versions
+// that were superseded (newest first), besides current and previous.
+func TestStoreGCKeep(t *testing.T) {
+	s := newStore(t)
+	var imgs, hashes []string
+	for _, v := range []string{"1.0.0", "2.0.0", "3.0.0", "4.0.0"} {
+		img := testImage(t, "app", v)
+		imgs, hashes = append(imgs, img), append(hashes, rootHash(t, img))
+	}
+	if _, err := s.Install("app", imgs[0], nil, admitAll); err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range imgs[1:] {
+		if _, err := s.Update("app", img, nil, false, admitAll); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Confirm("app"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := s.Get("app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var older []string
+	for _, v := range a.Older {
+		older = append(older, v.Version)
+	}
+	if !slices.Equal(older, []string{"2.0.0", "1.0.0"}) {
+		t.Fatalf("older versions %v, want 2.0.0, 1.0.0 (newest first)", older)
+	}
+	images := func() []string { return dirNames(filepath.Join(s.Root, "images")) }
+	for _, c := range []struct {
+		keep int
+		want []string // versions whose images remain
+	}{
+		{5, []string{"1", "2", "3", "4"}},
+		{1, []string{"2", "3", "4"}},
+		{0, []string{"3", "4"}},
+	} {
+		if _, err := s.GC(c.keep); err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for _, v := range c.want {
+			i := int(v[0] - '1')
+			want = append(want, hashes[i]+".cimg")
+		}
+		if got := images(); !slices.Equal(got, sorted(want)) {
+			t.Errorf("gc --keep %d left %v, want versions %v", c.keep, got, c.want)
+		}
+	}
 }
