@@ -41,6 +41,10 @@ type storeFlags struct {
 	grants   repeated
 	asJSON   *bool
 	stopTime *int
+	ca       *string           // a CA file for https:// and oci:// sources, besides the system's
+	quiet    *bool             // no progress bar
+	regConf  *string           // docker-style config.json with registry credentials (oci://)
+	creds    *string           // USER:PASSWORD for the registry (oci://)
 	units    map[string]string // app → the systemd unit that ran it when stopped
 	counted  bool              // update counted the trial start the next startDetached makes
 	asks     []string          // what the last admitted image asks beyond the default (granted)
@@ -55,6 +59,10 @@ func newStoreFlags(name string, grants bool) *storeFlags {
 	f.stopTime = f.fs.Int("t", 10, "seconds between SIGTERM and SIGKILL when the app is stopped")
 	if grants {
 		f.fs.Var(&f.grants, "grant", "grant the app a privilege it asks for (repeatable): "+launcher.GrantHelp)
+		f.ca = f.fs.String("ca", "", "a PEM `file` of CA certificates trusted for https:// and oci:// sources, besides the system's")
+		f.quiet = f.fs.Bool("quiet", false, "no progress bar while downloading")
+		f.regConf = f.fs.String("registry-config", "/etc/cimg/registries.json", "docker-style config.json `file` with registry credentials (oci://)")
+		f.creds = f.fs.String("creds", "", "`USER:PASSWORD` for the registry of an oci:// source")
 	}
 	return f
 }
@@ -93,18 +101,24 @@ func install(args []string) (int, error) {
 	name := f.fs.String("name", "", "the app's `name` (default: the image's)")
 	pos, err := parseMixed(f.fs, args)
 	if err != nil || len(pos) != 1 {
-		return 2, errors.New("usage: cimg-run install [--name NAME] [--grant G]... [--store DIR] FILE")
-	}
-	if *name == "" {
-		if *name, err = launcher.AppName(pos[0]); err != nil {
-			return 0, err
-		}
+		return 2, errors.New("usage: cimg-run install [--name NAME] [--grant G]... [--ca FILE] [--quiet] [--store DIR] FILE|URL|oci://REF")
 	}
 	s, err := f.open()
 	if err != nil {
 		return 0, err
 	}
-	a, err := s.Install(*name, pos[0], f.grants, f.admit)
+	src, finish, err := f.source(pos[0])
+	if err != nil {
+		return 0, err
+	}
+	if *name == "" {
+		if *name, err = launcher.AppName(src); err != nil {
+			finish(false)
+			return 0, err
+		}
+	}
+	a, err := s.Install(*name, src, f.grants, f.admit)
+	finish(err == nil)
 	if err != nil {
 		return 0, err
 	}
@@ -121,14 +135,22 @@ func update(args []string) (int, error) {
 	downgrade := f.fs.Bool("allow-downgrade", false, "install a version below the app's floor")
 	pos, err := parseMixed(f.fs, args)
 	if err != nil || len(pos) != 2 {
-		return 2, errors.New("usage: cimg-run update [--grant G]... [--allow-downgrade] [--store DIR] NAME FILE")
+		return 2, errors.New("usage: cimg-run update [--grant G]... [--allow-downgrade] [--ca FILE] [--quiet] [--store DIR] NAME FILE|URL|oci://REF")
 	}
 	name := pos[0]
 	s, err := f.open()
 	if err != nil {
 		return 0, err
 	}
-	a, err := s.Update(name, pos[1], f.grants, *downgrade, f.admit)
+	if _, err := s.Get(name); err != nil {
+		return 0, err // before any download
+	}
+	src, finish, err := f.source(pos[1])
+	if err != nil {
+		return 0, err
+	}
+	a, err := s.Update(name, src, f.grants, *downgrade, f.admit)
+	finish(err == nil)
 	if err != nil {
 		return 0, err
 	}

@@ -10,7 +10,8 @@
 //	                          version floor, the operator's grants, and
 //	                          the older versions gc --keep may keep
 //	locks/<name>.lock         flock: one command per app at a time
-//	tmp/                      partial files, on the same filesystem
+//	tmp/                      partial files, on the same filesystem; dl-*
+//	                          are resumable downloads (package fetch)
 //	volumes/<name>/...        the app's volumes
 //
 // Every change is temp file → fsync → rename → fsync(dir). The rename of
@@ -43,6 +44,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"cimg.dev/cimg/format"
+	"cimg.dev/cimg/internal/fetch"
 	"cimg.dev/cimg/internal/instance"
 	"cimg.dev/cimg/manifest"
 )
@@ -154,6 +156,9 @@ func (s *Store) cleanTmp() {
 		for _, e := range entries {
 			if !strings.HasPrefix(e.Name(), ".tmp-") && dir != filepath.Join(s.Root, "tmp") {
 				continue
+			}
+			if strings.HasPrefix(e.Name(), "dl-") {
+				continue // a partial download, kept to be resumed (gc removes it)
 			}
 			os.Remove(filepath.Join(dir, e.Name()))
 		}
@@ -447,8 +452,8 @@ func (s *Store) Remove(name string, purge bool) error {
 }
 
 // GC removes images no app names (current, previous or trial) and that
-// are not among an app's keep most recent older versions, and temp files
-// nobody writes; it returns what it removed.
+// are not among an app's keep most recent older versions, temp files and
+// partial downloads nobody writes; it returns what it removed.
 func (s *Store) GC(keep int) ([]string, error) {
 	// No install or update between reading the apps and deleting: an
 	// image stored but not yet named would go.
@@ -458,6 +463,10 @@ func (s *Store) GC(keep int) ([]string, error) {
 	}
 	defer unix.Close(fd)
 	s.cleanTmp()
+	removed, err := fetch.Stale(filepath.Join(s.Root, "tmp"))
+	if err != nil {
+		return nil, err
+	}
 	apps, err := s.List()
 	if err != nil {
 		return nil, err
@@ -475,7 +484,6 @@ func (s *Store) GC(keep int) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var removed []string
 	for _, e := range entries {
 		if used[e.Name()] || !strings.HasSuffix(e.Name(), ".cimg") {
 			continue
