@@ -6,7 +6,7 @@ export CGO_ENABLED := 0
 GO ?= go
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w"
 
-TOOLS := bin/cimg-build bin/cimg-run
+TOOLS := bin/cimg-build bin/cimg-run bin/cimg-fetch
 TEST_DEPS := mksquashfs:squashfs-tools unsquashfs:squashfs-tools veritysetup:cryptsetup-bin \
 	gcc:gcc curl:curl sqlite3:sqlite3 python3.11:python3.11 \
 	arm-linux-gnueabihf-gcc:crossbuild-essential-armhf aarch64-linux-gnu-gcc:crossbuild-essential-arm64 \

@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(testRoot)
 		return m.Run()
 	}
-	testbin.Main(run, map[string]string{"cimg-run": ".", "cimg-build": "../cimg-build", "probe": "../../testdata/probe",
+	testbin.Main(run, map[string]string{"cimg-run": ".", "cimg-build": "../cimg-build", "cimg-fetch": "../cimg-fetch", "probe": "../../testdata/probe",
 		"faultinject": "../../internal/testbin/faultinject"},
 		func(p map[string]string) {
 			cimgRun, cimgBuild, probe, faultinject = p["cimg-run"], p["cimg-build"], p["probe"], p["faultinject"]

@@ -1,53 +1,68 @@
 package main
 
 import (
-	"context"
+	"errors"
 	"fmt"
 	"os"
-	"os/signal"
+	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 
-	"golang.org/x/term"
-
-	"cimg.dev/cimg/internal/fetch"
+	"cimg.dev/cimg/internal/partial"
 )
 
 // source turns install's or update's SOURCE into a local file: a path as
-// it is; an http(s):// URL downloaded (resumably) into the store's tmp/;
-// an oci:// reference resolved and its blob downloaded the same way.
+// it is; an http(s):// URL, or an oci:// reference, downloaded
+// (resumably) into the store's tmp/ by cimg-fetch, the download helper
+// installed beside cimg-run (cimg-run itself links no network code).
 // finish is called with whether the store admitted the file: a download
 // goes either way (admitted: it is stored; refused: its bytes are not
 // worth resuming), while one cut short stays for the next command.
 func (f *storeFlags) source(src string) (path string, finish func(admitted bool), err error) {
-	tmp := filepath.Join(*f.root, "tmp")
+	var args []string
 	switch {
 	case strings.HasPrefix(src, "oci://"):
-		return ociFetch(f, tmp, src)
+		args = append(args, "oci", "--creds", *f.creds, "--registry-config", *f.regConf)
 	case strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://"):
+		args = append(args, "get")
 	default:
 		return src, func(bool) {}, nil
 	}
-	client, err := fetch.NewClient(*f.ca)
+	tmp := filepath.Join(*f.root, "tmp")
+	args = append(args, "--dir", tmp, "--ca", *f.ca)
+	if *f.quiet || *f.asJSON {
+		args = append(args, "--quiet")
+	}
+	helper, err := fetcher()
 	if err != nil {
 		return "", nil, err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	path, err = fetch.Get(ctx, tmp, src, src, f.fetchOptions(client))
+	cmd := exec.Command(helper, append(args, src)...)
+	cmd.Stderr = os.Stderr // its progress bar and messages
+	out, err := cmd.Output()
 	if err != nil {
-		return "", nil, fmt.Errorf("download %s: %w", src, err)
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return "", nil, errors.New("the download failed (above)")
+		}
+		return "", nil, fmt.Errorf("run %s: %w", helper, err)
 	}
-	return path, func(bool) { fetch.Discard(tmp, src) }, nil
+	path, key, ok := strings.Cut(strings.TrimSpace(string(out)), "\t")
+	if !ok {
+		return "", nil, fmt.Errorf("%s said %q, not PATH<TAB>KEY", helper, out)
+	}
+	return path, func(bool) { partial.Discard(tmp, key) }, nil
 }
 
-// fetchOptions are a download's options: a progress bar on a terminal
-// (not with --quiet or --json), retries said on stderr.
-func (f *storeFlags) fetchOptions(client fetch.Doer) fetch.Options {
-	o := fetch.Options{Client: client, Log: func(s string) { fmt.Fprintln(os.Stderr, "cimg-run:", s) }}
-	if !*f.quiet && !*f.asJSON && term.IsTerminal(int(os.Stderr.Fd())) {
-		o.Progress = os.Stderr
+// fetcher is the path of cimg-fetch: beside this executable.
+func fetcher() (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
 	}
-	return o
+	p := filepath.Join(filepath.Dir(self), "cimg-fetch")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("downloads need cimg-fetch, installed beside cimg-run (%s): %w", p, err)
+	}
+	return p, nil
 }

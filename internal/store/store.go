@@ -11,7 +11,7 @@
 //	                          the older versions gc --keep may keep
 //	locks/<name>.lock         flock: one command per app at a time
 //	tmp/                      partial files, on the same filesystem; dl-*
-//	                          are resumable downloads (package fetch)
+//	                          are resumable downloads (package partial)
 //	volumes/<name>/...        the app's volumes
 //
 // Every change is temp file → fsync → rename → fsync(dir). The rename of
@@ -44,8 +44,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"cimg.dev/cimg/format"
-	"cimg.dev/cimg/internal/fetch"
 	"cimg.dev/cimg/internal/instance"
+	"cimg.dev/cimg/internal/partial"
 	"cimg.dev/cimg/manifest"
 )
 
@@ -463,7 +463,7 @@ func (s *Store) GC(keep int) ([]string, error) {
 	}
 	defer unix.Close(fd)
 	s.cleanTmp()
-	removed, err := fetch.Stale(filepath.Join(s.Root, "tmp"))
+	removed, err := partial.Stale(filepath.Join(s.Root, "tmp"))
 	if err != nil {
 		return nil, err
 	}
