@@ -12,7 +12,8 @@ TEST_DEPS := mksquashfs:squashfs-tools unsquashfs:squashfs-tools veritysetup:cry
 	arm-linux-gnueabihf-gcc:crossbuild-essential-armhf aarch64-linux-gnu-gcc:crossbuild-essential-arm64 \
 	qemu-arm-static:qemu-user-static update-binfmts:binfmt-support \
 	qemu-system-x86_64:qemu-system-x86 dpkg:busybox-static setcap:libcap2-bin \
-	systemd-nspawn:systemd-container debootstrap:debootstrap tmux:tmux
+	systemd-nspawn:systemd-container debootstrap:debootstrap tmux:tmux \
+	docker-registry:docker-registry
 BENCH_DEPS := skopeo:skopeo python3:python3 mksquashfs:squashfs-tools unsquashfs:squashfs-tools gcc:gcc curl:curl python3.11:python3.11 \
 	/usr/bin/time:time crun:crun runc:runc umoci:umoci debootstrap:debootstrap gnuplot:gnuplot-nox zstd:zstd
 

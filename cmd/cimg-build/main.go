@@ -23,6 +23,7 @@ import (
 	"golang.org/x/term"
 
 	"cimg.dev/cimg/build"
+	"cimg.dev/cimg/build/push"
 	"cimg.dev/cimg/format"
 	"cimg.dev/cimg/internal/inspect"
 	"cimg.dev/cimg/internal/keys"
@@ -37,6 +38,8 @@ Usage:
   cimg-build verify [--key PUB]... IMAGE       check hash tree and signatures
   cimg-build keygen NAME                       write NAME.key and NAME.pub
   cimg-build sign --key KEY [-o OUT] IMAGE     add a signature
+  cimg-build push [--ca F] [--creds U:P] IMAGE REGISTRY/REPO:TAG
+                                               publish to an OCI registry (arches merge into an index)
   cimg-build help                              this text
 
 Build inputs (combine as needed):
@@ -80,6 +83,8 @@ func run(args []string) error {
 			return cmdKeygen(args[1:])
 		case "sign":
 			return cmdSign(args[1:])
+		case "push":
+			return cmdPush(args[1:])
 		case "build":
 			args = args[1:]
 		}
@@ -325,4 +330,33 @@ func cmdSign(args []string) error {
 		dst = in
 	}
 	return build.Sign(in, dst, signers)
+}
+
+func cmdPush(args []string) error {
+	fs := flag.NewFlagSet("push", flag.ContinueOnError)
+	var o push.Options
+	fs.StringVar(&o.CA, "ca", "", "a PEM file of CA certificates to trust for the registry, besides the system's")
+	fs.StringVar(&o.Creds, "creds", "", "USER:PASSWORD for the registry (default: from --registry-config)")
+	fs.StringVar(&o.RegistryConfig, "registry-config", "", "docker-style config.json with registry credentials (default ~/.docker/config.json)")
+	fs.BoolVar(&o.PlainHTTP, "plain-http", false, "talk http:// to the registry, not https:// (tests only)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		return errors.New("usage: cimg-build push [--ca FILE] [--creds USER:PASS] [--registry-config FILE] IMAGE REGISTRY/REPO:TAG")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := push.Push(ctx, fs.Arg(0), strings.TrimPrefix(fs.Arg(1), "oci://"), o)
+	if err != nil {
+		return err
+	}
+	// The digest on stdout alone, for scripts (oci://REF@DIGEST pins it).
+	fmt.Println(res.Tagged())
+	if res.Index != "" {
+		fmt.Fprintf(os.Stderr, "pushed %s: manifest %s; the tag is an index of %s\n", res.Ref, res.Manifest, strings.Join(res.Arches, ", "))
+	} else {
+		fmt.Fprintf(os.Stderr, "pushed %s: manifest %s (%s)\n", res.Ref, res.Manifest, strings.Join(res.Arches, ", "))
+	}
+	return nil
 }

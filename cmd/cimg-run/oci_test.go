@@ -1,0 +1,279 @@
+package main
+
+// oci:// sources against a real registry: Debian's docker-registry on
+// 127.0.0.1 with TLS (a CA made for the test, given with --ca) and
+// htpasswd auth, images pushed with cimg-build push, installed with
+// cimg-run install (its download helper cimg-fetch resolves and fetches).
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"cimg.dev/cimg/internal/ocipull"
+	"cimg.dev/cimg/internal/ocipull/registrytest"
+)
+
+// ociPush pushes img to REPO:TAG of r and returns the digest it printed.
+func ociPush(t *testing.T, r *registrytest.Registry, img, ref string) string {
+	t.Helper()
+	out, err := exec.Command(cimgBuild, "push", "--ca", r.CAFile, "--creds", r.Creds(), img, r.Addr+"/"+ref).Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("cimg-build push %s %s: %v\n%s", img, ref, err, stderr)
+	}
+	d := strings.TrimSpace(string(out))
+	if !strings.HasPrefix(d, "sha256:") {
+		t.Fatalf("cimg-build push printed %q, not a digest", out)
+	}
+	return d
+}
+
+// decoyImage is an image named probe for arch whose entrypoint is a
+// script: it can be pushed as any arch and must never be what an amd64
+// device installs (it has no /bin/sh to run).
+func decoyImage(t *testing.T, arch string) string {
+	t.Helper()
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "root/usr/bin"), 0o755)
+	os.WriteFile(filepath.Join(dir, "root/usr/bin/probe"), []byte("#!/bin/sh\nexit 99\n"), 0o755)
+	img := filepath.Join(dir, "decoy-"+arch+".cimg")
+	if out, err := exec.Command(cimgBuild, "-q", "--rootfs", filepath.Join(dir, "root"), "--entrypoint", "/usr/bin/probe",
+		"--name", "probe", "--arch", arch, "-o", img).CombinedOutput(); err != nil {
+		t.Fatalf("cimg-build %s decoy: %v\n%s", arch, err, out)
+	}
+	return img
+}
+
+// ociInstall runs cimg-run install with the registry's CA and extra args.
+func ociInstall(t *testing.T, r *registrytest.Registry, store, state string, args ...string) result {
+	t.Helper()
+	return storeCmd(t, store, state, "install", append([]string{"--quiet", "--ca", r.CAFile}, args...)...)
+}
+
+// storeSnapshot lists every path in dir with its size and mode: what a
+// refused install must leave as it was.
+func storeSnapshot(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		size := fi.Size()
+		if d.IsDir() {
+			size = 0
+		}
+		out = append(out, fmt.Sprintf("%s %s %d", p, fi.Mode(), size))
+		return nil
+	})
+	return out
+}
+
+// TestOCIInstall: an image pushed to a tag installs by the tag (with
+// --creds) and by its digest (with a docker-style --registry-config),
+// and runs.
+func TestOCIInstall(t *testing.T) {
+	r := registrytest.Start(t)
+	store, state := storeRoot(t), stateDir(t)
+	img := probeImage(t, "version = \"1.0.0\"\n")
+	dgst := ociPush(t, r, img, "apps/probe:1")
+
+	res := ociInstall(t, r, store, state, "--creds", r.Creds(), "oci://"+r.Addr+"/apps/probe:1")
+	if res.code != 0 {
+		t.Fatalf("install oci://%s/apps/probe:1: %+v", r.Addr, res)
+	}
+	run := storeCmd(t, store, state, "run", "probe", "--", "exit", "7")
+	if run.code != 7 {
+		t.Errorf("run the installed probe: %+v; want exit 7", run)
+	}
+	// The stored file is the pushed one, byte for byte.
+	want, _ := os.ReadFile(img)
+	if !storeHolds(t, store, want) {
+		t.Errorf("no file in the store %s is the pushed image", store)
+	}
+	// The partial download is gone once the image is admitted.
+	if left, _ := filepath.Glob(filepath.Join(store, "tmp", "dl-*")); len(left) > 0 {
+		t.Errorf("partials left after the install: %v", left)
+	}
+
+	// By digest, with the credentials in a docker config.json.
+	conf := filepath.Join(t.TempDir(), "config.json")
+	auth := base64.StdEncoding.EncodeToString([]byte(r.Creds()))
+	os.WriteFile(conf, []byte(`{"auths":{"`+r.Addr+`":{"auth":"`+auth+`"}}}`), 0o600)
+	res = ociInstall(t, r, store, state, "--registry-config", conf, "--name", "pinned", "oci://"+r.Addr+"/apps/probe@"+dgst)
+	if res.code != 0 {
+		t.Fatalf("install by digest with --registry-config: %+v", res)
+	}
+	if run := storeCmd(t, store, state, "run", "pinned", "--", "exit", "3"); run.code != 3 {
+		t.Errorf("run the app installed by digest: %+v; want exit 3", run)
+	}
+}
+
+// storeHolds says whether some file under store has exactly the bytes b.
+func storeHolds(t *testing.T, store string, b []byte) bool {
+	found := false
+	filepath.WalkDir(store, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, _ := d.Info(); fi != nil && fi.Size() == int64(len(b)) {
+				if c, _ := os.ReadFile(p); string(c) == string(b) {
+					found = true
+				}
+			}
+		}
+		return nil
+	})
+	return found
+}
+
+// TestOCIMultiArch: amd64, arm64 and armhf images of one app pushed to
+// one tag make an index of three platforms; an amd64 device installs and
+// runs the amd64 one.
+func TestOCIMultiArch(t *testing.T) {
+	r := registrytest.Start(t)
+	store, state := storeRoot(t), stateDir(t)
+	ociPush(t, r, decoyImage(t, "arm64"), "apps/multi:1")
+	amd := probeImage(t, "version = \"2.0.0\"\n")
+	ociPush(t, r, amd, "apps/multi:1")
+	idxDigest := ociPush(t, r, decoyImage(t, "armhf"), "apps/multi:1")
+
+	var idx ocispec.Index
+	if ct := registryGet(t, r, "apps/multi", "1", &idx); ct != ocispec.MediaTypeImageIndex {
+		t.Fatalf("the tag holds a %s, want an index", ct)
+	}
+	var plats []string
+	for _, e := range idx.Manifests {
+		plats = append(plats, e.Platform.OS+"/"+e.Platform.Architecture+"/"+e.Platform.Variant)
+	}
+	slices.Sort(plats)
+	if !slices.Equal(plats, []string{"linux/amd64/", "linux/arm/v7", "linux/arm64/"}) {
+		t.Errorf("index platforms %v, want linux/amd64, linux/arm/v7, linux/arm64", plats)
+	}
+	if idx.ArtifactType != ocipull.ArtifactType {
+		t.Errorf("index artifactType %q", idx.ArtifactType)
+	}
+
+	if res := ociInstall(t, r, store, state, "--creds", r.Creds(), "oci://"+r.Addr+"/apps/multi:1"); res.code != 0 {
+		t.Fatalf("install the multi-arch tag: %+v", res)
+	}
+	want, _ := os.ReadFile(amd)
+	if !storeHolds(t, store, want) {
+		t.Errorf("the store does not hold the amd64 image")
+	}
+	if run := storeCmd(t, store, state, "run", "probe", "--", "exit", "5"); run.code != 5 {
+		t.Errorf("run the installed app: %+v; want exit 5 (the amd64 probe)", run)
+	}
+	// The index's own digest pins the same choice.
+	if res := ociInstall(t, r, store, state, "--creds", r.Creds(), "--name", "pinned", "oci://"+r.Addr+"/apps/multi@"+idxDigest); res.code != 0 {
+		t.Fatalf("install the index by digest: %+v", res)
+	}
+	if run := storeCmd(t, store, state, "run", "pinned", "--", "exit", "6"); run.code != 6 {
+		t.Errorf("run the app pinned by the index digest: %+v; want exit 6", run)
+	}
+}
+
+// registryGet reads REPO's manifest REF into v and returns its media type.
+func registryGet(t *testing.T, r *registrytest.Registry, repo, ref string, v any) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "https://"+r.Addr+"/v2/"+repo+"/manifests/"+ref, nil)
+	req.SetBasicAuth(r.User, r.Pass)
+	req.Header.Set("Accept", ocispec.MediaTypeImageIndex+", "+ocispec.MediaTypeImageManifest)
+	resp, err := r.Client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s:%s: %s %s", repo, ref, resp.Status, b)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatal(err)
+	}
+	return resp.Header.Get("Content-Type")
+}
+
+// TestOCIRefusals: each bad source fails install with one clear error
+// and leaves the store as it was.
+func TestOCIRefusals(t *testing.T) {
+	r := registrytest.Start(t)
+	store, state := storeRoot(t), stateDir(t)
+	img := probeImage(t, "version = \"1.0.0\"\n")
+	ociPush(t, r, img, "apps/probe:1")
+	ociPush(t, r, decoyImage(t, "arm64"), "apps/foreign:1")
+	ociPush(t, r, decoyImage(t, "armhf"), "apps/foreign:1")
+	// A blob the registry serves with a byte flipped (its storage is a
+	// plain directory): the digest check must catch it.
+	badDigest := ociPush(t, r, probeImage(t, "version = \"1.0.1\"\n"), "apps/bad:1")
+	var bad ocispec.Manifest
+	registryGet(t, r, "apps/bad", badDigest, &bad)
+	hex := bad.Layers[0].Digest.Encoded()
+	data := filepath.Join(r.Dir, "docker/registry/v2/blobs/sha256", hex[:2], hex, "data")
+	b, err := os.ReadFile(data)
+	if err != nil {
+		t.Fatalf("the registry's copy of the blob: %v", err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(data, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// A store with one app in it, so "unchanged" means something.
+	if res := ociInstall(t, r, store, state, "--creds", r.Creds(), "--name", "first", "oci://"+r.Addr+"/apps/probe:1"); res.code != 0 {
+		t.Fatalf("install: %+v", res)
+	}
+	before := storeSnapshot(t, store)
+	missing := "sha256:" + strings.Repeat("0", 64)
+	for _, c := range []struct {
+		what, creds, ref, want string
+	}{
+		{"wrong password", r.User + ":wrong", "apps/probe:1", "refused the credentials (401 unauthorized"},
+		{"no credentials", "", "apps/probe:1", "the registry asks for credentials and none were given"},
+		{"unknown tag", r.Creds(), "apps/probe:nope", r.Addr + "/apps/probe:nope: not found in the registry"},
+		{"no image for this arch", r.Creds(), "apps/foreign:1", r.Addr + "/apps/foreign:1 has no image for amd64 (it has arm64, armhf)"},
+		{"missing digest", r.Creds(), "apps/probe@" + missing, r.Addr + "/apps/probe@" + missing + ": not found in the registry"},
+		{"corrupt blob", r.Creds(), "apps/bad:1", "the download's digest is sha256:"},
+	} {
+		args := []string{"--name", "second"}
+		if c.creds != "" {
+			args = append(args, "--creds", c.creds)
+		} else {
+			// No credentials anywhere: the default config path may exist
+			// on the host, so point at one that does not.
+			args = append(args, "--registry-config", filepath.Join(t.TempDir(), "none.json"))
+		}
+		res := ociInstall(t, r, store, state, append(args, "oci://"+r.Addr+"/"+c.ref)...)
+		if res.code == 0 || !strings.Contains(res.stderr, c.want) {
+			t.Errorf("%s: exit %d, stderr %q; want a failure saying %q", c.what, res.code, res.stderr, c.want)
+		}
+		if n := strings.Count(res.stderr, "cimg-fetch:"); n != 1 {
+			t.Errorf("%s: %d cimg-fetch messages, want one:\n%s", c.what, n, res.stderr)
+		}
+		if after := storeSnapshot(t, store); !slices.Equal(before, after) {
+			t.Errorf("%s changed the store:\nbefore %v\nafter  %v", c.what, before, after)
+		}
+	}
+	// A wrong --ca: TLS refuses the registry's certificate.
+	res := storeCmd(t, store, state, "install", "--quiet", "--creds", r.Creds(), "--name", "second", "oci://"+r.Addr+"/apps/probe:1")
+	if res.code == 0 || !strings.Contains(res.stderr, "certificate") {
+		t.Errorf("without --ca: exit %d, %q", res.code, res.stderr)
+	}
+}
