@@ -6,8 +6,10 @@ package main
 // cimg-run install (its download helper cimg-fetch resolves and fetches).
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -21,6 +23,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"cimg.dev/cimg/internal/fetch"
 	"cimg.dev/cimg/internal/ocipull"
 	"cimg.dev/cimg/internal/ocipull/registrytest"
 )
@@ -275,5 +278,110 @@ func TestOCIRefusals(t *testing.T) {
 	res := storeCmd(t, store, state, "install", "--quiet", "--creds", r.Creds(), "--name", "second", "oci://"+r.Addr+"/apps/probe:1")
 	if res.code == 0 || !strings.Contains(res.stderr, "certificate") {
 		t.Errorf("without --ca: exit %d, %q", res.code, res.stderr)
+	}
+}
+
+// cutBody ends each response body with an error after limit bytes: a
+// connection lost in the middle of the blob.
+type cutBody struct {
+	doer  fetch.Doer
+	limit int64
+}
+
+func (c cutBody) Do(req *http.Request) (*http.Response, error) {
+	resp, err := c.doer.Do(req)
+	if err == nil {
+		resp.Body = &cutReader{rc: resp.Body, left: c.limit}
+	}
+	return resp, err
+}
+
+type cutReader struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, errors.New("connection lost (test)")
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.rc.Read(p)
+	c.left -= int64(n)
+	return n, err
+}
+
+func (c *cutReader) Close() error { return c.rc.Close() }
+
+// TestOCIResume: a blob download cut short leaves a partial in the
+// store's tmp/, and the next install fetches only the rest of the blob
+// from the registry (a Range request that carries the registry's auth).
+func TestOCIResume(t *testing.T) {
+	r := registrytest.Start(t)
+	store, state := storeRoot(t), stateDir(t)
+	img := probeImage(t, "version = \"1.0.0\"\n")
+	ociPush(t, r, img, "apps/probe:1")
+	ref := r.Addr + "/apps/probe:1"
+
+	// The first attempt, in this process: the same resolution cimg-fetch
+	// makes, the body cut after 512 KiB.
+	tmp := filepath.Join(store, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	client, err := fetch.NewClient(r.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	blob, err := ocipull.Resolve(ctx, ref, ocipull.Options{Client: client, Creds: r.Creds(), Arch: ocipull.HostArch()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const cut = 512 << 10
+	if blob.Desc.Size < 2*cut {
+		t.Fatalf("the image is %d bytes, too small to cut at %d", blob.Desc.Size, cut)
+	}
+	_, err = fetch.Get(blob.Context(ctx), tmp, blob.Desc.Digest.String(), blob.URL,
+		fetch.Options{Client: cutBody{blob.Client, cut}, Attempts: 1, Size: blob.Desc.Size})
+	if err == nil {
+		t.Fatal("the cut download succeeded")
+	}
+	parts, _ := filepath.Glob(filepath.Join(tmp, "dl-*.part"))
+	if len(parts) != 1 {
+		t.Fatalf("partials after the cut: %v", parts)
+	}
+	if fi, err := os.Stat(parts[0]); err != nil || fi.Size() != cut {
+		t.Fatalf("the partial: %v, %v; want %d bytes", fi, err, cut)
+	}
+
+	if res := ociInstall(t, r, store, state, "--creds", r.Creds(), "oci://"+ref); res.code != 0 {
+		t.Fatalf("install after the cut: %+v", res)
+	}
+	if run := storeCmd(t, store, state, "run", "probe", "--", "exit", "4"); run.code != 4 {
+		t.Errorf("run the resumed image: %+v; want exit 4", run)
+	}
+	want, _ := os.ReadFile(img)
+	if !storeHolds(t, store, want) {
+		t.Errorf("the store does not hold the pushed image")
+	}
+	// The registry's log: the last GET of the blob sent the rest only.
+	log, _ := os.ReadFile(r.Log)
+	var written []string
+	for _, l := range strings.Split(string(log), "\n") {
+		if strings.Contains(l, `msg="response completed"`) && strings.Contains(l, "http.request.method=GET") &&
+			strings.Contains(l, "/blobs/"+blob.Desc.Digest.String()) {
+			_, w, _ := strings.Cut(l, "http.response.written=")
+			w, _, _ = strings.Cut(w, " ")
+			written = append(written, w)
+		}
+	}
+	if rest := fmt.Sprint(blob.Desc.Size - cut); len(written) == 0 || written[len(written)-1] != rest {
+		t.Errorf("blob GETs wrote %v bytes; want the last to be the rest, %s", written, rest)
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "dl-*")); len(left) > 0 {
+		t.Errorf("partials left after the install: %v", left)
 	}
 }

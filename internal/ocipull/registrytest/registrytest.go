@@ -39,6 +39,7 @@ type Registry struct {
 	User   string
 	Pass   string
 	Dir    string // its storage
+	Log    string // its log file (info level: one "response completed" line per request)
 	Client *http.Client
 }
 
@@ -91,6 +92,7 @@ auth:
 		t.Fatal(err)
 	}
 	logFile := filepath.Join(dir, "registry.log")
+	r.Log = logFile
 	log, err := os.Create(logFile)
 	if err != nil {
 		t.Fatal(err)
