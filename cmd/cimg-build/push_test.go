@@ -4,6 +4,8 @@ package main
 // 127.0.0.1 with TLS and basic auth, see internal/ocipull/registrytest).
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -13,7 +15,10 @@ import (
 	"strings"
 	"testing"
 
+	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/registry/remote"
 
 	"cimg.dev/cimg/internal/ocipull"
 	"cimg.dev/cimg/internal/ocipull/registrytest"
@@ -158,4 +163,48 @@ func TestPushRegistry(t *testing.T) {
 	if _, errs, code := pushCLI(t, r, amd, "apps/hello@"+dgst); code == 0 || !strings.Contains(errs, "push needs a tag") {
 		t.Errorf("a digest reference: exit %d: %s", code, errs)
 	}
+	// A tag that holds a container image is not ours to replace.
+	putContainerImage(t, r, "apps/hello", "container")
+	if _, errs, code := pushCLI(t, r, amd, "apps/hello:container"); code == 0 ||
+		!strings.Contains(errs, "the tag holds a container image, not a cimg image; refusing to replace it") {
+		t.Errorf("onto a container image's tag: exit %d: %s", code, errs)
+	}
+	var still ocispec.Manifest
+	if getJSON(t, r, "apps/hello", "container", &still); still.Config.MediaType != ocispec.MediaTypeImageConfig {
+		t.Errorf("the container image's tag changed: %+v", still)
+	}
+}
+
+// putContainerImage pushes a (tiny, fake) container image to repo:tag.
+func putContainerImage(t *testing.T, r *registrytest.Registry, repo, tag string) {
+	t.Helper()
+	ctx := context.Background()
+	client, err := ocipull.AuthClient(r.Client, r.Addr, r.Creds(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp, err := remote.NewRepository(r.Addr + "/" + repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp.Client = client
+	put := func(mediaType string, b []byte, tag string) ocispec.Descriptor {
+		t.Helper()
+		d := content.NewDescriptorFromBytes(mediaType, b)
+		if tag == "" {
+			err = rp.Push(ctx, d, bytes.NewReader(b))
+		} else {
+			err = rp.PushReference(ctx, d, bytes.NewReader(b), tag)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	m, _ := json.Marshal(ocispec.Manifest{
+		Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+		Config: put(ocispec.MediaTypeImageConfig, []byte(`{"architecture":"amd64","os":"linux"}`), ""),
+		Layers: []ocispec.Descriptor{put(ocispec.MediaTypeImageLayerGzip, []byte("not really a tarball"), "")},
+	})
+	put(ocispec.MediaTypeImageManifest, m, tag)
 }

@@ -118,6 +118,15 @@ func TestOCIInstall(t *testing.T) {
 		t.Errorf("partials left after the install: %v", left)
 	}
 
+	// An update from another tag goes the same way (it starts the new
+	// version to check it: one that keeps running).
+	t.Cleanup(func() { exec.Command(cimgRun, "stop", "--state-dir", state, "probe").Run() })
+	ociPush(t, r, probeImage(t, "version = \"1.1.0\"\n[app]\ncommand = [\"/usr/bin/probe\", \"sleep\"]\n"), "apps/probe:2")
+	res = storeCmd(t, store, state, "update", "--quiet", "--ca", r.CAFile, "--creds", r.Creds(), "probe", "oci://"+r.Addr+"/apps/probe:2")
+	if res.code != 0 || !strings.Contains(res.stdout, "updated to 1.1.0") {
+		t.Errorf("update from oci://%s/apps/probe:2: %+v", r.Addr, res)
+	}
+
 	// By digest, with the credentials in a docker config.json.
 	conf := filepath.Join(t.TempDir(), "config.json")
 	auth := base64.StdEncoding.EncodeToString([]byte(r.Creds()))
@@ -276,7 +285,7 @@ func TestOCIRefusals(t *testing.T) {
 	}
 	// A wrong --ca: TLS refuses the registry's certificate.
 	res := storeCmd(t, store, state, "install", "--quiet", "--creds", r.Creds(), "--name", "second", "oci://"+r.Addr+"/apps/probe:1")
-	if res.code == 0 || !strings.Contains(res.stderr, "certificate") {
+	if res.code == 0 || !strings.Contains(res.stderr, "certificate") || !strings.Contains(res.stderr, "--ca FILE trusts it") {
 		t.Errorf("without --ca: exit %d, %q", res.code, res.stderr)
 	}
 }

@@ -19,6 +19,8 @@ package ocipull
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -39,6 +41,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
 	"oras.land/oras-go/v2/registry/remote/errcode"
+	"oras.land/oras-go/v2/registry/remote/retry"
 )
 
 // The media types of a cimg artifact. They are ours (vnd.cimg), so no
@@ -182,7 +185,12 @@ func Resolve(ctx context.Context, ref string, o Options) (*Blob, error) {
 	if err != nil {
 		return nil, err
 	}
-	repo := &remote.Repository{Client: client, Reference: r, PlainHTTP: o.PlainHTTP}
+	// The manifests' requests are retried on 5xx, 429 and resets (oras'
+	// policy); the blob's are fetch's to retry and resume, so its client
+	// has none. Both share the token cache: one challenge serves all.
+	meta := *client
+	meta.Client = withRetries(o.Client)
+	repo := &remote.Repository{Client: &meta, Reference: r, PlainHTTP: o.PlainHTTP}
 	desc, err := repo.Resolve(ctx, r.Reference)
 	if err != nil {
 		return nil, describe(ref, err)
@@ -284,10 +292,25 @@ func checkManifest(ref string, m *ocispec.Manifest, arch string) error {
 	return nil
 }
 
+// withRetries is c (nil: http.DefaultClient) with oras' retrying
+// transport around its own.
+func withRetries(c *http.Client) *http.Client {
+	if c == nil {
+		c = http.DefaultClient
+	}
+	r := *c
+	r.Transport = retry.NewTransport(c.Transport)
+	return &r
+}
+
 // describe turns a registry's refusal into a sentence naming ref.
 func describe(ref string, err error) error {
 	var er *errcode.ErrorResponse
+	var cert *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
 	switch {
+	case errors.As(err, &cert), errors.As(err, &unknown):
+		return fmt.Errorf("%s: %w (a private CA? --ca FILE trusts it)", ref, err)
 	case errors.Is(err, auth.ErrBasicCredentialNotFound):
 		return fmt.Errorf("%s: the registry asks for credentials and none were given (--creds USER:PASSWORD, or a --registry-config with this registry)", ref)
 	case errors.Is(err, errdef.ErrNotFound):
