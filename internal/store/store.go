@@ -77,6 +77,19 @@ type App struct {
 	// reset) before, newest first: what gc --keep N keeps besides the
 	// versions named above. Their images may be gone (gc).
 	Older []*Version `json:"older,omitempty"`
+	// TrialGrantsBefore are the grants before the trial's update added
+	// its own: they are the app's again if the trial is dropped.
+	// (A pointer: no grants at all is a value to give back, too.)
+	TrialGrantsBefore *[]string `json:"trial_grants_before,omitempty"`
+}
+
+// dropTrial forgets the trial version, and the grants that came with
+// its update: the operator granted them to that version.
+func (a *App) dropTrial() {
+	if a.Trial != nil && a.TrialGrantsBefore != nil {
+		a.Grants = *a.TrialGrantsBefore
+	}
+	a.Trial, a.TrialAttempts, a.TrialGrantsBefore = nil, 0, nil
 }
 
 // maxOlder bounds App.Older: gc --keep cannot keep more.
@@ -338,6 +351,10 @@ func (s *Store) Update(name, source string, grants []string, allowDowngrade bool
 	if v.RootHash == a.Current.RootHash {
 		return nil, fmt.Errorf("app %s: %s is the current version already (root hash %s)", name, source, v.RootHash[:12])
 	}
+	if a.Trial == nil {
+		before := append([]string{}, a.Grants...)
+		a.TrialGrantsBefore = &before // what an abandoned trial gives back
+	}
 	a.Trial, a.TrialAttempts, a.Grants = v, 0, all
 	if err := s.commit(a); err != nil {
 		return nil, err
@@ -353,7 +370,7 @@ func (s *Store) Confirm(name string) (*App, error) {
 			return fmt.Errorf("app %s has no version on trial", name)
 		}
 		retired := a.Previous
-		a.Previous, a.Current, a.Trial, a.TrialAttempts = a.Current, a.Trial, nil, 0
+		a.Previous, a.Current, a.Trial, a.TrialAttempts, a.TrialGrantsBefore = a.Current, a.Trial, nil, 0, nil
 		a.retire(retired)
 		if CompareVersions(a.Current.Version, a.Floor) > 0 {
 			a.Floor = a.Current.Version
@@ -365,7 +382,7 @@ func (s *Store) Confirm(name string) (*App, error) {
 // Abandon drops the trial version: the current one stays.
 func (s *Store) Abandon(name string) (*App, error) {
 	return s.change(name, func(a *App) error {
-		a.Trial, a.TrialAttempts = nil, 0
+		a.dropTrial()
 		return nil
 	})
 }
@@ -377,7 +394,8 @@ func (s *Store) Rollback(name string) (*App, error) {
 		if a.Previous == nil {
 			return fmt.Errorf("app %s has no previous version to roll back to", name)
 		}
-		a.Previous, a.Current, a.Trial, a.TrialAttempts = a.Current, a.Previous, nil, 0
+		a.dropTrial()
+		a.Previous, a.Current = a.Current, a.Previous
 		return nil
 	})
 }
@@ -402,7 +420,7 @@ func (s *Store) TrialStart(name string, max int) (*App, *Version, error) {
 			return nil
 		}
 		if a.TrialAttempts >= max {
-			a.Trial, a.TrialAttempts = nil, 0
+			a.dropTrial()
 			return nil
 		}
 		a.TrialAttempts++
@@ -746,12 +764,13 @@ func (s *Store) Reset(name, source string, grants []string, admit Admit) (*App, 
 	if err != nil {
 		return nil, err
 	}
+	retired := []*Version{a.Previous, a.Current}
+	a.dropTrial() // first: the factory version gets the app's own grants
 	v, m, err := s.store(source, a.Grants, admit, nil)
 	if err != nil {
 		return nil, err
 	}
-	retired := []*Version{a.Previous, a.Current}
-	a.Current, a.Previous, a.Trial, a.TrialAttempts = v, nil, nil, 0
+	a.Current, a.Previous = v, nil
 	for _, r := range retired {
 		a.retire(r)
 	}

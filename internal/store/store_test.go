@@ -653,3 +653,56 @@ func TestStoreGCKeep(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreAbandonedTrialGivesItsGrantsBack: the grants an update added
+// for its version are that version's: when the trial is dropped (abandon,
+// rollback, the boot counter, a reset), the app has its grants from
+// before the update again — also when it had none — and a confirmed trial
+// keeps them. (Before, an abandoned update's --grant stayed granted.)
+func TestStoreAbandonedTrialGivesItsGrantsBack(t *testing.T) {
+	s := newStore(t)
+	v1, v2 := testImage(t, "app", "1.0.0"), testImage(t, "app", "2.0.0")
+	if _, err := s.Install("app", v1, nil, admitAll); err != nil {
+		t.Fatal(err)
+	}
+	grants := func(what string, want ...string) {
+		t.Helper()
+		a, err := s.Get("app") // as stored: a round trip through the state file
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(a.Grants) != len(want) || len(want) > 0 && !slices.Equal(a.Grants, want) {
+			t.Errorf("%s: grants %q, want %q", what, a.Grants, want)
+		}
+	}
+	for _, drop := range []struct {
+		name string
+		do   func() error
+	}{
+		{"abandon", func() error { _, err := s.Abandon("app"); return err }},
+		{"the boot counter", func() error {
+			for range 4 {
+				if _, _, err := s.TrialStart("app", 3); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+	} {
+		if _, err := s.Update("app", v2, []string{"net=host"}, false, admitAll); err != nil {
+			t.Fatal(err)
+		}
+		grants(drop.name+": on trial", "net=host")
+		if err := drop.do(); err != nil {
+			t.Fatal(err)
+		}
+		grants(drop.name + ": after the trial was dropped")
+	}
+	if _, err := s.Update("app", v2, []string{"net=host"}, false, admitAll); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Confirm("app"); err != nil {
+		t.Fatal(err)
+	}
+	grants("confirmed", "net=host")
+}
