@@ -44,9 +44,12 @@ Usage:
   cimg-run rm NAME...                        forget ended instances
   cimg-run unit [flags of run] [--name N] [--ready started|notify] [--enable] [--now] IMAGE [-- ARGS...]
                                              write a systemd service that runs the image as instance N
-  cimg-run install [--name N] [--grant G]... FILE
-                                             install an app into the store (/var/lib/cimg/store)
-  cimg-run update [--grant G]... [--allow-downgrade] NAME FILE
+  cimg-run install [--name N] [--grant G]... FILE|URL|oci://REF
+                                             install an app into the store (/var/lib/cimg/store);
+                                             http(s):// and oci:// sources download resumably
+                                             (cimg-fetch, beside cimg-run; --ca, --quiet, --creds,
+                                             --registry-config /etc/cimg/registries.json)
+  cimg-run update [--grant G]... [--allow-downgrade] NAME FILE|URL|oci://REF
                                              the new version on trial: started, health-checked,
                                              then kept, or rolled back (exit 1, saying why)
   cimg-run rollback NAME                     the previous version becomes current again
