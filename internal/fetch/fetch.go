@@ -272,16 +272,20 @@ func (g *getter) attempt(ctx context.Context) error {
 	// would otherwise hold it for ever).
 	watch := time.AfterFunc(g.o.Stall, cancel)
 	defer watch.Stop()
-	var w io.Writer = g.f
+	var w io.Writer = &diskWriter{g.f}
 	if g.o.Progress != nil {
 		bar := progressbar.NewOptions64(g.sc.Length, progressbar.OptionSetWriter(g.o.Progress), progressbar.OptionShowBytes(true),
 			progressbar.OptionSetDescription("downloading"), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
 		bar.Set64(have)
 		defer bar.Close()
-		w = io.MultiWriter(g.f, bar)
+		w = io.MultiWriter(w, bar)
 	}
 	n, err := io.Copy(w, &stallReader{r: resp.Body, t: watch, d: g.o.Stall})
 	got := have + n
+	var p permanent
+	if errors.As(err, &p) {
+		return err
+	}
 	if err != nil {
 		if actx.Err() != nil && ctx.Err() == nil {
 			return fmt.Errorf("no data for %v after byte %d: %w", g.o.Stall, got, err)
@@ -358,6 +362,22 @@ func classify(err error) error {
 		return permanent{err}
 	}
 	return err
+}
+
+// diskWriter marks a failed write to the partial (a full disk, a
+// read-only store) as one no retry of the download can fix.
+type diskWriter struct{ f *os.File }
+
+func (d *diskWriter) Write(b []byte) (int, error) {
+	n, err := d.f.Write(b)
+	if err != nil {
+		advice := ""
+		if errors.Is(err, unix.ENOSPC) {
+			advice = " (the store's filesystem is full: cimg-run gc frees what no app uses)"
+		}
+		err = permanent{fmt.Errorf("write %s: %w%s", d.f.Name(), err, advice)}
+	}
+	return n, err
 }
 
 // stallReader re-arms the watchdog at each byte read.

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"cimg.dev/cimg/internal/partial"
 )
 
@@ -147,5 +149,33 @@ func TestGetRefusesAMisplacedRange(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(b + ".part"); !bytes.Equal(got, body[:100]) {
 		t.Errorf("the partial changed: %d bytes", len(got))
+	}
+}
+
+// TestGetFullDisk: a full store filesystem ends the download at once
+// (no retry can fix it), saying so.
+func TestGetFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root, to mount a small tmpfs (CI runs as root)")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=16k"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	body := make([]byte, 256<<10)
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		http.ServeContent(w, r, "x", time.Unix(1, 0), bytes.NewReader(body))
+	}))
+	defer srv.Close()
+	url := srv.URL + "/x"
+	_, err := Get(context.Background(), dir, url, url, Options{Attempts: 3, Backoff: time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "filesystem is full") {
+		t.Fatalf("a download onto a full filesystem: %v", err)
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("%d requests: a full disk was retried", n)
 	}
 }
