@@ -15,7 +15,8 @@ TEST_DEPS := mksquashfs:squashfs-tools unsquashfs:squashfs-tools veritysetup:cry
 	systemd-nspawn:systemd-container debootstrap:debootstrap tmux:tmux \
 	docker-registry:docker-registry
 BENCH_DEPS := skopeo:skopeo python3:python3 mksquashfs:squashfs-tools unsquashfs:squashfs-tools gcc:gcc curl:curl python3.11:python3.11 \
-	/usr/bin/time:time crun:crun runc:runc umoci:umoci debootstrap:debootstrap gnuplot:gnuplot-nox zstd:zstd
+	/usr/bin/time:time crun:crun runc:runc umoci:umoci debootstrap:debootstrap gnuplot:gnuplot-nox zstd:zstd \
+	docker-registry:docker-registry openssl:openssl
 
 .PHONY: all build cross demo test test-short fuzz bench bench-build clean deps-test seccomp
 

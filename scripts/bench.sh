@@ -30,6 +30,7 @@ scripts/bench-scale.sh
 scripts/bench-services.sh
 scripts/bench-store.sh
 scripts/bench-size.sh
+scripts/bench-delivery.sh # after bench-size.sh: it reuses its debootstrap cache
 scripts/bench-build.sh
 echo "load after,$(cut -d' ' -f1-3 /proc/loadavg)" >>$r/machine.tmp
 mv $r/machine.tmp $r/machine.csv

@@ -46,6 +46,7 @@ func main() {
 	services(ws)
 	storeSection(ws)
 	size(ws)
+	delivery(ws)
 	build(ws)
 	w("## Goals\n\n%s\n\n", strings.Join(goals, "\n"))
 	w("Where cimg falls short, the reasons as far as we know them: cold launches of a dynamic app read\n")
@@ -74,6 +75,8 @@ func main() {
 	w("- `scripts/bench-size.sh` — image sizes (umoci init/new/unpack/repack for the OCI layout; `tar --sort=name | zstd`\n")
 	w("  for tar.zst; `debootstrap --variant=minbase bookworm` + `apt-get install --no-install-recommends` + `apt-get\n")
 	w("  clean` + `tar czf` for the Debian image).\n")
+	w("- `scripts/bench-delivery.sh` — delivery from a local registry: `cimg-run install oci://` against `skopeo copy\n")
+	w("  docker:// containers-storage:` (the commands are in that section).\n")
 	w("- `scripts/bench-build.sh` — build time: `mksquashfs TREE OUT -comp C -b 131072 -noappend -all-root\n")
 	w("  -no-xattrs` versus `cimg-build --rootfs TREE --compression C --block-size 131072` (which also writes the\n")
 	w("  verity tree and fsyncs), and `umoci repack` of the same tree; `/usr/bin/time` for time and peak RSS.\n")
@@ -554,6 +557,69 @@ func size(w writer) {
 	}
 	w("\n")
 	plot("size.png", dat.String(), "image size (MiB)", len(formats))
+}
+
+func delivery(w writer) {
+	meta := keyValues("delivery-meta.csv")
+	ms, bytes, reqs, rss, cpu := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
+	var tools []string
+	for _, r := range readCSV("delivery.csv")[1:] { // after the header
+		t := r[0]
+		if ms[t] == nil {
+			tools = append(tools, t)
+		}
+		ms[t] = append(ms[t], num(r[2]))
+		bytes[t] = append(bytes[t], num(r[3]))
+		reqs[t] = append(reqs[t], num(r[4]))
+		rss[t] = append(rss[t], num(r[5]))
+		cpu[t] = append(cpu[t], num(r[6]))
+	}
+	const cimg, minbase = "cimg-run install", "skopeo pull (minbase + curl)"
+	w("## Delivery from a registry\n\n")
+	w("Measured by `scripts/bench-delivery.sh` on %s (load %s before, %s after): the time and the bytes\n", meta["date"], meta["load before"], meta["load after"])
+	w("on the wire to get curl onto the device from a registry, three ways. The registry is Debian's docker-registry %s\n", meta["registry"])
+	w("(the CNCF distribution registry) started by the script on 127.0.0.1 with its storage on %s, over TLS with a CA\n", meta["filesystem"])
+	w("made for the run (handed to each client as a file), without auth; skopeo %s, umoci %s. What it serves:\n\n", meta["skopeo"], meta["umoci"])
+	w("- `bench/curl:1`: curl's closure as a .cimg (`cimg-build /usr/bin/curl`, %s bytes), pushed by `cimg-build push`\n", meta["cimg bytes"])
+	w("  (a manifest, a small config, the .cimg as the one layer).\n")
+	w("- `bench/curl-minbase:1`: the user's path — a Debian image made as in the image-size section (debootstrap minbase bookworm\n")
+	w("  + `apt-get install curl`, a %.1f MB tar uncompressed) as an OCI image made by umoci, one tar.gz layer of %s bytes;\n", num(meta["minbase tree bytes"])/1e6, meta["minbase layer bytes"])
+	w("  a Dockerfile build `FROM debian:bookworm-slim` would ship its base and the package as two layers. Pushed by\n")
+	w("  `skopeo copy`.\n")
+	w("- `bench/curl-closure:1`: exactly the .cimg's files (unsquashfs, without cimg's own /.cimg metadata) as an OCI\n")
+	w("  image made by umoci, one tar.gz layer of %s bytes. Pushed by `skopeo copy`.\n\n", meta["closure layer bytes"])
+	w("%d rounds after a warm-up, the three alternating, each into a fresh, empty destination (made and removed\n", len(ms[cimg]))
+	w("untimed), on disk:\n\n")
+	w("- `cimg-run install --store S --state-dir D --ca CA oci://127.0.0.1:PORT/bench/curl:1`: cimg-fetch downloads the\n")
+	w("  .cimg into the store; install verifies the whole image against its root hash and admits it.\n")
+	w("- `skopeo copy --src-cert-dir C docker://127.0.0.1:PORT/bench/IMAGE:1 containers-storage:[overlay@ROOT+RUNROOT]…`:\n")
+	w("  what `podman pull` does — the layer fetched, its digest checked, decompressed and unpacked into\n")
+	w("  containers-storage (overlay driver, an empty root of its own, so every layer is pulled).\n\n")
+	w("Time is the command's wall time, fork to exit; peak RSS and CPU time (user + system, its children's\n")
+	w("included) from `/usr/bin/time`. Bytes are counted at the registry: the sum of `http.response.written` over\n")
+	w("its \"response completed\" log lines for the requests the command made — response bodies (manifests,\n")
+	w("configs, blobs), not HTTP headers or TLS framing; the script checks that every pull fetched at least its\n")
+	w("whole image (nothing came from a cache). Goals: cimg's bytes ≤ 0.3× the user-path image's, and cimg-run\n")
+	w("install's time ≤ 1.0× each skopeo pull.\n\n")
+	w("| tool | median ms | p90 ms | CPU ms | bytes on the wire | MiB | requests | peak RSS MiB | cimg-run's time vs this | cimg's bytes vs this | goal |\n")
+	w("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	cm, cb := median(ms[cimg]), median(bytes[cimg])
+	for _, t := range tools {
+		m, b := median(ms[t]), median(bytes[t])
+		var goal []string
+		if t != cimg {
+			goal = append(goal, judge(fmt.Sprintf("delivery time vs %s: cimg-run install %.2f×", t, cm/m), cm/m <= 1.0, "time ≤ 1.0×"))
+		}
+		if t == minbase {
+			goal = append(goal, judge(fmt.Sprintf("delivery bytes vs %s: %.3f×", t, cb/b), cb/b <= 0.3, "bytes ≤ 0.3×"))
+		}
+		w("| %s | %.1f | %.1f | %.0f | %.0f | %.2f | %.0f | %.1f | %.2f× | %.3f× | %s |\n", t, m, p90(ms[t]), median(cpu[t]), b, b/1048576, median(reqs[t]), median(rss[t])/1024, cm/m, cb/b, strings.Join(goal, ", "))
+	}
+	w("\nThe registry runs on the same 2-core machine as the client, so the two share its CPUs; over loopback the\n")
+	w("transfer itself is cheap, and the times are mostly what each client does with the bytes. The user-path\n")
+	w("image's pull is CPU-bound (%.1f s of CPU for %.1f s wall): its %.0f MB tar is decompressed and its files\n", median(cpu[minbase])/1000, median(ms[minbase])/1000, num(meta["minbase tree bytes"])/1e6)
+	w("written one by one into containers-storage. cimg-run install stores the one compressed file it received and\n")
+	w("verifies it against its root hash; nothing is unpacked. Over a real network the bytes weigh more.\n\n")
 }
 
 func build(w writer) {
