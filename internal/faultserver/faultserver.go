@@ -30,6 +30,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Kind is a fault a request can be given.
@@ -95,6 +97,7 @@ type Served struct {
 	From   int64  // the file offset of the first body byte sent
 	Bytes  int64  // body bytes sent
 	ETag   string // the ETag of the content served (Replace changes it)
+	Done   bool   // the handler has returned: Bytes is final
 }
 
 // Server is a running fault server. Set Faults and Rate before the first
@@ -258,6 +261,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fw := &faultWriter{w: w, s: s, rec: rec, fault: fault}
 	defer func() {
 		s.mu.Lock()
+		rec.Done = true
 		s.log[idx] = *rec
 		s.mu.Unlock()
 	}()
@@ -446,12 +450,35 @@ func (fw *faultWriter) hangUp(reset bool) {
 	if tc, ok := conn.(*tls.Conn); ok {
 		raw = tc.NetConn()
 	}
-	if tcp, ok := raw.(*net.TCPConn); ok && reset {
-		tcp.SetLinger(0)
-		tcp.Close()
-		return
+	if tcp, ok := raw.(*net.TCPConn); ok {
+		// What was counted as sent must have reached the client's kernel:
+		// a reset drops the send queue, and a byte counted but dropped
+		// would make a resuming client look as if it fetched bytes twice.
+		drain(tcp)
+		if reset {
+			tcp.SetLinger(0)
+			tcp.Close()
+			return
+		}
 	}
 	conn.Close()
+}
+
+// drain waits (up to 2 s: a client that stopped reading never drains it)
+// until the connection's send queue is empty, i.e. every byte written is
+// acknowledged by the peer.
+func drain(c *net.TCPConn) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		queued := 0
+		rc.Control(func(fd uintptr) { queued, err = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) })
+		if err != nil || queued == 0 {
+			return
+		}
+	}
 }
 
 var _ io.Writer = (*faultWriter)(nil)
