@@ -19,6 +19,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -34,6 +35,21 @@ func main() {
 		fmt.Fprintln(os.Stderr, "cimg-fetch:", err)
 	}
 	os.Exit(code)
+}
+
+// parentContext ends when cimg-run, our parent, does: SIGTERM (its
+// parent-death signal, or anyone's) or EOF on stdin when that is a pipe
+// (cimg-run holds its write end), so that a killed install does not
+// leave a download running on, holding its partial's lock.
+func parentContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if fi, err := os.Stdin.Stat(); err == nil && fi.Mode()&os.ModeNamedPipe != 0 {
+		go func() {
+			io.Copy(io.Discard, os.Stdin)
+			cancel()
+		}()
+	}
+	return ctx, cancel
 }
 
 func run(args []string) (int, error) {
@@ -88,7 +104,7 @@ func get(args []string) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := parentContext()
 	defer stop()
 	path, err := fetch.Get(ctx, *c.dir, url, url, c.options(client))
 	if err != nil {

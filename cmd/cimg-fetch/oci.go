@@ -1,13 +1,9 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"cimg.dev/cimg/internal/fetch"
 	"cimg.dev/cimg/internal/ocipull"
@@ -37,7 +33,7 @@ func oci(args []string) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := parentContext()
 	defer stop()
 	blob, err := ocipull.Resolve(ctx, strings.TrimPrefix(ref, "oci://"), ocipull.Options{
 		Client: client, Creds: *creds, ConfigFile: *regConf, Arch: ocipull.HostArch(),

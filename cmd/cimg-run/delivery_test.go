@@ -925,3 +925,68 @@ func TestDeliveryHTTPS(t *testing.T) {
 		t.Errorf("run app: %+v", res)
 	}
 }
+
+// fetchHelpers are the cimg-fetch processes downloading into dir.
+func fetchHelpers(dir string) []int {
+	var pids []int
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) > 0 && filepath.Base(args[0]) == "cimg-fetch" && strings.Contains(string(b), "\x00"+dir+"\x00") {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestDeliveryHelperDiesWithInstall: cimg-run killed alone (SIGKILL to
+// its pid, not its group: a parent that only knows cimg-run) must not
+// leave its download helper running on, holding the source's lock.
+func TestDeliveryHelperDiesWithInstall(t *testing.T) {
+	store, state := storeRoot(t), stateDir(t)
+	img := dataImage(t, "1.0.0", 1500<<10, 3)
+	srv := newServer(t, nil)
+	srv.Rate = 256 << 10 // ~6 s for the whole file: a helper alive 1 s after the kill is not one just finishing
+	srv.Put("f.cimg", img)
+	url := srv.URLOf("f.cimg")
+	cmd := exec.Command(cimgRun, "install", "--store", store, "--state-dir", state, "--name", "app", url)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(store, "tmp")
+	waitFor(t, func() bool {
+		p := partials(store)
+		if len(p) != 1 {
+			return false
+		}
+		fi, err := os.Stat(p[0])
+		return err == nil && fi.Size() > 0
+	})
+	cmd.Process.Kill()
+	cmd.Wait()
+	// The helper has a second to go (a child told of its parent's death
+	// goes at once); the next install must then be able to resume.
+	settleFor(time.Second, func() bool { return len(fetchHelpers(tmp)) == 0 })
+	srv.Rate = 0
+	res := storeCmd(t, store, state, "install", "--name", "app", url)
+	if left := fetchHelpers(tmp); len(left) != 0 {
+		t.Errorf("cimg-fetch %v runs on after its cimg-run was killed: it keeps downloading %s and holds its partial's lock; an install meanwhile: exit %d: %s",
+			left, url, res.code, strings.TrimSpace(res.stderr))
+		// Ended here (by its pid: our own command's child), so that
+		// nothing outlives the test.
+		for _, pid := range left {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		settle(func() bool { return len(fetchHelpers(tmp)) == 0 })
+		res = storeCmd(t, store, state, "install", "--name", "app", url)
+	}
+	if res.code != 0 {
+		t.Fatalf("the install after the kill: %+v", res)
+	}
+	checkInstalled(t, store, state, "app", img)
+}

@@ -292,12 +292,20 @@ func TestOCIRefusals(t *testing.T) {
 
 // cutBody ends each response body with an error after limit bytes: a
 // connection lost in the middle of the blob.
+// cutBody cuts the first response's body after limit bytes and fails
+// every later request (the link is down): an attempt that made progress
+// starts fetch's count again, so only a dead link ends the call.
 type cutBody struct {
 	doer  fetch.Doer
 	limit int64
+	sent  *bool
 }
 
 func (c cutBody) Do(req *http.Request) (*http.Response, error) {
+	if *c.sent {
+		return nil, errors.New("network is down (test)")
+	}
+	*c.sent = true
 	resp, err := c.doer.Do(req)
 	if err == nil {
 		resp.Body = &cutReader{rc: resp.Body, left: c.limit}
@@ -354,7 +362,7 @@ func TestOCIResume(t *testing.T) {
 		t.Fatalf("the image is %d bytes, too small to cut at %d", blob.Desc.Size, cut)
 	}
 	_, err = fetch.Get(blob.Context(ctx), tmp, blob.Desc.Digest.String(), blob.URL,
-		fetch.Options{Client: cutBody{blob.Client, cut}, Attempts: 1, Size: blob.Desc.Size})
+		fetch.Options{Client: cutBody{blob.Client, cut, new(bool)}, Attempts: 1, Size: blob.Desc.Size})
 	if err == nil {
 		t.Fatal("the cut download succeeded")
 	}

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"cimg.dev/cimg/internal/partial"
 )
@@ -39,6 +40,15 @@ func (f *storeFlags) source(src string) (path string, finish func(admitted bool)
 	}
 	cmd := exec.Command(helper, append(args, src)...)
 	cmd.Stderr = os.Stderr // its progress bar and messages
+	// It must not outlive us (killed, it would download on and hold the
+	// partial's lock): told by the parent-death signal, and by EOF on its
+	// stdin, our pipe, should the signal's thread rule not apply.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	alive, err := cmd.StdinPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	defer alive.Close()
 	out, err := cmd.Output()
 	if err != nil {
 		var ee *exec.ExitError

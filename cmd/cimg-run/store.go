@@ -120,7 +120,7 @@ func install(args []string) (int, error) {
 	a, err := s.Install(*name, src, f.grants, f.admit)
 	finish(err == nil)
 	if err != nil {
-		return 0, err
+		return 0, fromSource(err, src, pos[0])
 	}
 	if len(f.asks) > 0 {
 		f.say("%s asks for, and is granted: %s\n", *name, strings.Join(f.asks, " "))
@@ -152,7 +152,7 @@ func update(args []string) (int, error) {
 	a, err := s.Update(name, src, f.grants, *downgrade, f.admit)
 	finish(err == nil)
 	if err != nil {
-		return 0, err
+		return 0, fromSource(err, src, pos[1])
 	}
 	h, err := healthOf(s.ImageOf(a.Trial))
 	if err != nil {
@@ -231,6 +231,15 @@ func update(args []string) (int, error) {
 		printApps(f, []*store.App{after}) // the state it was rolled back to
 	}
 	return 1, fmt.Errorf("update %s to %s failed, rolled back to %s: %w", name, a.Trial.Version, a.Current.Version, why)
+}
+
+// fromSource names the URL or reference a refused download came from
+// (the store's error names the local copy, which is gone by now).
+func fromSource(err error, local, source string) error {
+	if local == source {
+		return err
+	}
+	return fmt.Errorf("%s (downloaded into %s, now discarded): %w", source, local, err)
 }
 
 // premount mounts image in the state directory's mount cache (verified

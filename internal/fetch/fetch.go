@@ -120,9 +120,16 @@ func Get(ctx context.Context, dir, key, url string, o Options) (string, error) {
 			return "", err
 		}
 	}
-	backoff := o.Backoff
+	// Attempts count those that got nowhere: one that took the partial
+	// further than it ever was starts the count again (a flaky link
+	// that cuts every few megabytes still gets the file; each such
+	// attempt is real progress towards a finite end).
+	backoff, furthest := o.Backoff, g.size()
 	for attempt := 1; ; attempt++ {
 		err := g.attempt(ctx)
+		if n := g.size(); err != nil && n > furthest {
+			furthest, attempt, backoff = n, 0, o.Backoff
+		}
 		if err == nil {
 			if err := f.Sync(); err != nil {
 				return "", err

@@ -75,8 +75,9 @@ func TestGetResumes(t *testing.T) {
 	url := srv.URL + "/app.cimg"
 	o := Options{Attempts: 1, Backoff: time.Millisecond}
 
-	// Cut, and no attempt left: the partial is kept.
-	cuts.Store(1)
+	// Cut (progress: the attempt count starts again), then refused (503,
+	// no progress), and no attempt left: the partial is kept.
+	cuts.Store(2)
 	if _, err := Get(context.Background(), dir, url, url, o); err == nil || !strings.Contains(err.Error(), "kept") {
 		t.Fatalf("a cut download with no attempt left: %v", err)
 	}
@@ -178,4 +179,45 @@ func TestGetFullDisk(t *testing.T) {
 	if n := requests.Load(); n != 1 {
 		t.Errorf("%d requests: a full disk was retried", n)
 	}
+}
+
+// TestGetProgressRestartsTheCount: a link that cuts every response after
+// a few bytes still gets the file in one call: an attempt that took the
+// partial further does not count against the limit (here 2 attempts, and
+// 33 cuts).
+func TestGetProgressRestartsTheCount(t *testing.T) {
+	body := make([]byte, 32<<10)
+	rand.Read(body)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"v1"`)
+		cw := &cutWriter{ResponseWriter: w, left: 1000}
+		http.ServeContent(cw, r, "x", time.Unix(1, 0), bytes.NewReader(body))
+	}))
+	defer srv.Close()
+	url := srv.URL + "/x"
+	p, err := Get(context.Background(), t.TempDir(), url, url, Options{Attempts: 2, Backoff: time.Millisecond})
+	if err != nil {
+		t.Fatalf("a download cut every 1000 bytes, 2 attempts without progress allowed: %v", err)
+	}
+	if got, _ := os.ReadFile(p); !bytes.Equal(got, body) {
+		t.Error("the file differs from the served one")
+	}
+}
+
+// cutWriter sends left bytes of the body, then hangs up.
+type cutWriter struct {
+	http.ResponseWriter
+	left int
+}
+
+func (c *cutWriter) Write(b []byte) (int, error) {
+	if len(b) > c.left {
+		c.ResponseWriter.Write(b[:c.left])
+		c.ResponseWriter.(http.Flusher).Flush()
+		conn, _, _ := c.ResponseWriter.(http.Hijacker).Hijack()
+		conn.Close()
+		return 0, fmt.Errorf("cut")
+	}
+	c.left -= len(b)
+	return c.ResponseWriter.Write(b)
 }

@@ -25,9 +25,12 @@ func Base(dir, key string) string {
 // Discard removes key's partial and sidecar (after admission, or when the
 // complete file was refused: its bytes are not worth resuming).
 func Discard(dir, key string) {
+	// The partial first: a kill between the two leaves a sidecar alone,
+	// which the next download replaces, never a whole partial without
+	// one (whose bytes it would have to fetch again).
 	b := Base(dir, key)
-	os.Remove(b + ".json")
 	os.Remove(b + ".part")
+	os.Remove(b + ".json")
 }
 
 // Stale removes the partials in dir that no download is writing (a
