@@ -13,7 +13,7 @@ TEST_DEPS := mksquashfs:squashfs-tools unsquashfs:squashfs-tools veritysetup:cry
 	qemu-arm-static:qemu-user-static update-binfmts:binfmt-support \
 	qemu-system-x86_64:qemu-system-x86 dpkg:busybox-static setcap:libcap2-bin \
 	systemd-nspawn:systemd-container debootstrap:debootstrap tmux:tmux \
-	docker-registry:docker-registry
+	docker-registry:docker-registry /usr/bin/time:time
 BENCH_DEPS := skopeo:skopeo python3:python3 mksquashfs:squashfs-tools unsquashfs:squashfs-tools gcc:gcc curl:curl python3.11:python3.11 \
 	/usr/bin/time:time crun:crun runc:runc umoci:umoci debootstrap:debootstrap gnuplot:gnuplot-nox zstd:zstd \
 	docker-registry:docker-registry openssl:openssl
