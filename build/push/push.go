@@ -13,14 +13,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 
@@ -33,6 +30,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 
 	"cimg.dev/cimg/format"
+	"cimg.dev/cimg/internal/fetch"
 	"cimg.dev/cimg/internal/ocipull"
 	"cimg.dev/cimg/manifest"
 )
@@ -78,7 +76,7 @@ func Push(ctx context.Context, image, ref string, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	base, err := httpClient(o.CA)
+	base, err := fetch.NewClient(o.CA) // the device's client: system roots plus --ca, proxies
 	if err != nil {
 		return nil, err
 	}
@@ -285,25 +283,4 @@ func pushBlob(ctx context.Context, repo *remote.Repository, desc ocispec.Descrip
 	}
 	defer r.Close()
 	return repo.Blobs().Push(ctx, desc, r)
-}
-
-// httpClient trusts the system's roots plus those in caFile, and takes
-// proxies from the environment.
-func httpClient(caFile string) (*http.Client, error) {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("--ca: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--ca %s: no PEM certificate in it", caFile)
-		}
-		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	}
-	return &http.Client{Transport: t}, nil
 }

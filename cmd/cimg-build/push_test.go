@@ -7,8 +7,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,28 +37,6 @@ func helloImage(t *testing.T, name, version, arch string) string {
 	return img
 }
 
-// getJSON reads REPO's manifest REF from the registry into v and returns
-// its media type.
-func getJSON(t *testing.T, r *registrytest.Registry, repo, ref string, v any) string {
-	t.Helper()
-	req, _ := http.NewRequest("GET", "https://"+r.Addr+"/v2/"+repo+"/manifests/"+ref, nil)
-	req.SetBasicAuth(r.User, r.Pass)
-	req.Header.Set("Accept", ocispec.MediaTypeImageIndex+", "+ocispec.MediaTypeImageManifest)
-	resp, err := r.Client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s:%s: %s %s", repo, ref, resp.Status, b)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		t.Fatal(err)
-	}
-	return resp.Header.Get("Content-Type")
-}
-
 func pushCLI(t *testing.T, r *registrytest.Registry, img, ref string, extra ...string) (string, string, int) {
 	t.Helper()
 	args := append([]string{"push", "--ca", r.CAFile, "--creds", r.Creds()}, extra...)
@@ -81,11 +57,11 @@ func TestPushRegistry(t *testing.T) {
 		t.Errorf("push printed %q, want the digest", out)
 	}
 	var m ocispec.Manifest
-	if ct := getJSON(t, r, "apps/hello", "1", &m); ct != ocispec.MediaTypeImageManifest {
+	if ct := r.Manifest(t, "apps/hello", "1", &m); ct != ocispec.MediaTypeImageManifest {
 		t.Fatalf("the tag holds a %s", ct)
 	}
 	var byDigest ocispec.Manifest
-	getJSON(t, r, "apps/hello", dgst, &byDigest)
+	r.Manifest(t, "apps/hello", dgst, &byDigest)
 	if m.ArtifactType != ocipull.ArtifactType || len(m.Layers) != 1 || m.Layers[0].MediaType != ocipull.LayerMediaType ||
 		m.Config.MediaType != ocipull.ConfigMediaType {
 		t.Errorf("manifest: %+v", m)
@@ -118,7 +94,7 @@ func TestPushRegistry(t *testing.T) {
 		t.Fatalf("re-push amd64: exit %d: %s", code, errs)
 	}
 	var idx ocispec.Index
-	if ct := getJSON(t, r, "apps/hello", "1", &idx); ct != ocispec.MediaTypeImageIndex {
+	if ct := r.Manifest(t, "apps/hello", "1", &idx); ct != ocispec.MediaTypeImageIndex {
 		t.Fatalf("after three arches the tag holds a %s", ct)
 	}
 	if strings.TrimSpace(out) == dgst {
@@ -135,7 +111,7 @@ func TestPushRegistry(t *testing.T) {
 			t.Errorf("entry %s: artifactType %q", p, e.ArtifactType)
 		}
 		var em ocispec.Manifest
-		getJSON(t, r, "apps/hello", e.Digest.String(), &em)
+		r.Manifest(t, "apps/hello", e.Digest.String(), &em)
 		if got := em.Annotations["org.cimg.arch"]; ocipull.Platform(got).Architecture != e.Platform.Architecture {
 			t.Errorf("entry %s holds an image for %s", p, got)
 		}
@@ -170,7 +146,7 @@ func TestPushRegistry(t *testing.T) {
 		t.Errorf("onto a container image's tag: exit %d: %s", code, errs)
 	}
 	var still ocispec.Manifest
-	if getJSON(t, r, "apps/hello", "container", &still); still.Config.MediaType != ocispec.MediaTypeImageConfig {
+	if r.Manifest(t, "apps/hello", "container", &still); still.Config.MediaType != ocispec.MediaTypeImageConfig {
 		t.Errorf("the container image's tag changed: %+v", still)
 	}
 }

@@ -8,7 +8,6 @@ package main
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -168,7 +167,7 @@ func TestOCIMultiArch(t *testing.T) {
 	idxDigest := ociPush(t, r, decoyImage(t, "armhf"), "apps/multi:1")
 
 	var idx ocispec.Index
-	if ct := registryGet(t, r, "apps/multi", "1", &idx); ct != ocispec.MediaTypeImageIndex {
+	if ct := r.Manifest(t, "apps/multi", "1", &idx); ct != ocispec.MediaTypeImageIndex {
 		t.Fatalf("the tag holds a %s, want an index", ct)
 	}
 	var plats []string
@@ -202,27 +201,6 @@ func TestOCIMultiArch(t *testing.T) {
 	}
 }
 
-// registryGet reads REPO's manifest REF into v and returns its media type.
-func registryGet(t *testing.T, r *registrytest.Registry, repo, ref string, v any) string {
-	t.Helper()
-	req, _ := http.NewRequest("GET", "https://"+r.Addr+"/v2/"+repo+"/manifests/"+ref, nil)
-	req.SetBasicAuth(r.User, r.Pass)
-	req.Header.Set("Accept", ocispec.MediaTypeImageIndex+", "+ocispec.MediaTypeImageManifest)
-	resp, err := r.Client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s:%s: %s %s", repo, ref, resp.Status, b)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		t.Fatal(err)
-	}
-	return resp.Header.Get("Content-Type")
-}
-
 // TestOCIRefusals: each bad source fails install with one clear error
 // and leaves the store as it was.
 func TestOCIRefusals(t *testing.T) {
@@ -236,7 +214,7 @@ func TestOCIRefusals(t *testing.T) {
 	// plain directory): the digest check must catch it.
 	badDigest := ociPush(t, r, probeImage(t, "version = \"1.0.1\"\n"), "apps/bad:1")
 	var bad ocispec.Manifest
-	registryGet(t, r, "apps/bad", badDigest, &bad)
+	r.Manifest(t, "apps/bad", badDigest, &bad)
 	hex := bad.Layers[0].Digest.Encoded()
 	data := filepath.Join(r.Dir, "docker/registry/v2/blobs/sha256", hex[:2], hex, "data")
 	b, err := os.ReadFile(data)

@@ -13,8 +13,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -25,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -45,6 +48,28 @@ type Registry struct {
 
 // Creds is USER:PASS, as --creds takes it.
 func (r *Registry) Creds() string { return r.User + ":" + r.Pass }
+
+// Manifest reads REPO's manifest (or index) REF into v and returns its
+// media type.
+func (r *Registry) Manifest(t testing.TB, repo, ref string, v any) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "https://"+r.Addr+"/v2/"+repo+"/manifests/"+ref, nil)
+	req.SetBasicAuth(r.User, r.Pass)
+	req.Header.Set("Accept", ocispec.MediaTypeImageIndex+", "+ocispec.MediaTypeImageManifest)
+	resp, err := r.Client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s:%s: %s %s", repo, ref, resp.Status, b)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatal(err)
+	}
+	return resp.Header.Get("Content-Type")
+}
 
 // Start runs a registry until the test ends. A missing registry binary
 // fails the test: it is a prerequisite, not an option.
