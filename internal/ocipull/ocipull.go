@@ -31,6 +31,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -123,9 +124,15 @@ type Config struct {
 // docker-style config.json at configFile has for the registry's host (a
 // missing file: anonymous). oras-go's auth.Client answers the registry's
 // challenge, basic or bearer token, and caches what it got for the next
-// requests.
+// requests. Its transport notes why the registry refuses a bearer token,
+// for Resolve's errors (noteRefusals).
 func AuthClient(base *http.Client, host, creds, configFile string) (*auth.Client, error) {
-	c := &auth.Client{Client: base, Cache: auth.NewCache(), Header: http.Header{"User-Agent": {"cimg"}}}
+	if base == nil {
+		base = http.DefaultClient
+	}
+	noting := *base
+	noting.Transport = noteRefusals{base.Transport}
+	c := &auth.Client{Client: &noting, Cache: auth.NewCache(), Header: http.Header{"User-Agent": {"cimg"}}}
 	switch {
 	case creds != "":
 		user, pass, ok := strings.Cut(creds, ":")
@@ -144,6 +151,71 @@ func AuthClient(base *http.Client, host, creds, configFile string) (*auth.Client
 		c.Credential = credentials.Credential(store)
 	}
 	return c, nil
+}
+
+// tokenNoteKey is the context key of a *tokenNote.
+type tokenNoteKey struct{}
+
+// tokenNote is why the registry refused the last request that carried a
+// bearer token: the error parameter of its challenge (RFC 6750 §3:
+// invalid_token for one expired or not trusted, insufficient_scope for
+// one that grants too little), "" when it was not refused. oras' error
+// keeps only the status and body, which distribution makes the same for
+// both, so the transport notes it for describe.
+type tokenNote struct {
+	mu     sync.Mutex
+	reason string
+}
+
+// tokenRefusal is the reason noted in ctx's tokenNote ("" without one).
+func tokenRefusal(ctx context.Context) string {
+	n, _ := ctx.Value(tokenNoteKey{}).(*tokenNote)
+	if n == nil {
+		return ""
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.reason
+}
+
+// noteRefusals is AuthClient's transport: rt, noting the refusals of
+// bearer tokens into the request context's tokenNote (if any).
+type noteRefusals struct{ rt http.RoundTripper }
+
+func (n noteRefusals) RoundTrip(req *http.Request) (*http.Response, error) {
+	rt := n.rt
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	resp, err := rt.RoundTrip(req)
+	note, _ := req.Context().Value(tokenNoteKey{}).(*tokenNote)
+	if err == nil && note != nil && strings.HasPrefix(req.Header.Get("Authorization"), "Bearer ") {
+		reason := ""
+		if resp.StatusCode == http.StatusUnauthorized {
+			reason = challengeError(resp.Header.Get("Www-Authenticate"))
+		}
+		note.mu.Lock()
+		note.reason = reason
+		note.mu.Unlock()
+	}
+	return resp, err
+}
+
+// challengeError is the error parameter of a Bearer challenge
+// (`Bearer realm="...",error="invalid_token"`), "" without one.
+func challengeError(h string) string {
+	for i := 0; ; {
+		j := strings.Index(h[i:], `error="`)
+		if j < 0 {
+			return ""
+		}
+		i += j
+		if i > 0 && (h[i-1] == ',' || h[i-1] == ' ') {
+			v, _, _ := strings.Cut(h[i+len(`error="`):], `"`)
+			return v
+		}
+		i += len(`error="`)
+	}
 }
 
 // Options tune Resolve.
@@ -185,15 +257,16 @@ func Resolve(ctx context.Context, ref string, o Options) (*Blob, error) {
 	if err != nil {
 		return nil, err
 	}
+	ctx = context.WithValue(ctx, tokenNoteKey{}, new(tokenNote))
 	// The manifests' requests are retried on 5xx, 429 and resets (oras'
 	// policy); the blob's are fetch's to retry and resume, so its client
 	// has none. Both share the token cache: one challenge serves all.
 	meta := *client
-	meta.Client = withRetries(o.Client)
+	meta.Client = withRetries(client.Client)
 	repo := &remote.Repository{Client: &meta, Reference: r, PlainHTTP: o.PlainHTTP}
 	desc, err := repo.Resolve(ctx, r.Reference)
 	if err != nil {
-		return nil, describe(ref, err)
+		return nil, describe(ctx, ref, err)
 	}
 	mdesc, m, err := pick(ctx, repo, ref, desc, o.Arch)
 	if err != nil {
@@ -227,7 +300,7 @@ func Resolve(ctx context.Context, ref string, o Options) (*Blob, error) {
 func pick(ctx context.Context, repo *remote.Repository, ref string, desc ocispec.Descriptor, arch string) (ocispec.Descriptor, *ocispec.Manifest, error) {
 	b, err := content.FetchAll(ctx, repo, desc)
 	if err != nil {
-		return desc, nil, describe(ref, err)
+		return desc, nil, describe(ctx, ref, err)
 	}
 	switch desc.MediaType {
 	case ocispec.MediaTypeImageManifest:
@@ -254,7 +327,7 @@ func pick(ctx context.Context, repo *remote.Repository, ref string, desc ocispec
 			return desc, nil, fmt.Errorf("%s: the entry for %s is a %s, not a cimg image manifest", ref, arch, desc.MediaType)
 		}
 		if b, err = content.FetchAll(ctx, repo, desc); err != nil {
-			return desc, nil, describe(ref+" ("+arch+")", err)
+			return desc, nil, describe(ctx, ref+" ("+arch+")", err)
 		}
 	default:
 		return desc, nil, fmt.Errorf("%s holds a %s, not a cimg image", ref, desc.MediaType)
@@ -303,8 +376,9 @@ func withRetries(c *http.Client) *http.Client {
 	return &r
 }
 
-// describe turns a registry's refusal into a sentence naming ref.
-func describe(ref string, err error) error {
+// describe turns a registry's refusal into a sentence naming ref and
+// what to do; ctx carries the tokenNote of the requests that failed.
+func describe(ctx context.Context, ref string, err error) error {
 	var er *errcode.ErrorResponse
 	var cert *tls.CertificateVerificationError
 	var unknown x509.UnknownAuthorityError
@@ -315,6 +389,16 @@ func describe(ref string, err error) error {
 		return fmt.Errorf("%s: the registry asks for credentials and none were given (--creds USER:PASSWORD, or a --registry-config with this registry)", ref)
 	case errors.Is(err, errdef.ErrNotFound):
 		return fmt.Errorf("%s: not found in the registry", ref)
+	case errors.As(err, &er) && (er.StatusCode == http.StatusUnauthorized || er.StatusCode == http.StatusForbidden) && tokenServer(er):
+		// The URL of a refusal by the token server has no query
+		// (service, scope): that is noise, the credentials are the point.
+		u := *er.URL
+		u.RawQuery = ""
+		return fmt.Errorf("%s: the registry's token server %s refused the credentials (%d %s; check --creds USER:PASSWORD, or the entry for this registry in --registry-config)", ref, &u, er.StatusCode, strings.ToLower(http.StatusText(er.StatusCode)))
+	case errors.As(err, &er) && er.StatusCode == http.StatusUnauthorized && tokenRefusal(ctx) == "invalid_token":
+		return fmt.Errorf("%s: the registry refused the bearer token it was given as invalid: expired (is the clock of this machine, or of the token server, wrong?) or not signed by an issuer it trusts; a registrytoken in --registry-config expires: log in again, or give --creds USER:PASSWORD: %w", ref, err)
+	case errors.As(err, &er) && er.StatusCode == http.StatusUnauthorized && tokenRefusal(ctx) == "insufficient_scope":
+		return fmt.Errorf("%s: the registry's bearer token does not grant pulling it (an anonymous token, or an account without access): give --creds USER:PASSWORD or a --registry-config with this registry: %w", ref, err)
 	case errors.As(err, &er) && er.StatusCode == http.StatusUnauthorized:
 		return fmt.Errorf("%s: the registry refused the credentials (401 unauthorized; give --creds USER:PASSWORD or a --registry-config with this registry): %w", ref, err)
 	case errors.As(err, &er) && er.StatusCode == http.StatusForbidden:
@@ -323,6 +407,25 @@ func describe(ref string, err error) error {
 		return fmt.Errorf("%s: not found in the registry: %w", ref, err)
 	}
 	return fmt.Errorf("%s: %w", ref, err)
+}
+
+// tokenServer says whether a refusal came from a token server rather
+// than from the registry's API (/v2/, its manifests, blobs, tags and
+// referrers): some realms are under /v2/ too (quay.io/v2/auth).
+func tokenServer(er *errcode.ErrorResponse) bool {
+	if er.URL == nil {
+		return false
+	}
+	p := er.URL.Path
+	if p == "/v2/" || p == "/v2" {
+		return false
+	}
+	for _, api := range []string{"/manifests/", "/blobs/", "/tags/", "/referrers/"} {
+		if strings.Contains(p, api) {
+			return false
+		}
+	}
+	return true
 }
 
 // Check holds the downloaded file at path to the layer descriptor: its

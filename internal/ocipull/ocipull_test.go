@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 
 	"cimg.dev/cimg/internal/ocipull/registrytest"
 	"cimg.dev/cimg/launcher"
@@ -149,5 +151,45 @@ func TestResolveRefusesOthers(t *testing.T) {
 	if _, err := Resolve(ctx, r.Addr+"/other/thing:good", Options{Client: r.Client, Creds: r.Creds(), Arch: "arm64"}); err == nil ||
 		!strings.Contains(err.Error(), "is an image for amd64, this machine is arm64") {
 		t.Errorf("a lone manifest of another arch: %v", err)
+	}
+}
+
+// TestChallengeError: the error parameter of a Bearer challenge, which
+// tells an expired token (invalid_token) from one that grants too little
+// (insufficient_scope), whatever the quoted scope before it holds.
+func TestChallengeError(t *testing.T) {
+	for h, want := range map[string]string{
+		`Bearer realm="https://a/token",service="r",scope="repository:x:pull,push",error="invalid_token"`: "invalid_token",
+		`Bearer realm="https://a/token",service="r",error="insufficient_scope"`:                           "insufficient_scope",
+		`Bearer error="invalid_token"`:                                      "invalid_token",
+		`Bearer realm="https://a/token",service="r"`:                        "",
+		`Bearer realm="https://a/token",my_error="x",error_description="y"`: "",
+		`Basic realm="cimg-test"`:                                           "",
+		``:                                                                  "",
+	} {
+		if got := challengeError(h); got != want {
+			t.Errorf("challengeError(%q) = %q, want %q", h, got, want)
+		}
+	}
+}
+
+// TestTokenServer: a refusal is the token server's unless its URL is one
+// of the registry API's, also when the realm is under /v2/ (quay.io's).
+func TestTokenServer(t *testing.T) {
+	for u, want := range map[string]bool{
+		"https://auth.docker.io/token?service=registry.docker.io": true,
+		"https://quay.io/v2/auth?service=quay.io":                 true,
+		"https://r.example/v2/":                                   false,
+		"https://r.example/v2/apps/probe/manifests/1":             false,
+		"https://r.example/v2/apps/probe/blobs/sha256:00":         false,
+		"https://r.example/v2/apps/probe/tags/list":               false,
+	} {
+		p, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tokenServer(&errcode.ErrorResponse{URL: p, StatusCode: 401}); got != want {
+			t.Errorf("tokenServer(%s) = %v, want %v", u, got, want)
+		}
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -44,6 +45,7 @@ type Registry struct {
 	Dir    string // its storage
 	Log    string // its log file (info level: one "response completed" line per request)
 	Client *http.Client
+	Token  *TokenServer // the token server of a StartToken registry; nil with basic auth
 }
 
 // Creds is USER:PASS, as --creds takes it.
@@ -54,7 +56,11 @@ func (r *Registry) Creds() string { return r.User + ":" + r.Pass }
 func (r *Registry) Manifest(t testing.TB, repo, ref string, v any) string {
 	t.Helper()
 	req, _ := http.NewRequest("GET", "https://"+r.Addr+"/v2/"+repo+"/manifests/"+ref, nil)
-	req.SetBasicAuth(r.User, r.Pass)
+	if r.Token != nil {
+		req.Header.Set("Authorization", "Bearer "+r.Token.Mint(t, time.Hour, "repository:"+repo+":pull"))
+	} else {
+		req.SetBasicAuth(r.User, r.Pass)
+	}
 	req.Header.Set("Accept", ocispec.MediaTypeImageIndex+", "+ocispec.MediaTypeImageManifest)
 	resp, err := r.Client.Do(req)
 	if err != nil {
@@ -71,9 +77,52 @@ func (r *Registry) Manifest(t testing.TB, repo, ref string, v any) string {
 	return resp.Header.Get("Content-Type")
 }
 
+// BlobGETs lists the bytes the registry wrote for each GET of the blob
+// dgst (sha256:...), from its log, oldest first: what a resumed download
+// fetched.
+func (r *Registry) BlobGETs(t testing.TB, dgst string) []string {
+	t.Helper()
+	log, err := os.ReadFile(r.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var written []string
+	for _, l := range strings.Split(string(log), "\n") {
+		if strings.Contains(l, `msg="response completed"`) && strings.Contains(l, "http.request.method=GET") &&
+			strings.Contains(l, "/blobs/"+dgst) {
+			_, w, _ := strings.Cut(l, "http.response.written=")
+			w, _, _ = strings.Cut(w, " ")
+			written = append(written, w)
+		}
+	}
+	return written
+}
+
 // Start runs a registry until the test ends. A missing registry binary
 // fails the test: it is a prerequisite, not an option.
 func Start(t testing.TB) *Registry {
+	t.Helper()
+	return start(t, func(r *Registry, dir, _, _ string) string {
+		hash, err := bcrypt.GenerateFromPassword([]byte(r.Pass), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		htpasswd := filepath.Join(dir, "htpasswd")
+		if err := os.WriteFile(htpasswd, []byte(r.User+":"+string(hash)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf(`auth:
+  htpasswd:
+    realm: cimg-test
+    path: %s
+`, htpasswd)
+	})
+}
+
+// start runs the registry with the auth section of its config that
+// authConf writes (given the registry, its directory and the TLS
+// certificate and key made for 127.0.0.1).
+func start(t testing.TB, authConf func(r *Registry, dir, certFile, keyFile string) string) *Registry {
 	t.Helper()
 	if _, err := os.Stat(Binary); err != nil {
 		t.Fatalf("the registry tests need %s: apt-get install docker-registry (make deps-test): %v", Binary, err)
@@ -82,14 +131,6 @@ func Start(t testing.TB) *Registry {
 	r := &Registry{User: "cimg", Pass: "s3cret-" + fmt.Sprint(time.Now().UnixNano()%1e6), Dir: filepath.Join(dir, "storage")}
 	certFile, keyFile, pool := makeCerts(t, dir)
 	r.CAFile = filepath.Join(dir, "ca.pem")
-	hash, err := bcrypt.GenerateFromPassword([]byte(r.Pass), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	htpasswd := filepath.Join(dir, "htpasswd")
-	if err := os.WriteFile(htpasswd, []byte(r.User+":"+string(hash)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	r.Addr = freeAddr(t)
 	conf := filepath.Join(dir, "config.yml")
 	yml := fmt.Sprintf(`version: 0.1
@@ -108,11 +149,7 @@ http:
   tls:
     certificate: %s
     key: %s
-auth:
-  htpasswd:
-    realm: cimg-test
-    path: %s
-`, r.Dir, r.Addr, certFile, keyFile, htpasswd)
+`, r.Dir, r.Addr, certFile, keyFile) + authConf(r, dir, certFile, keyFile)
 	if err := os.WriteFile(conf, []byte(yml), 0o600); err != nil {
 		t.Fatal(err)
 	}
