@@ -133,13 +133,6 @@ func (s *TokenServer) SetSkew(d time.Duration) {
 	s.mu.Unlock()
 }
 
-// SetLifetime sets the lifetime of the tokens it issues from now on.
-func (s *TokenServer) SetLifetime(d time.Duration) {
-	s.mu.Lock()
-	s.lifetime = d
-	s.mu.Unlock()
-}
-
 // Requests lists the requests it answered, one line each: "GET user
 // scope...", "POST refresh_token scope...", with " -> 401" and the like
 // when it refused.
