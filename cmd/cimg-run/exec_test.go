@@ -185,6 +185,58 @@ func TestExecExitStatus(t *testing.T) {
 	}
 }
 
+// TestExecRelaysSignals: SIGTERM and SIGUSR1 sent to cimg-run exec reach
+// the command (the probe prints which one it got and exits 0), and exec's
+// status is the command's; SIGINT and SIGHUP reach a command that does not
+// catch them, which dies of them (128+N).
+func TestExecRelaysSignals(t *testing.T) {
+	state := stateDir(t)
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n")
+	exStart(t, state, "sig", img, "--", "sleep")
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		mode string // probe's
+		out  string // what it prints last
+		code int
+	}{
+		{syscall.SIGTERM, "sleep", "got terminated", 0},
+		{syscall.SIGUSR1, "sleep", "got user defined signal 1", 0},
+		{syscall.SIGINT, "deaf", "ready", 128 + int(syscall.SIGINT)},
+		{syscall.SIGHUP, "deaf", "ready", 128 + int(syscall.SIGHUP)},
+	} {
+		cmd := exCmd(state, "exec", "sig", "--", "/usr/bin/probe", tc.mode)
+		var out bytes.Buffer
+		cmd.Stdout = &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if !settle(func() bool { return strings.Contains(out.String(), "ready") }) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("the exec'd probe never got ready: %q", out.String())
+		}
+		cmd.Process.Signal(tc.sig)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Fatalf("%v: cimg-run exec did not end", tc.sig)
+		}
+		ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		if ws.Signaled() {
+			t.Errorf("%v killed cimg-run exec itself instead of reaching the command", tc.sig)
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		if ws.ExitStatus() != tc.code || lines[len(lines)-1] != tc.out {
+			t.Errorf("%v to cimg-run exec: exit %d, output %q; want exit %d after %q", tc.sig, ws.ExitStatus(), out.String(), tc.code, tc.out)
+		}
+	}
+}
+
 // TestExecNoHostFDs_CVE_2024_21626: fds the caller leaks to cimg-run exec
 // (a host directory each) do not reach the command.
 func TestExecNoHostFDs_CVE_2024_21626(t *testing.T) {

@@ -1,0 +1,2 @@
+# meta-cimg's Python helpers for its classes (conf/layer.conf: addpylib).
+BBIMPORTS = ["provenance"]
