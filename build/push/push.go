@@ -91,21 +91,22 @@ func Push(ctx context.Context, image, ref string, o Options) (*Result, error) {
 		return nil, err
 	}
 	repo := &remote.Repository{Client: client, Reference: r, PlainHTTP: o.PlainHTTP}
+	ctx = ocipull.NoteRefusals(ctx) // the registry's refusals told as install tells them
 
 	// What the tag holds decides the shape; read it before uploading so a
 	// refusal (another app, a container image) costs no upload.
 	old, err := current(ctx, repo, tag, info)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", ref, err)
+		return nil, ocipull.Describe(ctx, ref, err)
 	}
 
 	if err := pushBlob(ctx, repo, layer, func() (io.ReadCloser, error) { return os.Open(image) }); err != nil {
-		return nil, fmt.Errorf("%s: upload %s: %w", ref, image, err)
+		return nil, ocipull.Describe(ctx, ref+" (upload "+image+")", err)
 	}
 	cb, _ := json.Marshal(info)
 	config := content.NewDescriptorFromBytes(ocipull.ConfigMediaType, cb)
 	if err := pushBlob(ctx, repo, config, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(cb)), nil }); err != nil {
-		return nil, fmt.Errorf("%s: upload the config: %w", ref, err)
+		return nil, ocipull.Describe(ctx, ref+" (upload the config)", err)
 	}
 	m := ocispec.Manifest{
 		Versioned:    specs.Versioned{SchemaVersion: 2},
@@ -133,13 +134,13 @@ func Push(ctx context.Context, image, ref string, o Options) (*Result, error) {
 		// Alone on the tag: the tag names the manifest itself, which any
 		// OCI client can pull without knowing about indexes.
 		if err := repo.PushReference(ctx, mdesc, bytes.NewReader(mb), tag); err != nil {
-			return nil, fmt.Errorf("%s: push the manifest: %w", ref, err)
+			return nil, ocipull.Describe(ctx, ref+" (push the manifest)", err)
 		}
 		res.Arches = []string{info.Arch}
 		return res, nil
 	}
 	if err := repo.Push(ctx, mdesc, bytes.NewReader(mb)); err != nil {
-		return nil, fmt.Errorf("%s: push the manifest: %w", ref, err)
+		return nil, ocipull.Describe(ctx, ref+" (push the manifest)", err)
 	}
 	entry := mdesc
 	entry.ArtifactType = ocipull.ArtifactType
@@ -159,7 +160,7 @@ func Push(ctx context.Context, image, ref string, o Options) (*Result, error) {
 	}
 	idesc := content.NewDescriptorFromBytes(ocispec.MediaTypeImageIndex, ib)
 	if err := repo.PushReference(ctx, idesc, bytes.NewReader(ib), tag); err != nil {
-		return nil, fmt.Errorf("%s: push the index: %w", ref, err)
+		return nil, ocipull.Describe(ctx, ref+" (push the index)", err)
 	}
 	res.Index = idesc.Digest
 	res.Arches = ocipull.Arches(&idx)

@@ -218,6 +218,47 @@ func TestOCITokenRefusals(t *testing.T) {
 	}
 }
 
+// TestOCITokenPushRefusals: cimg-build push tells a token refusal as
+// install does: a wrong password at the token server, an expired registry
+// token, and a token that grants pulling only. The tag is left as it was.
+func TestOCITokenPushRefusals(t *testing.T) {
+	r := registrytest.StartToken(t)
+	ociPush(t, r, probeImage(t, "version = \"1.0.0\"\n"), "apps/probe:1")
+	ref := r.Addr + "/apps/probe:1"
+	var was map[string]any
+	r.Manifest(t, "apps/probe", "1", &was)
+	img := probeImage(t, "version = \"2.0.0\"\n")
+	for _, c := range []struct {
+		what  string
+		args  []string
+		wants []string
+	}{
+		{"wrong password", []string{"--creds", r.User + ":wrong"},
+			[]string{ref, "token server", "refused the credentials", "--creds USER:PASSWORD"}},
+		{"expired registry token", []string{"--registry-config", dockerConfig(t, r, map[string]string{
+			"registrytoken": r.Token.Mint(t, -registrytest.Leeway-10*time.Minute, "repository:apps/probe:pull,push")})},
+			[]string{ref, "refused the bearer token", "expired", "log in again"}},
+		{"pull-only token", []string{"--registry-config", dockerConfig(t, r, map[string]string{
+			"registrytoken": r.Token.Mint(t, time.Hour, "repository:apps/probe:pull")})},
+			[]string{ref, "does not grant what was asked"}},
+	} {
+		out, err := exec.Command(cimgBuild, append(append([]string{"push", "--ca", r.CAFile}, c.args...), img, ref)...).CombinedOutput()
+		t.Logf("%s: %s", c.what, strings.TrimSpace(string(out)))
+		if err == nil {
+			t.Errorf("%s: the push succeeded:\n%s", c.what, out)
+		}
+		for _, w := range c.wants {
+			if !strings.Contains(string(out), w) {
+				t.Errorf("%s: %q does not say %q", c.what, out, w)
+			}
+		}
+		var now map[string]any
+		if r.Manifest(t, "apps/probe", "1", &now); fmt.Sprint(now) != fmt.Sprint(was) {
+			t.Errorf("%s: the tag moved:\nwas %v\nnow %v", c.what, was, now)
+		}
+	}
+}
+
 // TestOCITokenExpiresMidDownload: the bearer token cimg-fetch got while
 // resolving the tag has expired when the blob download, cut short,
 // resumes: the registry refuses the Range request's token, oras fetches

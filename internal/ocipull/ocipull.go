@@ -161,7 +161,7 @@ type tokenNoteKey struct{}
 // invalid_token for one expired or not trusted, insufficient_scope for
 // one that grants too little), "" when it was not refused. oras' error
 // keeps only the status and body, which distribution makes the same for
-// both, so the transport notes it for describe.
+// both, so the transport notes it for Describe.
 type tokenNote struct {
 	mu     sync.Mutex
 	reason string
@@ -257,7 +257,7 @@ func Resolve(ctx context.Context, ref string, o Options) (*Blob, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx = context.WithValue(ctx, tokenNoteKey{}, new(tokenNote))
+	ctx = NoteRefusals(ctx)
 	// The manifests' requests are retried on 5xx, 429 and resets (oras'
 	// policy); the blob's are fetch's to retry and resume, so its client
 	// has none. Both share the token cache: one challenge serves all.
@@ -266,7 +266,7 @@ func Resolve(ctx context.Context, ref string, o Options) (*Blob, error) {
 	repo := &remote.Repository{Client: &meta, Reference: r, PlainHTTP: o.PlainHTTP}
 	desc, err := repo.Resolve(ctx, r.Reference)
 	if err != nil {
-		return nil, describe(ctx, ref, err)
+		return nil, Describe(ctx, ref, err)
 	}
 	mdesc, m, err := pick(ctx, repo, ref, desc, o.Arch)
 	if err != nil {
@@ -300,7 +300,7 @@ func Resolve(ctx context.Context, ref string, o Options) (*Blob, error) {
 func pick(ctx context.Context, repo *remote.Repository, ref string, desc ocispec.Descriptor, arch string) (ocispec.Descriptor, *ocispec.Manifest, error) {
 	b, err := content.FetchAll(ctx, repo, desc)
 	if err != nil {
-		return desc, nil, describe(ctx, ref, err)
+		return desc, nil, Describe(ctx, ref, err)
 	}
 	switch desc.MediaType {
 	case ocispec.MediaTypeImageManifest:
@@ -327,7 +327,7 @@ func pick(ctx context.Context, repo *remote.Repository, ref string, desc ocispec
 			return desc, nil, fmt.Errorf("%s: the entry for %s is a %s, not a cimg image manifest", ref, arch, desc.MediaType)
 		}
 		if b, err = content.FetchAll(ctx, repo, desc); err != nil {
-			return desc, nil, describe(ctx, ref+" ("+arch+")", err)
+			return desc, nil, Describe(ctx, ref+" ("+arch+")", err)
 		}
 	default:
 		return desc, nil, fmt.Errorf("%s holds a %s, not a cimg image", ref, desc.MediaType)
@@ -376,9 +376,17 @@ func withRetries(c *http.Client) *http.Client {
 	return &r
 }
 
-// describe turns a registry's refusal into a sentence naming ref and
-// what to do; ctx carries the tokenNote of the requests that failed.
-func describe(ctx context.Context, ref string, err error) error {
+// NoteRefusals is ctx with a note of why the registry refused a bearer
+// token, which AuthClient's transport fills in and Describe reads: oras's
+// error keeps the status and body only, the same for every cause.
+func NoteRefusals(ctx context.Context) context.Context {
+	return context.WithValue(ctx, tokenNoteKey{}, new(tokenNote))
+}
+
+// Describe turns a registry's refusal of what was asked about ref into a
+// sentence naming ref and what to do (ctx: from NoteRefusals, for the
+// bearer-token cases).
+func Describe(ctx context.Context, ref string, err error) error {
 	var er *errcode.ErrorResponse
 	var cert *tls.CertificateVerificationError
 	var unknown x509.UnknownAuthorityError
@@ -398,7 +406,7 @@ func describe(ctx context.Context, ref string, err error) error {
 	case errors.As(err, &er) && er.StatusCode == http.StatusUnauthorized && tokenRefusal(ctx) == "invalid_token":
 		return fmt.Errorf("%s: the registry refused the bearer token it was given as invalid: expired (is the clock of this machine, or of the token server, wrong?) or not signed by an issuer it trusts; a registrytoken in --registry-config expires: log in again, or give --creds USER:PASSWORD: %w", ref, err)
 	case errors.As(err, &er) && er.StatusCode == http.StatusUnauthorized && tokenRefusal(ctx) == "insufficient_scope":
-		return fmt.Errorf("%s: the registry's bearer token does not grant pulling it (an anonymous token, or an account without access): give --creds USER:PASSWORD or a --registry-config with this registry: %w", ref, err)
+		return fmt.Errorf("%s: the registry's bearer token does not grant what was asked (an anonymous token, or an account without access to this repository): give --creds USER:PASSWORD or a --registry-config with this registry: %w", ref, err)
 	case errors.As(err, &er) && er.StatusCode == http.StatusUnauthorized:
 		return fmt.Errorf("%s: the registry refused the credentials (401 unauthorized; give --creds USER:PASSWORD or a --registry-config with this registry): %w", ref, err)
 	case errors.As(err, &er) && er.StatusCode == http.StatusForbidden:
