@@ -45,10 +45,10 @@ type Options struct {
 
 // Result is what Push published.
 type Result struct {
-	Manifest digest.Digest // the image's manifest
-	Index    digest.Digest // the tag's index, when the tag holds several arches; else ""
-	Arches   []string      // the arches the tag holds now
-	Ref      string
+	Manifests []digest.Digest // the images' manifests, in the order given
+	Index     digest.Digest   // the tag's index, when the tag holds several arches; else ""
+	Arches    []string        // the arches the tag holds now
+	Ref       string
 }
 
 // Tagged is the digest the tag points at now.
@@ -56,14 +56,34 @@ func (r *Result) Tagged() digest.Digest {
 	if r.Index != "" {
 		return r.Index
 	}
-	return r.Manifest
+	return r.Manifests[0]
 }
 
-// Push uploads the .cimg at image to ref (REGISTRY/REPO:TAG) and points
-// the tag at it: at its manifest when the tag was free or held only this
-// arch, else at an index of the arches it held plus this one (this
-// arch's entry replaced).
-func Push(ctx context.Context, image, ref string, o Options) (*Result, error) {
+// image is one .cimg to publish: what its annotations say, its layer,
+// and its manifest once made.
+type image struct {
+	path  string
+	info  *ocipull.Config
+	layer ocispec.Descriptor
+	man   ocispec.Descriptor
+	body  []byte
+}
+
+// Push uploads the .cimg files at images (one per arch, of one app) to
+// ref (REGISTRY/REPO:TAG) and points the tag at them: at the manifest when
+// one image is all the tag is to hold, else at an index of the arches the
+// tag held plus these (their entries replaced).
+//
+// A registry has no compare-and-swap for tags, so two pushes of different
+// arches to one tag at once could each write an index without the
+// other's entry. Pushing all arches in one call writes one index; and the
+// tag is read back after it is written: a push whose index another has
+// replaced meanwhile fails, saying so, rather than leave its arch out
+// unnoticed.
+func Push(ctx context.Context, images []string, ref string, o Options) (*Result, error) {
+	if len(images) == 0 {
+		return nil, errors.New("push: no image")
+	}
 	r, err := registry.ParseReference(ref)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ref, err)
@@ -72,9 +92,21 @@ func Push(ctx context.Context, image, ref string, o Options) (*Result, error) {
 		return nil, fmt.Errorf("%s: push needs a tag (REGISTRY/REPO:TAG)", ref)
 	}
 	tag := r.Reference
-	info, layer, err := describeImage(image)
-	if err != nil {
-		return nil, err
+	imgs := make([]*image, len(images))
+	for i, path := range images {
+		info, layer, err := describeImage(path)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range imgs[:i] {
+			switch {
+			case o.info.Name != info.Name:
+				return nil, fmt.Errorf("%s is app %q, %s is app %q: one tag holds one app", o.path, o.info.Name, path, info.Name)
+			case o.info.Arch == info.Arch:
+				return nil, fmt.Errorf("%s and %s are both for %s: one tag holds one image per arch", o.path, path, info.Arch)
+			}
+		}
+		imgs[i] = &image{path: path, info: info, layer: layer}
 	}
 	base, err := fetch.NewClient(o.CA) // the device's client: system roots plus --ca, proxies
 	if err != nil {
@@ -95,64 +127,55 @@ func Push(ctx context.Context, image, ref string, o Options) (*Result, error) {
 
 	// What the tag holds decides the shape; read it before uploading so a
 	// refusal (another app, a container image) costs no upload.
-	old, err := current(ctx, repo, tag, info)
+	old, err := current(ctx, repo, tag, imgs[0].info)
 	if err != nil {
 		return nil, ocipull.Describe(ctx, ref, err)
 	}
+	res := &Result{Ref: ref}
+	for _, img := range imgs {
+		if err := upload(ctx, repo, img); err != nil {
+			return nil, ocipull.Describe(ctx, ref+" ("+img.path+")", err)
+		}
+		res.Manifests = append(res.Manifests, img.man.Digest)
+	}
+	uploaded()
+	// Read again, now that the uploads (which take long) are done: what
+	// another push wrote meanwhile is merged, not dropped.
+	if old, err = current(ctx, repo, tag, imgs[0].info); err != nil {
+		return nil, ocipull.Describe(ctx, ref, err)
+	}
+	entries := old
+	for _, img := range imgs {
+		entries = others(entries, img.info.Arch)
+	}
 
-	if err := pushBlob(ctx, repo, layer, func() (io.ReadCloser, error) { return os.Open(image) }); err != nil {
-		return nil, ocipull.Describe(ctx, ref+" (upload "+image+")", err)
-	}
-	cb, _ := json.Marshal(info)
-	config := content.NewDescriptorFromBytes(ocipull.ConfigMediaType, cb)
-	if err := pushBlob(ctx, repo, config, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(cb)), nil }); err != nil {
-		return nil, ocipull.Describe(ctx, ref+" (upload the config)", err)
-	}
-	m := ocispec.Manifest{
-		Versioned:    specs.Versioned{SchemaVersion: 2},
-		MediaType:    ocispec.MediaTypeImageManifest,
-		ArtifactType: ocipull.ArtifactType,
-		Config:       config,
-		Layers:       []ocispec.Descriptor{layer},
-		Annotations: map[string]string{
-			ocispec.AnnotationTitle:    filepath.Base(image),
-			ocipull.AnnotationName:     info.Name,
-			ocipull.AnnotationVersion:  info.Version,
-			ocipull.AnnotationArch:     info.Arch,
-			ocipull.AnnotationRootHash: info.RootHash,
-		},
-	}
-	mb, err := json.Marshal(m)
-	if err != nil {
-		return nil, err
-	}
-	mdesc := content.NewDescriptorFromBytes(ocispec.MediaTypeImageManifest, mb)
-	res := &Result{Manifest: mdesc.Digest, Ref: ref}
-
-	entries := others(old, info.Arch)
-	if len(entries) == 0 {
+	if len(entries) == 0 && len(imgs) == 1 {
 		// Alone on the tag: the tag names the manifest itself, which any
 		// OCI client can pull without knowing about indexes.
-		if err := repo.PushReference(ctx, mdesc, bytes.NewReader(mb), tag); err != nil {
+		if err := repo.PushReference(ctx, imgs[0].man, bytes.NewReader(imgs[0].body), tag); err != nil {
 			return nil, ocipull.Describe(ctx, ref+" (push the manifest)", err)
 		}
-		res.Arches = []string{info.Arch}
-		return res, nil
+		res.Arches = []string{imgs[0].info.Arch}
+		written()
+		return res, readBack(ctx, repo, ref, tag, imgs[0].man.Digest)
 	}
-	if err := repo.Push(ctx, mdesc, bytes.NewReader(mb)); err != nil {
-		return nil, ocipull.Describe(ctx, ref+" (push the manifest)", err)
+	for _, img := range imgs {
+		if err := repo.Push(ctx, img.man, bytes.NewReader(img.body)); err != nil {
+			return nil, ocipull.Describe(ctx, ref+" (push the manifest of "+img.path+")", err)
+		}
+		entry := img.man
+		entry.ArtifactType = ocipull.ArtifactType
+		p := ocipull.Platform(img.info.Arch)
+		entry.Platform = &p
+		entry.Annotations = map[string]string{ocipull.AnnotationArch: img.info.Arch, ocipull.AnnotationVersion: img.info.Version}
+		entries = append(entries, entry)
 	}
-	entry := mdesc
-	entry.ArtifactType = ocipull.ArtifactType
-	p := ocipull.Platform(info.Arch)
-	entry.Platform = &p
-	entry.Annotations = map[string]string{ocipull.AnnotationArch: info.Arch, ocipull.AnnotationVersion: info.Version}
 	idx := ocispec.Index{
 		Versioned:    specs.Versioned{SchemaVersion: 2},
 		MediaType:    ocispec.MediaTypeImageIndex,
 		ArtifactType: ocipull.ArtifactType,
-		Manifests:    append(entries, entry),
-		Annotations:  map[string]string{ocipull.AnnotationName: info.Name},
+		Manifests:    entries,
+		Annotations:  map[string]string{ocipull.AnnotationName: imgs[0].info.Name},
 	}
 	ib, err := json.Marshal(idx)
 	if err != nil {
@@ -164,7 +187,57 @@ func Push(ctx context.Context, image, ref string, o Options) (*Result, error) {
 	}
 	res.Index = idesc.Digest
 	res.Arches = ocipull.Arches(&idx)
-	return res, nil
+	written()
+	return res, readBack(ctx, repo, ref, tag, idesc.Digest)
+}
+
+// Tests' seams for another push landing at the two moments that matter:
+// after the uploads, before the tag is read again (uploaded), and between
+// writing the tag and reading it back (written).
+var uploaded, written = func() {}, func() {}
+
+// upload pushes img's layer and config blobs and makes its manifest.
+func upload(ctx context.Context, repo *remote.Repository, img *image) error {
+	if err := pushBlob(ctx, repo, img.layer, func() (io.ReadCloser, error) { return os.Open(img.path) }); err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+	cb, _ := json.Marshal(img.info)
+	config := content.NewDescriptorFromBytes(ocipull.ConfigMediaType, cb)
+	if err := pushBlob(ctx, repo, config, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(cb)), nil }); err != nil {
+		return fmt.Errorf("upload the config: %w", err)
+	}
+	m := ocispec.Manifest{
+		Versioned:    specs.Versioned{SchemaVersion: 2},
+		MediaType:    ocispec.MediaTypeImageManifest,
+		ArtifactType: ocipull.ArtifactType,
+		Config:       config,
+		Layers:       []ocispec.Descriptor{img.layer},
+		Annotations: map[string]string{
+			ocispec.AnnotationTitle:    filepath.Base(img.path),
+			ocipull.AnnotationName:     img.info.Name,
+			ocipull.AnnotationVersion:  img.info.Version,
+			ocipull.AnnotationArch:     img.info.Arch,
+			ocipull.AnnotationRootHash: img.info.RootHash,
+		},
+	}
+	var err error
+	if img.body, err = json.Marshal(m); err != nil {
+		return err
+	}
+	img.man = content.NewDescriptorFromBytes(ocispec.MediaTypeImageManifest, img.body)
+	return nil
+}
+
+// readBack checks that the tag still names want after it was written.
+func readBack(ctx context.Context, repo *remote.Repository, ref, tag string, want digest.Digest) error {
+	desc, err := repo.Resolve(ctx, tag)
+	if err != nil {
+		return ocipull.Describe(ctx, ref+" (read the tag back)", err)
+	}
+	if desc.Digest != want {
+		return fmt.Errorf("%s: another push rewrote the tag while this one wrote it (it names %s, not %s): this push's arches may be missing from it; push again, and push all arches of a tag in one command (cimg-build push A.cimg B.cimg REF)", ref, desc.Digest, want)
+	}
+	return nil
 }
 
 // describeImage reads what the annotations say from the image, after

@@ -38,7 +38,7 @@ Usage:
   cimg-build verify [--key PUB]... IMAGE       check hash tree and signatures
   cimg-build keygen NAME                       write NAME.key and NAME.pub
   cimg-build sign --key KEY [-o OUT] IMAGE     add a signature
-  cimg-build push [--ca F] [--creds U:P] IMAGE REGISTRY/REPO:TAG
+  cimg-build push [--ca F] [--creds U:P] IMAGE... REGISTRY/REPO:TAG
                                                publish to an OCI registry (arches merge into an index)
   cimg-build help                              this text
 
@@ -342,21 +342,26 @@ func cmdPush(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() != 2 {
-		return errors.New("usage: cimg-build push [--ca FILE] [--creds USER:PASS] [--registry-config FILE] IMAGE REGISTRY/REPO:TAG")
+	if fs.NArg() < 2 {
+		return errors.New("usage: cimg-build push [--ca FILE] [--creds USER:PASS] [--registry-config FILE] IMAGE... REGISTRY/REPO:TAG (several images: one per arch, one index)")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res, err := push.Push(ctx, fs.Arg(0), strings.TrimPrefix(fs.Arg(1), "oci://"), o)
+	args = fs.Args()
+	res, err := push.Push(ctx, args[:len(args)-1], strings.TrimPrefix(args[len(args)-1], "oci://"), o)
 	if err != nil {
 		return err
 	}
 	// The digest on stdout alone, for scripts (oci://REF@DIGEST pins it).
 	fmt.Println(res.Tagged())
+	ms := make([]string, len(res.Manifests))
+	for i, m := range res.Manifests {
+		ms[i] = m.String()
+	}
 	if res.Index != "" {
-		fmt.Fprintf(os.Stderr, "pushed %s: manifest %s; the tag is an index of %s\n", res.Ref, res.Manifest, strings.Join(res.Arches, ", "))
+		fmt.Fprintf(os.Stderr, "pushed %s: manifest %s; the tag is an index of %s\n", res.Ref, strings.Join(ms, ", "), strings.Join(res.Arches, ", "))
 	} else {
-		fmt.Fprintf(os.Stderr, "pushed %s: manifest %s (%s)\n", res.Ref, res.Manifest, strings.Join(res.Arches, ", "))
+		fmt.Fprintf(os.Stderr, "pushed %s: manifest %s (%s)\n", res.Ref, ms[0], strings.Join(res.Arches, ", "))
 	}
 	return nil
 }
