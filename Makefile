@@ -18,7 +18,7 @@ BENCH_DEPS := skopeo:skopeo python3:python3 mksquashfs:squashfs-tools unsquashfs
 	/usr/bin/time:time crun:crun runc:runc umoci:umoci debootstrap:debootstrap gnuplot:gnuplot-nox zstd:zstd \
 	docker-registry:docker-registry openssl:openssl
 
-.PHONY: all build cross demo test test-short fuzz bench bench-build clean deps-test seccomp
+.PHONY: all build cross demo test test-short fuzz bench bench-build clean deps-test seccomp yocto-check
 
 all: build
 
@@ -106,6 +106,13 @@ bench: build
 bench-build: build
 	@scripts/deps.sh $(BENCH_DEPS)
 	scripts/bench-build.sh
+
+# The Yocto layer (yocto/meta-cimg) checked with real bitbake and
+# openembedded-core, offline: make yocto-check OECORE=DIR BITBAKE=DIR
+# (trees of oe-core wrynose and bitbake 2.18; run as root, bitbake runs
+# as an unprivileged user).
+yocto-check:
+	scripts/yocto-check.sh "$(OECORE)" "$(BITBAKE)"
 
 clean:
 	rm -rf bin

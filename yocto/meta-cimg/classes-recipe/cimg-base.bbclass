@@ -24,8 +24,8 @@
 #
 # Words are split on spaces: an argument with spaces needs a cimg.toml.
 
-CIMG_NAME ?= "${PN}"
-CIMG_VERSION ?= "${PV}"
+CIMG_NAME ??= "${PN}"
+CIMG_VERSION ??= "${PV}"
 CIMG_COMMAND ??= ""
 CIMG_ARGS ?= ""
 CIMG_ENV ?= ""
@@ -39,7 +39,7 @@ CIMG_INIT ?= ""
 CIMG_MANIFEST_EXTRA ?= ""
 
 # The manifest given in SRC_URI, if any (else the class writes one).
-CIMG_MANIFEST ?= "${@cimg_manifest_from_src_uri(d)}"
+CIMG_MANIFEST ??= "${@cimg_manifest_from_src_uri(d)}"
 
 # Build flags: compression (zstd, xz, gzip, lz4) and anything else for
 # cimg-build (see cimg-build --help).

@@ -18,7 +18,6 @@ inherit cimg-base
 CIMG_NAME ?= "${IMAGE_BASENAME}"
 CIMG_VERSION ?= "${@d.getVar('DISTRO_VERSION') or d.getVar('PV')}"
 CIMG_COMMAND ?= "/bin/sh"
-CIMG_MANIFEST ?= ""
 
 IMAGE_TYPES += "cimg"
 

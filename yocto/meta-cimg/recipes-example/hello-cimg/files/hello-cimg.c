@@ -12,7 +12,7 @@ int main(int argc, char **argv)
 	const char *every = getenv("HELLO_EVERY");
 	int n = every ? atoi(every) : 0;
 
-	printf("hello, %s (sqrt(2) = %.4f)\n", who, sqrt((double)argc + 1));
+	printf("hello, %s (sqrt(%d) = %.4f)\n", who, argc + 1, sqrt((double)argc + 1));
 	fflush(stdout);
 	for (int i = 1; n > 0; i++) {
 		sleep((unsigned)n);
