@@ -38,7 +38,13 @@ type forkPlan struct {
 
 	procMounts []rawMount // /proc, then its read-only and masked paths
 
-	noPdeathsig bool // the app outlives the launcher (handed to systemd)
+	noPdeathsig bool // the app outlives the launcher (handed to systemd, or cimg-oci's create)
+	noCgroupNS  bool // stay in the launcher's cgroup namespace (an OCI config without one)
+	// fifoPath, when set, names (/proc/self/fd/N) an O_PATH fd of
+	// cimg-oci's exec fifo: the child reports stepFifo, then blocks
+	// opening it for writing until `start` opens it for reading, and only
+	// then goes on to drop privileges and execve.
+	fifoPath *byte
 
 	// exec into a running instance (join.go) instead of a launch:
 	join  []int   // namespace fds to setns, in order; then no cgroup namespace of its own
@@ -94,6 +100,7 @@ const (
 	stepRlimit
 	stepUserNS
 	stepIDMap
+	stepFifo
 	stepSeccomp
 	stepBounding
 	stepKeepCaps
@@ -111,7 +118,7 @@ var stepNames = map[uint32]string{
 	stepPdeathsig: "set the parent-death signal", stepSync: "wait for the cgroup join",
 	stepCgroupNS: "unshare the cgroup namespace", stepJoin: "join the instance's namespaces", stepChdir: "chdir to the working directory",
 	stepTTY: "take the terminal", stepProc: "mount /proc", stepCloseFDs: "close inherited fds",
-	stepRlimit: "setrlimit", stepUserNS: "unshare the user namespace", stepIDMap: "wait for the id maps", stepSeccomp: "load the seccomp filter", stepBounding: "drop capabilities from the bounding set",
+	stepRlimit: "setrlimit", stepUserNS: "unshare the user namespace", stepIDMap: "wait for the id maps", stepFifo: "wait for start on the exec fifo", stepSeccomp: "load the seccomp filter", stepBounding: "drop capabilities from the bounding set",
 	stepKeepCaps: "PR_SET_KEEPCAPS", stepSetgroups: "setgroups", stepSetgid: "setgid", stepSetuid: "setuid", stepRearm: "re-arm the parent-death signal",
 	stepCapset: "capset", stepAmbient: "set ambient capabilities", stepNoNewPrivs: "set no_new_privs", stepExec: "execve",
 }
@@ -179,7 +186,7 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 	// own cgroup as /. A process exec'd into a running instance joins the
 	// instance's namespaces instead (the user namespace last: the others
 	// belong to the host's, where only the host's root may join them).
-	if len(p.join) == 0 {
+	if len(p.join) == 0 && !p.noCgroupNS {
 		step = stepCgroupNS
 		if _, _, err1 = syscall.RawSyscall(unix.SYS_UNSHARE, unix.CLONE_NEWCGROUP, 0, 0); err1 != 0 {
 			goto fail
@@ -255,6 +262,24 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 			goto exit
 		}
 	}
+	// cimg-oci's create ends here: the parent hears we are ready, and
+	// returns; the open below blocks until `start` opens the fifo's other
+	// end. Reopened through /proc (ours now), as the fd is only a path.
+	if p.fifoPath != nil {
+		step = stepFifo
+		report.step, report.errno = stepFifo, 0
+		if _, _, err1 = syscall.RawSyscall(unix.SYS_WRITE, uintptr(p.errW), uintptr(unsafe.Pointer(&report)), unsafe.Sizeof(report)); err1 != 0 {
+			goto fail
+		}
+		if n, _, err1 = syscall.RawSyscall6(unix.SYS_OPENAT, ^uintptr(-unix.AT_FDCWD-1) /* AT_FDCWD */, uintptr(unsafe.Pointer(p.fifoPath)), unix.O_WRONLY|unix.O_CLOEXEC, 0, 0, 0); err1 != 0 {
+			goto fail
+		}
+		buf[0] = 0
+		if _, _, err1 = syscall.RawSyscall(unix.SYS_WRITE, n, uintptr(unsafe.Pointer(&buf[0])), 1); err1 != 0 {
+			goto fail
+		}
+		syscall.RawSyscall(unix.SYS_CLOSE, n, 0, 0)
+	}
 	// Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, which
 	// is about to go: then the filter goes in now (it lets through every
 	// call made from here to execve). With it, as late as possible.
@@ -305,8 +330,10 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 		}
 	}
 	poll.Fd, poll.Events = int32(p.syncR), unix.POLLIN
-	if n, _, err1 = syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&poll)), 1, uintptr(unsafe.Pointer(&noWait)), 0, 0, 0); err1 == 0 && n == 1 && poll.Revents&unix.POLLHUP != 0 {
-		goto exit
+	if !p.noPdeathsig {
+		if n, _, err1 = syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&poll)), 1, uintptr(unsafe.Pointer(&noWait)), 0, 0, 0); err1 == 0 && n == 1 && poll.Revents&unix.POLLHUP != 0 {
+			goto exit
+		}
 	}
 	step = stepCapset
 	if _, _, err1 = syscall.RawSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&p.capHdr)), uintptr(unsafe.Pointer(&p.capData[0])), 0); err1 != 0 {

@@ -41,6 +41,9 @@ type Plan struct {
 	Volumes    []Volume    // host directories the mounts use, made first
 	Init       bool        // exec the sealed init in front of the app
 	UserNS     *IDMap      // a private user namespace with this mapping, or nil
+	// Sysctl is written by the launch thread once in its namespaces
+	// (cimg-oci: the config's linux.sysctl, namespaced keys only).
+	Sysctl map[string]string `json:",omitempty"`
 
 	StateDir string
 	Image    string // the image's squashfs: a cache mount, or (PrivateMount) empty
@@ -91,6 +94,11 @@ const (
 	KindMaskFile = "mask-file" // /dev/null bound over Target
 	KindMaskDir  = "mask-dir"  // an empty read-only tmpfs over Target
 	KindNotify   = "notify"    // the systemd unit's notify socket (Source) bound at NotifyPath
+	// cimg-oci's (oci.go): a config's root, mounts and device nodes.
+	KindRootfs   = "rootfs"    // the host directory Source bound as /
+	KindOCI      = "oci"       // a config mount: FSType, Source, Flags, Data, then Propagation
+	KindDevice   = "device"    // a linux.devices node, Data "c|b|p major minor mode uid gid"
+	KindRootfsRO = "rootfs-ro" // root.readonly: / made read-only once all is mounted
 )
 
 // MountSpec is one step of building the app's filesystem.
@@ -103,6 +111,9 @@ type MountSpec struct {
 	Data      string
 	Recursive bool // the flags apply to every submount too
 	Optional  bool // a Target the kernel may not have (masked /proc paths)
+
+	FSType      string  `json:",omitempty"` // KindOCI: the filesystem type; "" for a bind
+	Propagation uintptr `json:",omitempty"` // KindOCI: MS_SHARED/SLAVE/PRIVATE/UNBINDABLE (|MS_REC), set last
 }
 
 var flagWords = []struct {

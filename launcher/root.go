@@ -63,6 +63,9 @@ func enterRoot(p *Plan, image *os.File, volumes string) error {
 			return err
 		}
 	}
+	if err := writeSysctls(p.Sysctl); err != nil { // ocimount.go
+		return err
+	}
 	// Switch root and drop the old one, so no host path stays reachable.
 	if err := pivot(root); err != nil {
 		return err
@@ -92,6 +95,9 @@ type builder struct {
 func (b *builder) mount(i int, m MountSpec) error {
 	if m.Kind == KindImage {
 		return b.mountImage(m)
+	}
+	if m.Kind == KindRootfs || m.Kind == KindOCI || m.Kind == KindDevice || m.Kind == KindRootfsRO {
+		return b.ociMount(m) // ocimount.go
 	}
 	target, err := b.open(m.Target, unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil {
@@ -179,15 +185,8 @@ func (b *builder) setFlags(m MountSpec) error {
 		return err
 	}
 	defer t.Close()
-	attr := &unix.MountAttr{}
-	for _, f := range []struct {
-		ms   uintptr
-		attr uint64
-	}{{unix.MS_RDONLY, unix.MOUNT_ATTR_RDONLY}, {unix.MS_NOSUID, unix.MOUNT_ATTR_NOSUID}, {unix.MS_NODEV, unix.MOUNT_ATTR_NODEV}, {unix.MS_NOEXEC, unix.MOUNT_ATTR_NOEXEC}} {
-		if m.Flags&f.ms != 0 {
-			attr.Attr_set |= f.attr
-		}
-	}
+	// Only the four flags the plan uses reach it (ocimount.go).
+	attr := mountAttr(m.Flags & (unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC))
 	flags := unix.AT_EMPTY_PATH
 	if m.Recursive {
 		flags |= unix.AT_RECURSIVE

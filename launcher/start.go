@@ -325,6 +325,9 @@ func (l *launch) releaseChild(pid int, join []*os.File) error {
 		if n, _ := readFull(l.errp[0], buf); n == 0 {
 			return nil
 		}
+		if report.step == stepFifo && report.errno == 0 {
+			return nil // cimg-oci create: waiting for start
+		}
 		if report.step != stepIDMap || report.errno != 0 {
 			return report
 		}

@@ -412,26 +412,11 @@ func kill(args []string) (int, error) {
 		*sigFlag = pos[1]
 	}
 	if *sigFlag != "" {
-		if sig, err = parseSignal(*sigFlag); err != nil {
+		if sig, err = launcher.ParseSignal(*sigFlag); err != nil {
 			return 2, err
 		}
 	}
 	return 0, instance.Kill(*state, pos[0], sig)
-}
-
-// parseSignal reads TERM, SIGTERM or 15.
-func parseSignal(s string) (syscall.Signal, error) {
-	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
-		return syscall.Signal(n), nil
-	}
-	name := strings.ToUpper(s)
-	if !strings.HasPrefix(name, "SIG") {
-		name = "SIG" + name
-	}
-	if sig := unix.SignalNum(name); sig != 0 {
-		return sig, nil
-	}
-	return 0, fmt.Errorf("signal %q: give a name (TERM, SIGHUP) or a number", s)
 }
 
 func inspect(args []string) (int, error) {

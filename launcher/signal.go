@@ -1,0 +1,65 @@
+package launcher
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ParseSignal reads TERM, SIGTERM or 15 (cimg-run stop/kill, cimg-oci
+// kill).
+func ParseSignal(s string) (syscall.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
+		return syscall.Signal(n), nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("signal %q: give a name (TERM, SIGHUP) or a number", s)
+}
+
+// RelaySignals takes the signals a foreground caller passes on to its
+// child (WaitRelay): asked for before the child exists, so none is lost.
+func RelaySignals() chan os.Signal {
+	c := make(chan os.Signal, 16)
+	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
+	return c
+}
+
+// WaitRelay waits for the child pid, passing sigs on to it, and returns
+// its exit status, 128+N for signal N.
+func WaitRelay(pid int, sigs chan os.Signal) int {
+	done := make(chan int, 1)
+	go func() {
+		var ws unix.WaitStatus
+		for {
+			if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
+				break
+			}
+		}
+		if ws.Signaled() {
+			done <- 128 + int(ws.Signal())
+		} else {
+			done <- ws.ExitStatus()
+		}
+	}()
+	for {
+		select {
+		case s := <-sigs:
+			if sig, ok := s.(syscall.Signal); ok {
+				unix.Kill(pid, sig)
+			}
+		case code := <-done:
+			return code
+		}
+	}
+}
