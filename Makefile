@@ -6,14 +6,14 @@ export CGO_ENABLED := 0
 GO ?= go
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w"
 
-TOOLS := bin/cimg-build bin/cimg-run bin/cimg-fetch
+TOOLS := bin/cimg-build bin/cimg-run bin/cimg-fetch bin/cimg-oci
 TEST_DEPS := mksquashfs:squashfs-tools unsquashfs:squashfs-tools veritysetup:cryptsetup-bin \
 	gcc:gcc curl:curl sqlite3:sqlite3 python3.11:python3.11 \
 	arm-linux-gnueabihf-gcc:crossbuild-essential-armhf aarch64-linux-gnu-gcc:crossbuild-essential-arm64 \
 	qemu-arm-static:qemu-user-static update-binfmts:binfmt-support \
 	qemu-system-x86_64:qemu-system-x86 dpkg:busybox-static setcap:libcap2-bin \
 	systemd-nspawn:systemd-container debootstrap:debootstrap tmux:tmux \
-	docker-registry:docker-registry /usr/bin/time:time
+	docker-registry:docker-registry /usr/bin/time:time podman:podman conmon:conmon script:bsdutils
 BENCH_DEPS := skopeo:skopeo python3:python3 mksquashfs:squashfs-tools unsquashfs:squashfs-tools gcc:gcc curl:curl python3.11:python3.11 \
 	/usr/bin/time:time crun:crun runc:runc umoci:umoci debootstrap:debootstrap gnuplot:gnuplot-nox zstd:zstd \
 	docker-registry:docker-registry openssl:openssl

@@ -3,6 +3,7 @@ package launcher
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -30,6 +31,7 @@ type OCIContainer struct {
 	ID       string
 	Spec     *specs.Spec
 	Rootfs   string         // absolute host directory: root.path, or a .cimg mounted from the cache
+	Bundle   string         // relative bind sources are below it
 	StateDir string         // the container's state directory; its root is assembled on StateDir/root
 	Fifo     string         // the exec fifo the child waits on until start
 	Console  *os.File       // connected --console-socket, when process.terminal
@@ -180,7 +182,11 @@ func ociPlan(c *OCIContainer) (*Plan, *ociExtra, error) {
 	if err := ociProcess(p, x, s.Process, s, c.Rootfs); err != nil {
 		return nil, nil, err
 	}
-	if err := ociMounts(p, s, c.Rootfs, filepath.Dir(c.Rootfs)); err != nil {
+	var dirs map[string]string
+	if c.Cgroup != nil {
+		dirs = c.Cgroup.Dirs
+	}
+	if err := ociMounts(p, s, c.Rootfs, c.Bundle, dirs); err != nil {
 		return nil, nil, err
 	}
 	return p, x, nil
@@ -331,7 +337,7 @@ var ociPropagation = map[string]uintptr{
 
 // ociMounts plans the root, the config's mounts in order, its devices,
 // and /proc with the masked and read-only paths.
-func ociMounts(p *Plan, s *specs.Spec, rootfs, bundle string) error {
+func ociMounts(p *Plan, s *specs.Spec, rootfs, bundle string, cgroupDirs map[string]string) error {
 	p.Mounts = []MountSpec{{Kind: KindRootfs, Source: rootfs, Target: "/"}}
 	var proc *MountSpec
 	for i, m := range s.Mounts {
@@ -387,11 +393,19 @@ func ociMounts(p *Plan, s *specs.Spec, rootfs, bundle string) error {
 		case ms.Target == "/proc" || strings.HasPrefix(ms.Target, "/proc/"):
 			return fmt.Errorf("mounts[%d]: %s is under /proc, which the container's process mounts after these: not supported by cimg-oci", i, ms.Target)
 		case m.Type == "cgroup" || m.Type == "cgroup2":
-			// The host's cgroup tree as is, read-only: the container's
-			// own cgroup is found through /proc/self/cgroup in it. (runc
-			// binds only the container's subtrees; left for later.)
-			ms.Source, ms.FSType, ms.Data = "/sys/fs/cgroup", "", ""
-			ms.Flags |= unix.MS_BIND | unix.MS_REC | unix.MS_RDONLY
+			// The container's own cgroups, as runc gives them on a v1
+			// host: a tmpfs with each controller's directory of this
+			// container bound read-only at its name. The host's tree
+			// stays out of sight.
+			flags := ms.Flags | unix.MS_RDONLY
+			p.Mounts = append(p.Mounts, MountSpec{Kind: KindOCI, Source: "tmpfs", FSType: "tmpfs", Target: ms.Target,
+				Flags: ms.Flags &^ unix.MS_RDONLY, Data: "mode=755,size=4k"})
+			for _, c := range slices.Sorted(maps.Keys(cgroupDirs)) {
+				p.Mounts = append(p.Mounts, MountSpec{Kind: KindOCI, Source: cgroupDirs[c], Target: path.Join(ms.Target, c),
+					Flags: flags | unix.MS_BIND})
+			}
+			p.Mounts = append(p.Mounts, MountSpec{Kind: KindOCI, Source: "", Target: ms.Target, Flags: flags | unix.MS_BIND | unix.MS_REMOUNT})
+			continue
 		}
 		p.Mounts = append(p.Mounts, ms)
 	}
@@ -554,6 +568,12 @@ func (l *launch) ociSpawn(c *OCIContainer, p *Plan, x *ociExtra, joins []*os.Fil
 	}
 	if err := enterRoot(p, nil, ""); err != nil {
 		return 0, fmt.Errorf("build the container's root: %w", err)
+	}
+	// The command must be there now, as runc checks before it waits for
+	// start: a failed execve after start would only be an exit status
+	// (callers map these errors to 127 and 126).
+	if err := unix.Access(p.Argv[0], unix.X_OK); err != nil {
+		return 0, fmt.Errorf("exec: %q: %w", p.Argv[0], err)
 	}
 	if s := c.Spec.Process; s.Terminal {
 		if c.Console == nil {

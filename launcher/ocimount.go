@@ -37,6 +37,10 @@ func (b *builder) ociMount(m MountSpec) error {
 	case KindDevice:
 		return b.device(m)
 	}
+	if m.Flags&unix.MS_REMOUNT != 0 {
+		// Flags for what is mounted at Target already.
+		return b.remountFlags(m.Target, m.Flags&^(unix.MS_BIND|unix.MS_REMOUNT), false)
+	}
 	bind := m.Flags&unix.MS_BIND != 0
 	var src *os.File
 	dir := true

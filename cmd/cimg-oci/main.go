@@ -220,7 +220,7 @@ func create(id string, c *createFlags) (*state, error) {
 		}
 		defer console.Close()
 	}
-	pid, err := launcher.OCICreate(&launcher.OCIContainer{ID: id, Spec: spec, Rootfs: rootfs, StateDir: dir,
+	pid, err := launcher.OCICreate(&launcher.OCIContainer{ID: id, Spec: spec, Rootfs: rootfs, Bundle: bundle, StateDir: dir,
 		Fifo: filepath.Join(dir, fifoName), Console: console, Cgroup: cg})
 	if err != nil {
 		return nil, err
