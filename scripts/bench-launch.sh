@@ -12,8 +12,9 @@
 # runs in a private mount namespace in which the hugetlb-only cgroup2
 # mount at /sys/fs/cgroup/unified is detached — for every tool alike.
 #
-# Output: bench/results/launch.csv (app/cache,tool,run,ms,maxrss_kib) and
-# bench/results/memory.csv (tool,rss_anon_kib of the waiting launcher).
+# Output: bench/results/launch.csv (app/cache,tool,run,ms,maxrss_kib),
+# launch-load.csv (app/cache,load_before,load_after: /proc/loadavg around
+# each cell) and memory.csv (tool,rss_anon_kib of the waiting launcher).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${CIMG_BENCH_NS:-}" != 1 ]; then
@@ -21,6 +22,7 @@ if [ "${CIMG_BENCH_NS:-}" != 1 ]; then
 fi
 umount -l /sys/fs/cgroup/unified 2>/dev/null || true
 RUNS=${RUNS:-30}
+PAIRS=${PAIRS:-100}
 W=${WORK:-/tmp/cimg-bench-launch}
 rm -rf "$W" && mkdir -p "$W/hello" bench/results
 # cimg-run's own state directory (mount cache), not the host's /run/cimg.
@@ -68,7 +70,8 @@ if [ -n "${BASELINE:-}" ]; then
 fi
 
 csv=bench/results/launch.csv
-rm -f "$csv"
+load=bench/results/launch-load.csv
+rm -f "$csv" "$load"
 crun delete -f bench-crun >/dev/null 2>&1 || true
 runc delete -f bench-runc >/dev/null 2>&1 || true
 for app in hello curl; do
@@ -79,7 +82,7 @@ for app in hello curl; do
 		[ $app = curl ] && bare="/usr/bin/curl --version"
 		echo "launch: $app, $cache" >&2
 		[ -n "${BASELINE:-}" ] && base=("cimg-run baseline=$BASELINE --state-dir $W/state-baseline $W/$app.cimg")
-		"$W/launchbench" -n "$RUNS" $flag -label "$app/$cache" -csv "$csv" \
+		"$W/launchbench" -n "$PAIRS" $flag -label "$app/$cache" -csv "$csv" -load "$load" -ref crun \
 			"bare-exec=$bare" \
 			"cimg-run=$CIMG_RUN $W/$app.cimg" \
 			"cimg-run --private-mount=$CIMG_RUN --private-mount $W/$app.cimg" \

@@ -6,8 +6,14 @@
 # sleeping command (run that first), in
 # the same kind of private mount namespace (crun and hybrid cgroups).
 #
-# Output: bench/results/scale.csv (tool,n,instance,start_ms) and
-# bench/results/scale-mem.csv (tool,n,total_pss_kib,launchers_rss_anon_kib).
+# SCALE_ROUNDS (default 10) rounds per N, cimg-run then crun in each: a
+# round is a pair, and the report judges the N = 50 goals (median start ≤ 0.9×
+# crun's, launchers' memory ≤ crun's) on the 95 % bootstrap interval of
+# the per-round ratios (bench/stats).
+#
+# Output: bench/results/scale.csv (tool,n,instance,start_ms,round),
+# bench/results/scale-mem.csv (tool,n,total_pss_kib,launchers_rss_anon_kib,
+# round) and scale-load.csv (n,load_before,load_after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${CIMG_BENCH_NS:-}" != 1 ]; then
@@ -15,16 +21,21 @@ if [ "${CIMG_BENCH_NS:-}" != 1 ]; then
 fi
 umount -l /sys/fs/cgroup/unified 2>/dev/null || true
 W=${WORK:-/tmp/cimg-bench-launch}
+SCALE_ROUNDS=${SCALE_ROUNDS:-10}
 [ -f "$W/hello.cimg" ] || { echo "bench-scale: run scripts/bench-launch.sh first" >&2; exit 1; }
 go build -o "$W/scalebench" ./bench/scalebench
-rm -f bench/results/scale.csv bench/results/scale-mem.csv
+rm -f bench/results/scale.csv bench/results/scale-mem.csv bench/results/scale-load.csv
 for n in 1 10 50; do
-	echo "scale: $n instances" >&2
-	"$W/scalebench" -tool cimg-run -n $n -csv bench/results/scale.csv -mem bench/results/scale-mem.csv \
-		-stop 'kill -TERM {pid}' -- bin/cimg-run --state-dir "$W/state" --stop-timeout 100ms "$W/hello.cimg" -- sleep
-	sleep 1
-	"$W/scalebench" -tool crun -n $n -csv bench/results/scale.csv -mem bench/results/scale-mem.csv \
-		-stop 'crun kill scale-{i} KILL' -- crun run -b "$W/hello-bundle" scale-{i}
-	for i in $(seq 0 $((n - 1))); do crun delete -f scale-$i >/dev/null 2>&1 || true; done
-	sleep 1
+	load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+	for round in $(seq 1 "$SCALE_ROUNDS"); do
+		echo "scale: $n instances, round $round" >&2
+		"$W/scalebench" -tool cimg-run -n $n -round "$round" -csv bench/results/scale.csv -mem bench/results/scale-mem.csv \
+			-stop 'kill -TERM {pid}' -- bin/cimg-run --state-dir "$W/state" --stop-timeout 100ms "$W/hello.cimg" -- sleep
+		sleep 1
+		"$W/scalebench" -tool crun -n $n -round "$round" -csv bench/results/scale.csv -mem bench/results/scale-mem.csv \
+			-stop 'crun kill scale-{i} KILL' -- crun run -b "$W/hello-bundle" scale-{i}
+		for i in $(seq 0 $((n - 1))); do crun delete -f scale-$i >/dev/null 2>&1 || true; done
+		sleep 1
+	done
+	echo "$n,$load_before,$(cut -d' ' -f1-3 /proc/loadavg)" >>bench/results/scale-load.csv
 done

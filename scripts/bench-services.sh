@@ -4,7 +4,9 @@
 #   exec  cimg-run exec NAME -- /hello into a detached instance, against
 #         crun exec / runc exec CTR /hello into a container of the same
 #         tree started with crun run -d / runc run -d; runs alternate
-#         between tools (bench/launchbench), RUNS timed runs each.
+#         between tools (bench/launchbench), PAIRS (default 100) timed
+#         rounds: the report judges the goal on the 95 % bootstrap
+#         interval of cimg-run's time over crun's, pair by pair.
 #   ps    cimg-run ps and ps --json with 50 detached instances in the
 #         state directory, RUNS timed runs each (alternating).
 #   supervisors  /proc/PID/smaps_rollup of each of the 50 supervisors
@@ -27,11 +29,13 @@
 # runtime_processes) and services-meta.csv (key,value).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-common.sh
 if [ "${CIMG_BENCH_NS:-}" != 1 ]; then
 	exec unshare --mount --propagation private env CIMG_BENCH_NS=1 "$0" "$@"
 fi
 umount -l /sys/fs/cgroup/unified 2>/dev/null || true
 RUNS=${RUNS:-30}
+PAIRS=${PAIRS:-100}
 N=${INSTANCES:-50}
 # Not WORK: bench-launch.sh empties that one, and bench-scale.sh reads it.
 W=${SERVICES_WORK:-/tmp/cimg-bench-services}
@@ -116,21 +120,7 @@ cleanup() {
 	for c in /sys/fs/cgroup/*/$CTR_CRUN /sys/fs/cgroup/*/$CTR_RUNC; do
 		[ -e "$c" ] && { echo "bench-services: cgroup $c is still there" >&2; left=1; }
 	done
-	if grep -F " $W" /proc/self/mountinfo >&2; then
-		echo "bench-services: mounts under $W are still there" >&2
-		left=1
-	fi
-	if [ -n "$(losetup -j "$W/hello.cimg" 2>/dev/null)" ]; then
-		losetup -j "$W/hello.cimg" >&2
-		echo "bench-services: loop devices of $W/hello.cimg are still there" >&2
-		left=1
-	fi
-	if [ $left = 0 ]; then
-		rm -rf "$W"
-	else
-		echo "bench-services: left $W in place" >&2
-	fi
-	return $left
+	finish_work bench-services "$W" $left "$W/hello.cimg"
 }
 trap 'cleanup || exit 1' EXIT
 
@@ -166,7 +156,7 @@ runc state $CTR_RUNC >"$W/runc.json"
 	resident runc "$(jsonkey "$W/runc.json" pid)"
 } >$r/resident.csv
 rm -f $r/exec.csv
-"$W/launchbench" -n "$RUNS" -label exec -csv $r/exec.csv \
+"$W/launchbench" -n "$PAIRS" -label exec -csv $r/exec.csv -ref crun \
 	"cimg-run=$CIMG exec --state-dir $W/state-exec exec -- /hello" \
 	"crun=crun exec $CTR_CRUN /hello" \
 	"runc=runc exec $CTR_RUNC /hello"
@@ -212,6 +202,7 @@ echo "services: supervisors' memory" >&2
 	echo "load before,$load_before"
 	echo "load after,$(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "runs,$RUNS"
+	echo "exec pairs,$PAIRS"
 	echo "instances,$N"
 } >$r/services-meta.csv
 echo "services: stopping" >&2

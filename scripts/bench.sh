@@ -2,10 +2,17 @@
 # make bench: every benchmark, then BENCHMARKS.md with tables and charts.
 # Raw results go to bench/results/*.csv; bench/report writes the markdown
 # and the PNGs from them. RUNS (default 30) sets the runs per latency cell,
-# BUILD_RUNS (default 3) the runs per build-time cell.
+# PAIRS (default 100) the alternating pairs of each cell whose goal is a
+# ratio to a peer (launch, exec, throttled cold start; judged on the 95 %
+# bootstrap interval of the pair-by-pair ratio), SCALE_ROUNDS (default
+# 10) the rounds of the scale benchmark, BUILD_RUNS (default 3) the runs per
+# build-time cell. Any script failing stops make bench (set -e), so no
+# section is left silently stale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUNS=${RUNS:-30}
+export PAIRS=${PAIRS:-100}
+export SCALE_ROUNDS=${SCALE_ROUNDS:-10}
 r=bench/results
 mkdir -p $r
 first() { "$@" 2>&1 | head -1 | tr ',' ';'; }
@@ -24,9 +31,12 @@ first() { "$@" 2>&1 | head -1 | tr ',' ';'; }
 	echo "skopeo,$(first skopeo --version)"
 	echo "mksquashfs,$(first mksquashfs -version)"
 	echo "runs per cell,$RUNS"
+	echo "pairs per ratio cell,$PAIRS"
+	echo "scale rounds,$SCALE_ROUNDS"
 } >$r/machine.tmp
 scripts/bench-launch.sh
-scripts/bench-scale.sh
+scripts/bench-scale.sh # after bench-launch.sh: it uses its image and bundle
+scripts/bench-cold.sh
 scripts/bench-services.sh
 scripts/bench-store.sh
 scripts/bench-size.sh

@@ -5,7 +5,14 @@
 // maxrss is the peak RSS of the command and the processes it reaped
 // (getrusage of the waited-for child), in KiB.
 //
-// Usage: launchbench -n 30 -label hello/warm -csv out.csv 'tool=cmd arg...' ...
+// Run i of every command is one round, so the runs of two commands pair up
+// by run number: the report takes their ratio pair by pair (bench/stats).
+// -load appends label,load_before,load_after (/proc/loadavg's three
+// averages) for the cell, so a noisy cell can be told from a slow tool.
+// With -ref, a summary of each command's paired ratio to that one, with its
+// 95 % bootstrap interval, goes to stderr (the report recomputes it).
+//
+// Usage: launchbench -n 100 -label hello/warm -csv out.csv [-load load.csv] [-ref crun] 'tool=cmd arg...' ...
 package main
 
 import (
@@ -16,6 +23,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"cimg.dev/cimg/bench/stats"
 )
 
 func main() {
@@ -23,7 +32,10 @@ func main() {
 	label := flag.String("label", "", "first CSV column (e.g. app/cache)")
 	csvPath := flag.String("csv", "", "append rows here")
 	cold := flag.Bool("cold", false, "drop the page cache before each run")
+	loadPath := flag.String("load", "", "append label,load_before,load_after here")
+	ref := flag.String("ref", "", "print each command's paired ratio to this one")
 	flag.Parse()
+	loadBefore := loadavg()
 	type cmd struct {
 		name string
 		argv []string
@@ -43,6 +55,7 @@ func main() {
 		os.Exit(1)
 	}
 	defer out.Close()
+	ms := map[string][]float64{}
 	for run := 0; run <= *n; run++ { // run 0 warms up and is not recorded
 		for _, c := range cmds {
 			if *cold {
@@ -61,9 +74,37 @@ func main() {
 				os.Exit(1)
 			}
 			if run > 0 {
+				ms[c.name] = append(ms[c.name], float64(el.Microseconds())/1000)
 				ru := x.ProcessState.SysUsage().(*syscall.Rusage)
 				fmt.Fprintf(out, "%s,%s,%d,%.3f,%d\n", *label, c.name, run, float64(el.Microseconds())/1000, ru.Maxrss)
 			}
 		}
 	}
+	if *loadPath != "" {
+		f, err := os.OpenFile(*loadPath, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "launchbench:", err)
+			os.Exit(1)
+		}
+		fmt.Fprintf(f, "%s,%s,%s\n", *label, loadBefore, loadavg())
+		f.Close()
+	}
+	if r := ms[*ref]; *ref != "" && len(r) > 0 {
+		for _, c := range cmds {
+			if c.name == *ref {
+				continue
+			}
+			ci := stats.MedianCI(stats.Ratios(ms[c.name], r), 0.95, 1)
+			fmt.Fprintf(os.Stderr, "launchbench: %s: %s %.3f× %s (95%% CI %.3f–%.3f, %d pairs)\n", *label, c.name, ci.Median, *ref, ci.Lo, ci.Hi, ci.N)
+		}
+	}
+}
+
+// loadavg is /proc/loadavg's 1, 5 and 15 minute averages, space-separated.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
 }

@@ -6,10 +6,12 @@
 // command for each instance and waits for them.
 //
 // "{i}" in the command or stop command becomes the instance number.
-// Appends CSV rows to -csv: tool,n,instance,start_ms and to -mem:
-// tool,n,total_pss_kib,launchers_rss_anon_kib.
+// Appends CSV rows to -csv: tool,n,instance,start_ms,round and to -mem:
+// tool,n,total_pss_kib,launchers_rss_anon_kib,round. The round (-round)
+// pairs a run of one tool with the run of the other in the same round,
+// for the report's pair-by-pair ratios.
 //
-// Usage: scalebench -tool cimg-run -n 10 -csv s.csv -mem m.csv -stop 'kill -TERM {pid}' -- cmd args...
+// Usage: scalebench -tool cimg-run -n 10 -round 1 -csv s.csv -mem m.csv -stop 'kill -TERM {pid}' -- cmd args...
 package main
 
 import (
@@ -29,6 +31,7 @@ func main() {
 	n := flag.Int("n", 1, "instances")
 	csvPath := flag.String("csv", "", "per-instance start latency rows")
 	memPath := flag.String("mem", "", "memory rows")
+	round := flag.Int("round", 0, "round number, the last CSV column")
 	stop := flag.String("stop", "", "command that stops instance {i} (launcher pid {pid})")
 	flag.Parse()
 	cmds := make([]*exec.Cmd, *n)
@@ -73,10 +76,10 @@ func main() {
 			pss += pssOf(p)
 		}
 	}
-	appendTo(*memPath, fmt.Sprintf("%s,%d,%d,%d\n", *tool, *n, pss, rss))
+	appendTo(*memPath, fmt.Sprintf("%s,%d,%d,%d,%d\n", *tool, *n, pss, rss, *round))
 	var rows strings.Builder
 	for i, v := range ms {
-		fmt.Fprintf(&rows, "%s,%d,%d,%.3f\n", *tool, *n, i, v)
+		fmt.Fprintf(&rows, "%s,%d,%d,%.3f,%d\n", *tool, *n, i, v, *round)
 	}
 	appendTo(*csvPath, rows.String())
 	for i, c := range cmds {
