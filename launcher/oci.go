@@ -554,6 +554,13 @@ func OCICreate(c *OCIContainer) (int, error) {
 		done <- result{pid, err}
 	}()
 	r := <-done
+	if r.err == nil && x.oomAdj != nil {
+		// From this thread: the host's /proc.
+		if err := os.WriteFile("/proc/"+strconv.Itoa(r.pid)+"/oom_score_adj", []byte(strconv.Itoa(*x.oomAdj)), 0); err != nil {
+			unix.Kill(r.pid, unix.SIGKILL)
+			return 0, fmt.Errorf("process.oomScoreAdj: %w", err)
+		}
+	}
 	return r.pid, r.err
 }
 
@@ -608,12 +615,6 @@ func (l *launch) ociSpawn(c *OCIContainer, p *Plan, x *ociExtra, joins []*os.Fil
 			err = fmt.Errorf("%w: %s", err, explainExec(p, unix.Errno(ce.errno)))
 		}
 		return 0, fmt.Errorf("container setup, %w", err)
-	}
-	if x.oomAdj != nil {
-		if err := os.WriteFile("/proc/"+strconv.Itoa(pid)+"/oom_score_adj", []byte(strconv.Itoa(*x.oomAdj)), 0); err != nil {
-			unix.Kill(pid, unix.SIGKILL)
-			return 0, fmt.Errorf("process.oomScoreAdj: %w", err)
-		}
 	}
 	return pid, nil
 }
