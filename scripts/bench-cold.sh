@@ -257,6 +257,10 @@ coldread() { # app tool command...
 	done
 	echo "$app,$tool,$(printf '%s\n' "${v[@]}" | sort -n | sed -n 2p)" >>"$reads"
 }
+# The launchers alone, started and done without an app: how much of the
+# cold reads each one is.
+coldread "launcher alone" "cimg-run help" "$M/bin/cimg-run" help
+coldread "launcher alone" "crun --version" $CRUN --version
 for app in curl python3; do
 	coldread $app "cimg-run --private-mount" $CIMG --private-mount "$M/$app.cimg"
 	coldread $app "cimg-run --private-mount --verify always" $CIMG --private-mount --verify always "$M/$app.cimg"

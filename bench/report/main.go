@@ -501,7 +501,11 @@ func cold(w writer) {
 	}
 	for _, r := range readCSV("cold-reads.csv")[1:] {
 		v := num(r[2])
-		w("| %s | %s | %.2f | %.2f× |\n", r[0], r[1], v/1e6, v/reads[r[0]+"/crun"])
+		vs := ""
+		if ref, ok := reads[r[0]+"/crun"]; ok {
+			vs = fmt.Sprintf("%.2f×", v/ref)
+		}
+		w("| %s | %s | %.2f | %s |\n", r[0], r[1], v/1e6, vs)
 	}
 	w("\n")
 	ratioPlot("cold.png", dat.String(), "time over crun's (paired median, 95 % CI)", 0.7)
