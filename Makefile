@@ -27,6 +27,13 @@ build: $(TOOLS)
 bin/%: FORCE
 	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/$*
 
+# cimg-build alone links C: the reference zstd encoder (libzstd, its source
+# bundled by github.com/DataDog/zstd and pinned in go.sum, never the host's
+# library). It still builds and works with CGO_ENABLED=0, on pure-Go
+# encoders that the image's provenance names. cimg-run and cimg-fetch stay
+# pure Go and static.
+bin/cimg-build: export CGO_ENABLED := 1
+
 # The device binaries: static cimg-run (and cimg-build) for ARM targets.
 cross:
 	GOARCH=arm64 $(GO) build $(GOFLAGS_BUILD) -o bin/arm64/cimg-run ./cmd/cimg-run

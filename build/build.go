@@ -44,13 +44,18 @@ type Spec struct {
 	// scanning thousands of files for nothing would slow every build.
 	ResolveRootfs bool
 
-	Compression string // zstd (default), xz, gzip, lz4
+	Compression string // zstd (default), xz, gzip, lz4; NAME:LEVEL sets the level too
 	BlockSize   int
 	Level       int
-	Epoch       int64 // SOURCE_DATE_EPOCH: every timestamp in the image
-	KeepOwners  bool
-	KeepMtimes  bool
-	Signers     []ed25519.PrivateKey
+	// XZBCJ is the xz filter for executable code: none, x86, arm,
+	// armthumb or arm64. Empty picks the target arch's where every kernel
+	// with squashfs xz support decodes it (x86, armthumb for arm; none for
+	// arm64, whose filter needs Linux 6.11).
+	XZBCJ      string
+	Epoch      int64 // SOURCE_DATE_EPOCH: every timestamp in the image
+	KeepOwners bool
+	KeepMtimes bool
+	Signers    []ed25519.PrivateKey
 
 	Output string
 	// Progress, if set, gets content bytes packed so far and the total.
@@ -58,6 +63,7 @@ type Spec struct {
 	// Warn, if set, gets warnings: things that build but may not run.
 	Warn func(msg string)
 
+	squashfs squashfs.Options    // resolved by prepare from the fields above
 	cleanup  []func()            // temporary state of the inputs, dropped when Build returns
 	neededBy map[string][]string // library → the image paths that need it, or "--lib"
 }

@@ -151,24 +151,33 @@ func neededBy(needs []elfdeps.Need) map[string][]string {
 	return out
 }
 
+const provenanceReason = "generated: provenance"
+
 // provenanceRecord is a stage.Record plus, for a library, every object
 // that needs it. cimg-build inspect
 // reads path, source and reason and ignores the rest.
 type provenanceRecord struct {
 	stage.Record
 	NeededBy []string `json:"needed_by,omitempty"`
+	// Encoder, on the record of the provenance file itself, names the
+	// compressor that wrote the image (library, version, C or pure Go).
+	Encoder string `json:"encoder,omitempty"`
 }
 
 // writeProvenance stages the record of every staged path, with who
-// needed each library.
-func writeProvenance(st *stage.Stager, neededBy map[string][]string) error {
+// needed each library, and its own record naming the encoder.
+func writeProvenance(st *stage.Stager, neededBy map[string][]string, encoder string) error {
 	var recs []provenanceRecord
 	for _, r := range st.Records() {
 		recs = append(recs, provenanceRecord{Record: r, NeededBy: neededBy[r.Path]})
 	}
+	recs = append(recs, provenanceRecord{
+		Record:  stage.Record{Path: ProvenancePath, Reason: provenanceReason},
+		Encoder: encoder,
+	})
 	b, err := json.MarshalIndent(recs, "", " ")
 	if err != nil {
 		return err
 	}
-	return st.AddBytes(ProvenancePath, append(b, '\n'), 0o444, "generated: provenance")
+	return st.AddBytes(ProvenancePath, append(b, '\n'), 0o444, provenanceReason)
 }

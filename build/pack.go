@@ -8,21 +8,47 @@ import (
 	"cimg.dev/cimg/internal/squashfs"
 )
 
-// pack writes the staged tree as squashfs at the start of w.
-func pack(ctx context.Context, w io.WriteSeeker, t *squashfs.Tree, spec *Spec) (squashfs.Stats, error) {
+// squashfsOptions resolves the compression flags (NAME[:LEVEL], --level,
+// the block size and the xz filter) for a target arch.
+func squashfsOptions(spec *Spec, arch string) (squashfs.Options, error) {
 	if spec.Compression == "" {
 		spec.Compression = "zstd"
 	}
-	c, err := squashfs.ParseCompression(spec.Compression)
+	c, level, err := squashfs.ParseCompressionLevel(spec.Compression)
 	if err != nil {
-		return squashfs.Stats{}, err
+		return squashfs.Options{}, err
 	}
-	opts := squashfs.Options{
-		Compression: c,
-		BlockSize:   spec.BlockSize,
-		Level:       spec.Level,
-		MkfsTime:    spec.Epoch,
+	switch {
+	case spec.Level == 0:
+	case level == 0:
+		level = spec.Level
+	case level != spec.Level:
+		return squashfs.Options{}, fmt.Errorf("--compression %s and --level %d disagree", spec.Compression, spec.Level)
 	}
+	o := squashfs.Options{Compression: c, BlockSize: spec.BlockSize, Level: level, MkfsTime: spec.Epoch}
+	if c == squashfs.XZ {
+		if spec.XZBCJ == "" {
+			o.BCJ = squashfs.BCJForArch(arch)
+			if o.BCJ == squashfs.BCJARM64 {
+				// Not by default: kernels before 6.11 cannot read it.
+				o.BCJ = squashfs.BCJNone
+			}
+		} else if o.BCJ, err = squashfs.ParseBCJ(spec.XZBCJ); err != nil {
+			return squashfs.Options{}, err
+		}
+	} else if spec.XZBCJ != "" && spec.XZBCJ != "none" {
+		return squashfs.Options{}, fmt.Errorf("--xz-bcj %s needs xz compression, not %v", spec.XZBCJ, c)
+	}
+	if err := squashfs.CheckOptions(o); err != nil {
+		return squashfs.Options{}, err
+	}
+	return o, nil
+}
+
+// pack writes the staged tree as squashfs at the start of w, with the
+// options prepare resolved.
+func pack(ctx context.Context, w io.WriteSeeker, t *squashfs.Tree, spec *Spec) (squashfs.Stats, error) {
+	opts := spec.squashfs
 	if spec.Progress != nil {
 		total := t.ContentSize()
 		opts.Progress = func(done int64) { spec.Progress(done, total) }

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"cimg.dev/cimg/internal/elfdeps"
+	"cimg.dev/cimg/internal/squashfs"
 	"cimg.dev/cimg/internal/stage"
 	"cimg.dev/cimg/manifest"
 )
@@ -182,7 +183,12 @@ func prepare(spec *Spec) (*stage.Stager, error) {
 			}
 		}
 	}
-	if err := writeProvenance(st, spec.neededBy); err != nil {
+	opts, err := squashfsOptions(spec, m.Arch)
+	if err != nil {
+		return nil, err
+	}
+	spec.squashfs = opts
+	if err := writeProvenance(st, spec.neededBy, squashfs.EncoderDescription(opts)); err != nil {
 		return nil, err
 	}
 	return st, nil

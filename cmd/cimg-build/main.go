@@ -115,9 +115,10 @@ func buildFlags(s *build.Spec, o *buildOpts) *flag.FlagSet {
 	fs.StringArrayVar(&s.Add, "add", nil, "SRC:DST: add a host file or directory (repeatable)")
 	fs.StringVar(&s.Sysroot, "sysroot", "", "target root to take the binary's shared libraries from (default /)")
 	fs.StringArrayVar(&s.Libs, "lib", nil, "a dlopen'd library (SONAME or path in the sysroot) to pack with its closure (repeatable)")
-	fs.StringVar(&s.Compression, "compression", "", "zstd (default), xz, gzip or lz4")
-	fs.IntVar(&s.BlockSize, "block-size", 0, "squashfs block size, a power of two from 4096 to 1048576 (default 131072)")
-	fs.IntVar(&s.Level, "level", 0, "compression level (default: the compressor's best size)")
+	fs.StringVar(&s.Compression, "compression", "", "zstd (default), xz, gzip or lz4, with an optional level: zstd:19, xz:9")
+	fs.Var(blockSizeFlag{&s.BlockSize}, "block-size", "squashfs block size, a power of two from 4K to 1M, e.g. 1M or 131072 (default 128K)")
+	fs.IntVar(&s.Level, "level", 0, "compression level, as NAME:LEVEL in --compression (default: zstd 15, gzip 9, lz4 fast, xz best)")
+	fs.StringVar(&s.XZBCJ, "xz-bcj", "", "xz filter for executable code: none, x86, arm, armthumb, arm64 (default: the target arch's; none for arm64, which needs Linux 6.11)")
 	fs.StringVar(&o.epoch, "source-date-epoch", os.Getenv("SOURCE_DATE_EPOCH"), "timestamp for every file and the image, seconds since 1970 (default $SOURCE_DATE_EPOCH, else 0)")
 	fs.BoolVar(&s.KeepMtimes, "keep-mtimes", false, "keep the inputs' modification times instead of the epoch")
 	fs.BoolVar(&s.KeepOwners, "keep-owners", false, "keep the inputs' uid/gid instead of 0:0")
@@ -128,6 +129,35 @@ func buildFlags(s *build.Spec, o *buildOpts) *flag.FlagSet {
 	fs.BoolVarP(&o.quiet, "quiet", "q", false, "no progress bar or summary")
 	return fs
 }
+
+// blockSizeFlag takes a byte count with an optional K or M suffix.
+type blockSizeFlag struct{ p *int }
+
+func (f blockSizeFlag) String() string {
+	if f.p == nil || *f.p == 0 {
+		return ""
+	}
+	return strconv.Itoa(*f.p)
+}
+
+func (f blockSizeFlag) Set(s string) error {
+	mult := 1
+	num := strings.TrimSuffix(strings.ToUpper(s), "B")
+	switch {
+	case strings.HasSuffix(num, "K"):
+		mult, num = 1<<10, strings.TrimSuffix(num, "K")
+	case strings.HasSuffix(num, "M"):
+		mult, num = 1<<20, strings.TrimSuffix(num, "M")
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("%q: want a size such as 131072, 128K or 1M", s)
+	}
+	*f.p = n * mult
+	return nil
+}
+
+func (f blockSizeFlag) Type() string { return "size" }
 
 func cmdBuild(args []string) error {
 	var spec build.Spec

@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/klauspost/compress/zlib"
-	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
-	"github.com/ulikunitz/xz"
-	"github.com/ulikunitz/xz/lzma"
 )
 
 // Compression names a squashfs compressor.
@@ -53,6 +51,44 @@ func ParseCompression(s string) (Compression, error) {
 	return 0, fmt.Errorf("unknown compression %q (want zstd, xz, gzip or lz4)", s)
 }
 
+// ParseCompressionLevel accepts a compressor name with an optional level
+// after a colon, as in "zstd:19" or "xz:9"; the level is 0 when none is
+// given (the compressor's default).
+func ParseCompressionLevel(s string) (Compression, int, error) {
+	name, lv, hasLevel := strings.Cut(s, ":")
+	c, err := ParseCompression(name)
+	if err != nil {
+		return 0, 0, err
+	}
+	if !hasLevel {
+		return c, 0, nil
+	}
+	level, err := strconv.Atoi(lv)
+	if err != nil {
+		return 0, 0, fmt.Errorf("compression %q: level %q is not a number", s, lv)
+	}
+	if err := checkLevel(c, level); err != nil {
+		return 0, 0, err
+	}
+	return c, level, nil
+}
+
+// checkLevel refuses a level the compressor does not have; 0 is always
+// the default.
+func checkLevel(c Compression, level int) error {
+	lo, hi := 1, 9
+	switch c {
+	case Zstd:
+		hi = 22
+	case LZ4:
+		hi = 12 // HC levels; 0 is the fast encoder
+	}
+	if level != 0 && (level < lo || level > hi) {
+		return fmt.Errorf("%v level %d: want %d to %d (or none for the default)", c, level, lo, hi)
+	}
+	return nil
+}
+
 // encoder compresses one block at a time. Each worker owns one: encoders
 // keep state and are not safe for concurrent use.
 type encoder interface {
@@ -62,76 +98,78 @@ type encoder interface {
 	encode(dst, src []byte) ([]byte, error)
 }
 
-func newEncoder(c Compression, level, blockSize int) (encoder, error) {
-	switch c {
+// outCap is the capacity of the output buffers the data writer recycles:
+// room for any encoder's worst case on a block of blockSize bytes, so
+// that none allocates per block.
+func outCap(blockSize int) int { return blockSize + blockSize>>7 + 4096 }
+
+func newEncoder(o *Options) (encoder, error) {
+	switch o.Compression {
 	case Zstd:
-		lvl := zstd.SpeedBestCompression
-		if level > 0 {
-			lvl = zstd.EncoderLevelFromZstd(level)
-		}
-		// Single-segment frames: the window is the content size, never
-		// more than the block size the kernel sized its workspace for.
-		enc, err := zstd.NewWriter(nil,
-			zstd.WithEncoderLevel(lvl),
-			zstd.WithEncoderConcurrency(1),
-			zstd.WithEncoderCRC(false),
-			zstd.WithSingleSegment(true),
-			zstd.WithZeroFrames(true))
-		if err != nil {
-			return nil, fmt.Errorf("zstd encoder: %w", err)
-		}
-		return &zstdEncoder{enc: enc}, nil
+		return newZstdEncoder(o.Level)
 	case Gzip:
-		if level == 0 {
-			level = 9
-		}
-		w, err := zlib.NewWriterLevel(nil, level)
+		w, err := zlib.NewWriterLevel(nil, gzipLevel(o.Level))
 		if err != nil {
 			return nil, fmt.Errorf("gzip encoder: %w", err)
 		}
 		return &zlibEncoder{w: w}, nil
 	case XZ:
-		dict := blockSize
-		if dict < metadataSize {
-			// Metadata blocks are 8 KiB; the kernel sizes its dictionary
-			// as max(block size, 8 KiB) when no options are stored.
-			dict = metadataSize
-		}
-		return &xzEncoder{cfg: xz.WriterConfig{
-			DictCap:  dict,
-			CheckSum: xz.CRC32,
-			Matcher:  lzma.HashTable4,
-		}}, nil
+		return newXZEncoder(o.Level, o.BlockSize, o.BCJ)
 	case LZ4:
-		return &lz4Encoder{hc: level > 0, level: level}, nil
+		return &lz4Encoder{hc: o.Level > 0, level: o.Level}, nil
 	}
-	return nil, fmt.Errorf("unsupported compression %v", c)
+	return nil, fmt.Errorf("unsupported compression %v", o.Compression)
+}
+
+// gzipLevel is 9, zlib's best, unless a level is given.
+func gzipLevel(level int) int {
+	if level == 0 {
+		return 9
+	}
+	return level
+}
+
+// EncoderDescription names the encoder that writes images with these
+// options in this build of the program, for the image's provenance: the
+// library, its version and whether it is the C reference (cgo) or pure Go.
+func EncoderDescription(o Options) string {
+	if err := o.fill(); err != nil {
+		return err.Error()
+	}
+	switch o.Compression {
+	case Zstd:
+		return zstdDescription(o.Level)
+	case Gzip:
+		return fmt.Sprintf("gzip level %d, %d-byte blocks: github.com/klauspost/compress/zlib (pure Go)", gzipLevel(o.Level), o.BlockSize)
+	case XZ:
+		return xzDescription(o.Level, o.BlockSize, o.BCJ)
+	case LZ4:
+		if o.Level > 0 {
+			return fmt.Sprintf("lz4 HC level %d, %d-byte blocks: github.com/pierrec/lz4/v4 (pure Go)", o.Level, o.BlockSize)
+		}
+		return fmt.Sprintf("lz4, %d-byte blocks: github.com/pierrec/lz4/v4 (pure Go)", o.BlockSize)
+	}
+	return o.Compression.String()
 }
 
 // options returns the compressor options stored after the superblock, or
 // nil when the compressor needs none.
-func compressorOptions(c Compression, level int) []byte {
-	if c != LZ4 {
+func compressorOptions(o *Options) []byte {
+	switch o.Compression {
+	case XZ:
+		return xzOptions(o.BlockSize, o.BCJ)
+	case LZ4:
+	default:
 		return nil
 	}
 	// LZ4 images must carry options: version 1 (legacy block format) and
 	// a flags word telling readers whether the HC encoder was used.
 	b := make([]byte, 8)
 	binary.LittleEndian.PutUint32(b[0:], 1)
-	if level > 0 {
+	if o.Level > 0 {
 		binary.LittleEndian.PutUint32(b[4:], 1)
 	}
 	return b
-}
-
-type zstdEncoder struct{ enc *zstd.Encoder }
-
-func (e *zstdEncoder) encode(dst, src []byte) ([]byte, error) {
-	out := e.enc.EncodeAll(src, dst[:0])
-	if len(out) >= len(src) {
-		return nil, nil
-	}
-	return out, nil
 }
 
 type zlibEncoder struct {
@@ -145,28 +183,6 @@ func (e *zlibEncoder) encode(dst, src []byte) ([]byte, error) {
 		return nil, err
 	}
 	if err := e.w.Close(); err != nil {
-		return nil, err
-	}
-	if buf.Len() >= len(src) {
-		return nil, nil
-	}
-	return buf.Bytes(), nil
-}
-
-type xzEncoder struct {
-	cfg xz.WriterConfig
-}
-
-func (e *xzEncoder) encode(dst, src []byte) ([]byte, error) {
-	buf := bytes.NewBuffer(dst[:0])
-	w, err := e.cfg.NewWriter(buf)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := w.Write(src); err != nil {
-		return nil, err
-	}
-	if err := w.Close(); err != nil {
 		return nil, err
 	}
 	if buf.Len() >= len(src) {

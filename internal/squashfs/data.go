@@ -86,7 +86,7 @@ func newDataWriter(ctx context.Context, w io.Writer, pos uint64, o *Options, new
 		prog:      o.Progress,
 	}
 	d.pool.New = func() any { return make([]byte, o.BlockSize) }
-	d.outPool.New = func() any { return make([]byte, 0, o.BlockSize) }
+	d.outPool.New = func() any { return make([]byte, 0, outCap(o.BlockSize)) }
 	encs := make([]encoder, o.Workers)
 	for i := range encs {
 		e, err := newEnc()
