@@ -137,7 +137,7 @@ func launch(w writer) {
 				}
 				goal = judge(fmt.Sprintf("startup, %s: cimg-run %s crun", c, ciText(ci)), ci.Meets(limit), fmt.Sprintf("≤ %.1f×, upper end", limit))
 			}
-			w("| %s | %s | %.2f | %.2f | %.2f× | %s | %s |\n", c, t, m, p90(ms[c][t]), ci.Median, ciRange(ci), goal)
+			w("| %s | %s | %.2f | %.2f | %.2f× | %s | %s |\n", c, t, m, p90(ms[c][t]), ci.Median, refRange(t, ci), goal)
 			fmt.Fprintf(&dat, "\t%.3f", m)
 		}
 		dat.WriteString("\n")
@@ -186,6 +186,15 @@ func paired(a, b []float64) stats.CI {
 // ciText is "0.83× (95 % CI 0.79–0.88×, 100 pairs)", for the goal list.
 func ciText(ci stats.CI) string {
 	return fmt.Sprintf("%.2f× (95 %% CI %s, %d pairs)", ci.Median, ciRange(ci), ci.N)
+}
+
+// refRange is ciRange, but nothing for crun's own row (its ratio to
+// itself is 1 in every pair).
+func refRange(tool string, ci stats.CI) string {
+	if tool == "crun" {
+		return ""
+	}
+	return ciRange(ci)
 }
 
 func ciRange(ci stats.CI) string {
@@ -459,7 +468,7 @@ func cold(w writer) {
 			if t == subject && !strings.HasSuffix(c, "/unthrottled") {
 				goal = judge(fmt.Sprintf("cold start, %s: cimg-run --private-mount %s crun", cellName(c), ciText(ci)), ci.Meets(0.7), "≤ 0.7×, upper end")
 			}
-			w("| %s | %s | %.1f | %.1f | %.2f× | %s | %s |\n", cellName(c), t, median(ms[c][t]), p90(ms[c][t]), ci.Median, ciRange(ci), goal)
+			w("| %s | %s | %.1f | %.1f | %.2f× | %s | %s |\n", cellName(c), t, median(ms[c][t]), p90(ms[c][t]), ci.Median, refRange(t, ci), goal)
 			if t != "crun" {
 				lo, hi := ci.Lo, ci.Hi
 				if math.IsNaN(lo) {
@@ -557,7 +566,7 @@ func services(w writer) {
 		if t == "cimg-run" {
 			goal = judge(fmt.Sprintf("exec: cimg-run exec %s crun exec", ciText(ci)), ci.Meets(0.75), "≤ 0.75×, upper end")
 		}
-		w("| %s | %.2f | %.2f | %.2f× | %s | %.0f | %s |\n", t, m, p90(ms[t]), ci.Median, ciRange(ci), median(rss[t]), goal)
+		w("| %s | %.2f | %.2f | %.2f× | %s | %.0f | %s |\n", t, m, p90(ms[t]), ci.Median, refRange(t, ci), median(rss[t]), goal)
 		fmt.Fprintf(&dat, "%q\t%.3f\n", t, m)
 	}
 	w("\n")
