@@ -52,6 +52,7 @@ func Doctor() []Check {
 		}
 		add("squashfs "+c.name, v == "y" || cfg == nil, c.name == "zstd", detail)
 	}
+	add(xzBCJCheck(cfg, release, unix.ByteSliceToString(u.Machine[:])))
 	for _, ns := range []string{"mnt", "pid", "uts", "ipc", "net", "cgroup"} {
 		_, err := os.Stat("/proc/self/ns/" + ns)
 		add(ns+" namespace", err == nil, true, "/proc/self/ns/"+ns)
@@ -75,6 +76,27 @@ func Doctor() []Check {
 	_, err = os.Stat("/proc/self/ns/user")
 	add("user namespace", err == nil, false, "namespaces.user = true in a manifest needs it (CONFIG_USER_NS)")
 	return cs
+}
+
+// xzBCJCheck: which xz BCJ filters (cimg-build --xz-bcj) the kernel's
+// xz decoder, and so squashfs, undoes; OK when this machine's own is one.
+// x86, arm and armthumb came with lib/xz in 2.6.38, arm64 in 6.11.
+func xzBCJCheck(cfg map[string]string, release, machine string) (string, bool, bool, string) {
+	own := map[string]string{"x86_64": "x86", "i686": "x86", "aarch64": "arm64", "armv7l": "armthumb", "armv6l": "armthumb"}[machine]
+	var have []string
+	for _, f := range []struct{ name, opt string }{{"x86", "CONFIG_XZ_DEC_X86"}, {"arm", "CONFIG_XZ_DEC_ARM"}, {"armthumb", "CONFIG_XZ_DEC_ARMTHUMB"}, {"arm64", "CONFIG_XZ_DEC_ARM64"}} {
+		if cfg != nil && cfg[f.opt] == "y" || cfg == nil && (f.name != "arm64" || kernelAtLeast(release, 6, 11)) {
+			have = append(have, f.name)
+		}
+	}
+	detail := "xz images with --xz-bcj " + strings.Join(have, ", ") + " (CONFIG_XZ_DEC_*; arm64 needs 6.11+)"
+	if len(have) == 0 {
+		detail = "no xz BCJ filter: build xz images with --xz-bcj none (CONFIG_XZ_DEC_X86, _ARM, _ARMTHUMB, _ARM64)"
+	}
+	if cfg == nil {
+		detail += ", guessed from the version: no kernel config"
+	}
+	return "squashfs xz BCJ", own == "" || slices.Contains(have, own), false, detail
 }
 
 func pidfdOpen() bool {
