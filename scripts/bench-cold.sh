@@ -20,7 +20,7 @@
 # Apps: `curl --version` and `python3 -c pass`.
 #
 # The loop device's readahead is set to READ_AHEAD_KB (default 128, an
-# mmcblk device's default; this VM's loop devices start with 4096).
+# mmcblk device's default; this VM's loop devices start with megabytes).
 #
 # Throttle: a blkio cgroup of our own with blkio.throttle.read_bps_device
 # set for the loop device's major:minor; this script moves itself into it,
@@ -29,7 +29,9 @@
 # whoever issued it) are throttled. crun moves its container into a blkio
 # cgroup of its own (flat on v1: a parent's limit does not hold there), so
 # each bundle's config sets the same limit (linux.resources.blockIO), which
-# crun writes into that cgroup. RATES (default "40 10", MB/s = 10^6 B/s)
+# crun writes into that cgroup. So crun's own process and its container
+# have a limit each; crun reads its binary and libraries before the
+# container exists and then waits for it, so their reads hardly overlap. RATES (default "40 10", MB/s = 10^6 B/s)
 # are the throttled cells; a cell "unthrottled" on the same filesystem
 # comes first for reference. Before the runs, a check per rate: dd of a
 # 48 MiB file with the page cache dropped, in the cgroup (MB/s); the same
@@ -128,10 +130,11 @@ dev=$(losetup --find --show "$W/fs.img")
 mkdir -p "$M"
 mount "$dev" "$M"
 majmin=$(cat /sys/block/"$(basename "$dev")"/dev)
-# Loop devices here get a 4 MiB readahead (read_ahead_kb 4096, from the
-# VM disk's), which would read whole files ahead for crun and whole images
-# for cimg-run; an eMMC or SD card (mmcblk) has the kernel's default of
-# 128 KiB. READ_AHEAD_KB sets it (empty: leave the loop device's own).
+# Loop devices here start with megabytes of readahead (2560 and 4096 KiB
+# seen), far more than an eMMC or SD card (mmcblk) reads ahead with the
+# kernel's default of 128 KiB. READ_AHEAD_KB sets it (empty: leave the
+# loop device's own); cimg-run's own loop device over a .cimg is left as
+# the kernel makes it, as on a device.
 ra_loop=$(cat /sys/block/"$(basename "$dev")"/queue/read_ahead_kb)
 if [ -n "$READ_AHEAD_KB" ]; then
 	echo "$READ_AHEAD_KB" >/sys/block/"$(basename "$dev")"/queue/read_ahead_kb
