@@ -418,12 +418,13 @@ func cmdDelete(args []string) (int, error) {
 	return 0, remove(st, *force)
 }
 
-// remove deletes a stopped container (a created one too, as runc does:
-// its process never ran the app), or with force any: its process and
-// cgroup go, then the poststop hooks run and the state goes.
+// remove deletes a stopped container (or one whose create died before
+// it recorded a process), or with force any: its process and cgroup go,
+// then the poststop hooks run and the state goes. A created container is
+// not stopped: the runtime spec wants an error without force.
 func remove(st *state, force bool) error {
 	switch st.Status {
-	case specs.StateStopped, specs.StateCreated, specs.StateCreating:
+	case specs.StateStopped, specs.StateCreating:
 	default:
 		if !force {
 			return fmt.Errorf("container %s is %s: stop it first, or delete --force", st.ID, st.Status)

@@ -40,6 +40,9 @@ func TestLifecycle(t *testing.T) {
 	if r := o.run("create", "--bundle", b, id); r.code == 0 || !strings.Contains(r.stderr, "already exists") {
 		t.Errorf("a second create of %s: %d %q", id, r.code, r.stderr)
 	}
+	if r := o.run("delete", id); r.code == 0 {
+		t.Fatalf("delete of a created container succeeded (it is not stopped)")
+	}
 	if r := o.run("start", id); r.code != 0 {
 		t.Fatalf("start: %s", r.stderr)
 	}
