@@ -267,7 +267,7 @@ if ! skip env-image-type; then
 	want "$e.cmd" "IMAGE_CMD:cimg" 'cimg-build --quiet' || ok=0
 	want "$e.cmd" "image pack rootfs" '--rootfs [^ ]*/rootfs ' || ok=0
 	want "$e.cmd" "image pack owners" '--keep-owners' || ok=0
-	want "$e.cmd" "image pack epoch" '--source-date-epoch "[0-9]+"' || ok=0
+	want "$e.cmd" "image pack epoch" '--source-date-epoch \\?"[0-9]+' || ok=0
 	mkdir -p "$log/graph-image-type" && cd "$log/graph-image-type" || exit 1
 	if bitbake -R "$builddir/conf/cimg-image-type.conf" -g core-image-minimal >"$log/graph-image-type.log" 2>&1; then
 		for edge in '"core-image-minimal.do_image_cimg" -> "cimg-build-native.do_populate_sysroot"' \
@@ -355,11 +355,17 @@ fi
 
 # check-layer
 if ! skip check-layer; then
+	# It adds the layer itself, after taking the signatures without it.
+	cp conf/bblayers.conf conf/bblayers.conf.with-cimg
+	sed -i "s| $layer\"|\"|" conf/bblayers.conf
 	yocto-check-layer --with-software-layer-signature-check --output-log "$log/check-layer.log" "$layer" >"$log/check-layer.out" 2>&1
 	rc=$?
-	grep -E '^(INFO: (test_|Ran|OK|FAILED|SKIPPED|PASSED|FAILED)|INFO: .*(\.\.\.|Summary)|ERROR)' "$log/check-layer.out" | sed 's/^/    /'
-	grep -A3 'INFO: Summary' "$log/check-layer.out" | sed 's/^/    /'
-	if [ $rc = 0 ] && ! grep -q 'FAILED' "$log/check-layer.out"; then
+	mv conf/bblayers.conf.with-cimg conf/bblayers.conf
+	# each test's name, then its result on the next line
+	grep -E 'INFO: (test_|setUpClass)|INFO: +\.\.\. |INFO: (Ran|OK|FAILED)|ERROR:' "$log/check-layer.out" |
+		sed 's/^INFO: *//' | paste -d' ' - - | sed 's/^/    /'
+	grep -A4 'Summary of results' "$log/check-layer.out" | sed 's/^/    /'
+	if [ $rc = 0 ] && grep -Eq "INFO: meta-cimg \.\.\. PASS" "$log/check-layer.out"; then
 		result check-layer PASS "yocto-check-layer ($log/check-layer.log)"
 	else
 		result check-layer FAIL "yocto-check-layer: exit $rc ($log/check-layer.out)"
