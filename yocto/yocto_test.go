@@ -348,15 +348,7 @@ func TestPackCommandLine(t *testing.T) {
 				if got := v.expand(t, "${CIMG_COMMAND}"); got != "/usr/bin/hello-cimg" {
 					t.Fatalf("CIMG_COMMAND %q", got)
 				}
-				outdir := v.expand(t, "${CIMG_OUTDIR}")
-				os.MkdirAll(outdir, 0o755) // do_cimg_pack[cleandirs]
-				script := "cimg_toml_list() {\n" + funcBody(t, base, "cimg_toml_list", v) + "}\ncimg_write_manifest() {\n" +
-					funcBody(t, base, "cimg_write_manifest", v) + "}\n" + funcBody(t, class, "do_cimg_pack", v)
-				if !strings.Contains(script, "--sysroot \"$(realpath -s --relative-to=. "+work+"/recipe-sysroot)\"") {
-					t.Fatalf("the pack command does not take the recipe sysroot:\n%s", script)
-				}
-				runShell(t, script)
-				img := filepath.Join(outdir, v.expand(t, "${CIMG_FILE}"))
+				img := packRecipe(t, v, base, class, work)
 				if want := "hello-cimg-1.0-" + tg.tune + ".cimg"; filepath.Base(img) != want {
 					t.Errorf("CIMG_FILE %s, want %s", filepath.Base(img), want)
 				}
@@ -398,6 +390,91 @@ func TestPackCommandLine(t *testing.T) {
 				t.Errorf("the packed program's output:\n%s", out)
 			}
 		})
+	}
+}
+
+// packRecipe runs do_cimg_pack (with the manifest writer it calls) as
+// the class has it, expanded with the recipe's variables, and returns
+// the image it wrote.
+func packRecipe(t *testing.T, v *vars, base, class, work string) string {
+	t.Helper()
+	outdir := v.expand(t, "${CIMG_OUTDIR}")
+	os.MkdirAll(outdir, 0o755) // do_cimg_pack[cleandirs]
+	script := "cimg_toml_list() {\n" + funcBody(t, base, "cimg_toml_list", v) + "}\ncimg_write_manifest() {\n" +
+		funcBody(t, base, "cimg_write_manifest", v) + "}\n" + funcBody(t, class, "do_cimg_pack", v)
+	if !strings.Contains(script, "--sysroot \"$(realpath -s --relative-to=. "+work+"/recipe-sysroot)\"") {
+		t.Fatalf("the pack command does not take the recipe sysroot:\n%s", script)
+	}
+	runShell(t, script)
+	return filepath.Join(outdir, v.expand(t, "${CIMG_FILE}"))
+}
+
+// TestManifestFromSRCURI: a file://cimg.toml in the recipe's SRC_URI is
+// the manifest (cimg-base.bbclass's cimg_manifest_from_src_uri, run as
+// the class has it), and do_cimg_pack packs with it: its app and limits
+// are the image's, the recipe's name and version win, and its [build]
+// inputs give way to the class's.
+func TestManifestFromSRCURI(t *testing.T) {
+	mounttest.EnableBinfmt(t)
+	tg := targets[1]
+	requireTools(t, tg.gcc, tg.qemu, "python3", "realpath")
+	base := readLayer(t, "classes-recipe/cimg-base.bbclass")
+	class := readLayer(t, "classes-recipe/cimg.bbclass")
+	prog := filepath.Join(t.TempDir(), "hello-cimg")
+	crossCompile(t, tg, prog)
+	work := workdir(t, t.TempDir(), tg, prog)
+	v := recipe(t, work, tg.tune, "recipes-example/hello-cimg/hello-cimg_1.0.bb",
+		"classes-recipe/cimg-base.bbclass", "classes-recipe/cimg.bbclass")
+	v.set["CIMG_COMMAND"] = v.set["CIMG_COMMAND_DEFAULT"]
+
+	// The def and its indented (or blank) lines.
+	def := regexp.MustCompile(`(?m)^def cimg_manifest_from_src_uri\(d\):\n(?:[ \t]+.*\n|\n)*`).FindString(base)
+	if def == "" {
+		t.Fatal("no def cimg_manifest_from_src_uri(d) in cimg-base.bbclass")
+	}
+	driver := `import sys, types
+values = {'SRC_URI': sys.argv[1], 'UNPACKDIR': sys.argv[2]}
+d = types.SimpleNamespace(getVar=lambda k: values.get(k))
+g = {}
+exec(sys.stdin.read(), g)
+print(g['cimg_manifest_from_src_uri'](d))
+`
+	unpack := v.expand(t, "${UNPACKDIR}")
+	for uri, want := range map[string]string{
+		"file://hello-cimg.c":                            "",
+		"file://hello-cimg.c file://cimg.toml":           unpack + "/cimg.toml",
+		"file://hello-cimg.c file://conf/cimg.toml;md5=": unpack + "/conf/cimg.toml",
+	} {
+		cmd := exec.Command("python3", "-B", "-c", driver, uri, unpack)
+		cmd.Stdin = strings.NewReader(def)
+		out, err := cmd.CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != want {
+			t.Errorf("SRC_URI %q: CIMG_MANIFEST %q (%v), want %q", uri, out, err, want)
+		}
+	}
+
+	os.MkdirAll(unpack, 0o755)
+	write(t, unpack+"/cimg.toml", `name = "from-toml"
+version = "9"
+
+[app]
+command = ["/usr/bin/hello-cimg"]
+args = ["toml"]
+
+[limits]
+memory = "8MiB"
+
+[build]
+binary = "no/such/program"
+`)
+	v.set["CIMG_MANIFEST"] = unpack + "/cimg.toml"
+	img := packRecipe(t, v, base, class, work)
+	m := inspect(t, img).Manifest
+	if m.Name != "hello-cimg" || m.Version != "1.0" || strings.Join(m.App.Args, " ") != "toml" || m.Limits.Memory != "8MiB" {
+		t.Errorf("the manifest from cimg.toml: %+v", m)
+	}
+	if out := runImage(t, img); !strings.Contains(out, "hello, toml") {
+		t.Errorf("output:\n%s", out)
 	}
 }
 
