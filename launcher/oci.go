@@ -102,9 +102,12 @@ func ociRefuse(s *specs.Spec) error {
 		return errors.New("hooks.startContainer: hooks run in the container's namespaces are not supported by cimg-oci")
 	}
 	switch s.Linux.RootfsPropagation {
-	case "", "private", "rprivate":
+	case "", "private", "rprivate", "shared", "rshared", "unbindable", "runbindable":
 	default:
-		return fmt.Errorf("linux.rootfsPropagation %q: only private is supported by cimg-oci (the root is made private so nothing propagates to the host)", s.Linux.RootfsPropagation)
+		// The host's / is made private in the container's namespace
+		// before anything is mounted (nothing may propagate to the host):
+		// there is no host peer group left to be a slave of.
+		return fmt.Errorf("linux.rootfsPropagation %q: not supported by cimg-oci (private, shared and unbindable are)", s.Linux.RootfsPropagation)
 	}
 	return nil
 }
@@ -434,8 +437,15 @@ func ociMounts(p *Plan, s *specs.Spec, rootfs, bundle string, cgroupDirs map[str
 		p.Mounts = append(p.Mounts, MountSpec{Kind: KindDevice, Target: path.Clean(d.Path),
 			Data: fmt.Sprintf("%s %d %d %#o %d %d", d.Type, d.Major, d.Minor, mode, uid, gid)})
 	}
-	if s.Root.Readonly {
-		p.Mounts = append(p.Mounts, MountSpec{Kind: KindRootfsRO, Target: "/", Flags: unix.MS_RDONLY})
+	if s.Root.Readonly || s.Linux.RootfsPropagation != "" {
+		// Last, once the root's submounts are there: read-only, and the
+		// root's propagation (a new peer group of the container's own for
+		// shared: the host's / was made private first).
+		m := MountSpec{Kind: KindRootfsRO, Target: "/", Propagation: ociPropagation[s.Linux.RootfsPropagation]}
+		if s.Root.Readonly {
+			m.Flags = unix.MS_RDONLY
+		}
+		p.Mounts = append(p.Mounts, m)
 	}
 	// /proc, mounted by the process in its pid namespace, then what must
 	// not be written or read: the config's paths and the floor.

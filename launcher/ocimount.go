@@ -33,7 +33,17 @@ func (b *builder) ociMount(m MountSpec) error {
 		}
 		return proc.Close()
 	case KindRootfsRO:
-		return b.remountFlags(m.Target, unix.MS_RDONLY, false)
+		if m.Flags != 0 {
+			if err := b.remountFlags(m.Target, m.Flags, false); err != nil {
+				return err
+			}
+		}
+		if m.Propagation != 0 {
+			if err := unix.Mount("", b.root, "", m.Propagation, ""); err != nil {
+				return fmt.Errorf("linux.rootfsPropagation: %w", err)
+			}
+		}
+		return nil
 	case KindDevice:
 		return b.device(m)
 	}

@@ -20,7 +20,10 @@ cat > "$W/crun" <<'X'
 exec unshare -m sh -c 'umount -l /sys/fs/cgroup/unified 2>/dev/null; exec crun "$@"' crun "$@"
 X
 chmod +x "$W/crun"
-(cd "$W/bundle" && "$TOP/bin/cimg-oci" spec && sed -i 's/"terminal": true/"terminal": false/; s/"sh"/"\/hello"/' config.json)
+# One config for the three: cimg-oci's spec, as ociVersion 1.0.2 (crun
+# 1.8 refuses 1.2's number; nothing in it is newer).
+(cd "$W/bundle" && "$TOP/bin/cimg-oci" spec &&
+	sed -i 's/"terminal": true/"terminal": false/; s/"sh"/"\/hello"/; s/"ociVersion": "[^"]*"/"ociVersion": "1.0.2"/' config.json)
 P="podman --root $W/storage --runroot $W/run --tmpdir $W/tmp --cgroup-manager cgroupfs --events-backend none"
 ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 stats() { sort -n | awk '{a[NR]=$1} END {printf "median %d ms, min %d ms (n=%d)\n", a[int((NR+1)/2)], a[1], NR}'; }

@@ -159,3 +159,23 @@ func TestCimgImageRoot(t *testing.T) {
 		t.Errorf("a .cimg that is not one was accepted")
 	}
 }
+
+// TestRootfsPropagation: shared makes the root a peer group of the
+// container's own; slave, which needs the host's peer group, is refused.
+func TestRootfsPropagation(t *testing.T) {
+	o := newOCI(t)
+	b := bundle(t, func(s *specs.Spec) {
+		s.Linux.RootfsPropagation = "shared"
+		s.Process.Args = []string{"/bin/app", "show", "/proc/self/mountinfo"}
+	})
+	r := o.run("run", "--bundle", b, o.id())
+	// The first mountinfo line is the root's: "ID PARENT MAJ:MIN ROOT / OPTS shared:N - ..."
+	f := strings.Fields(r.stdout)
+	if r.code != 0 || len(f) < 7 || f[4] != "/" || !strings.HasPrefix(f[6], "shared:") {
+		t.Errorf("rootfsPropagation shared: %d, want a shared root\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	b = bundle(t, func(s *specs.Spec) { s.Linux.RootfsPropagation = "rslave" })
+	if r := o.run("create", "--bundle", b, o.id()); r.code == 0 || !strings.Contains(r.stderr, "linux.rootfsPropagation") {
+		t.Errorf("rootfsPropagation rslave: %d %q, want a refusal naming it", r.code, r.stderr)
+	}
+}
