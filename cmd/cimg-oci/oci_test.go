@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -183,5 +184,29 @@ func TestRefusals(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(o.root, id)); err == nil {
 			t.Errorf("%s: a refused create left its state", field)
 		}
+	}
+}
+
+// TestFeaturesVersion: `features` says what create applies (spec 1.2,
+// seccomp, v1 cgroups, no AppArmor), `--version` the spec version.
+func TestFeaturesVersion(t *testing.T) {
+	o := newOCI(t)
+	r := o.run("features")
+	var f struct {
+		OCIVersionMax string `json:"ociVersionMax"`
+		Linux         struct {
+			Seccomp  struct{ Enabled bool }
+			Apparmor struct{ Enabled bool }
+			Cgroup   struct{ V1, V2 bool }
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &f); err != nil || r.code != 0 {
+		t.Fatalf("features: %d %v\n%s", r.code, err, r.stdout)
+	}
+	if f.OCIVersionMax != specs.Version || !f.Linux.Seccomp.Enabled || f.Linux.Apparmor.Enabled || !f.Linux.Cgroup.V1 || f.Linux.Cgroup.V2 {
+		t.Errorf("features: %+v", f)
+	}
+	if r := o.run("--version"); r.code != 0 || !strings.Contains(r.stdout, "spec: "+specs.Version) {
+		t.Errorf("--version: %d %q", r.code, r.stdout)
 	}
 }

@@ -12,6 +12,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"cimg.dev/cimg/internal/instance"
 )
 
 // state is what cimg-oci keeps of a container under --root/ID: the OCI
@@ -38,34 +40,11 @@ func validID(id string) error {
 	return nil
 }
 
-// writeAtomic replaces dir/name crash-safely: temp file, fsync, rename
-// (the commit point), fsync of the directory. A power cut leaves the old
-// state or the new, never half of one.
+// writeAtomic replaces dir/name crash-safely (temp file, fsync, rename,
+// fsync of the directory): a power cut leaves the old state or the new,
+// never half of one.
 func writeAtomic(dir, name string, data []byte) error {
-	tmp, err := os.CreateTemp(dir, "."+name+".*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(dir, name))
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return instance.WriteFileAtomic(dir, name, data)
 }
 
 func (g *globals) dir(id string) string { return filepath.Join(g.root, id) }

@@ -195,6 +195,17 @@ func holder(dir string) (int, error) {
 	return int(lk.Pid), nil
 }
 
+// WriteFileAtomic replaces dir/name as writeAtomic does (cimg-oci's
+// state files).
+func WriteFileAtomic(dir, name string, data []byte) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return writeAtomic(fd, name, data)
+}
+
 // writeAtomic replaces name in the directory dirfd: a temp file, fsync,
 // rename (the commit point), fsync of the directory.
 func writeAtomic(dirfd int, name string, data []byte) error {
