@@ -227,6 +227,19 @@ func TestPodmanUserNamespace(t *testing.T) {
 			t.Errorf("no %q:\n%s", want, r.stdout)
 		}
 	}
+	// podman exec joins that user namespace too, as any user of it.
+	r = p.podRun([]string{"-d", "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"}, "sleep")
+	if r.code != 0 {
+		t.Fatalf("podman run -d --uidmap: %d\n%s", r.code, r.stderr)
+	}
+	id := strings.TrimSpace(r.stdout)
+	waitLog(t, p, id, "ready")
+	if r := p.run("exec", id, "/bin/app", "show", "/proc/self/uid_map"); !strings.Contains(r.stdout, "uid_map=0 100000 65536") {
+		t.Errorf("podman exec in a user namespace: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := p.run("exec", "--user", "1000", id, "/bin/app", "euid"); strings.TrimSpace(r.stdout) != "1000" {
+		t.Errorf("podman exec --user 1000: %d %q %s", r.code, r.stdout, r.stderr)
+	}
 }
 
 // TestPodmanSeccompProfile: a seccomp profile from the command line
