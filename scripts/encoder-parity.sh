@@ -21,7 +21,72 @@
 #   bin/cimg-build /usr/bin/curl -o curl.cimg && unsquashfs -d curl curl.cimg && rm -r curl/.cimg
 #   bin/cimg-build /usr/bin/python3 --add /usr/lib/python3.11:/usr/lib/python3.11 -o py.cimg && ... (same)
 #   the 100 MB tree: as scripts/bench-build.sh makes it.
+#
+# scripts/encoder-parity.sh decomp IMAGE...: the kernel's side. Each image
+# is loop-mounted read-only; each round, for each image in turn, the page
+# cache is dropped (echo 3 > /proc/sys/vm/drop_caches) and every file of
+# the mount is read (cat > /dev/null), timed. ROUNDS rounds (default 7),
+# median seconds per image. Needs root.
+#
+# scripts/encoder-parity.sh launch 'CMD ARGS' IMAGE...: a cold start's
+# kernel side: each image loop-mounted, each round for each image the page
+# cache dropped and CMD run chrooted in the mount (what a launch reads and
+# decompresses, without the launcher's own cost), ROUNDS rounds (default
+# 41); the median, and the median of the round-by-round ratio to the
+# first image.
 set -euo pipefail
+if [ "${1:-}" = launch ]; then
+	cmd=$2
+	shift 2
+	ROUNDS=${ROUNDS:-41}
+	mnts=()
+	trap 'for m in "${mnts[@]}"; do umount "$m"; rmdir "$m"; done' EXIT
+	for img in "$@"; do
+		m=$(mktemp -d) && mount -o loop,ro -t squashfs "$img" "$m" && mnts+=("$m")
+	done
+	raw=$(mktemp)
+	for r in $(seq 1 "$ROUNDS"); do
+		for i in "${!mnts[@]}"; do
+			sync && echo 3 >/proc/sys/vm/drop_caches
+			s=$(date +%s%N)
+			# shellcheck disable=SC2086 # the command's words
+			chroot "${mnts[$i]}" $cmd >/dev/null
+			echo "$r $i $((($(date +%s%N) - s) / 1000))" >>"$raw"
+		done
+	done
+	for i in "${!mnts[@]}"; do
+		med=$(awk -v i="$i" '$2 == i {print $3}' "$raw" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+		ratio=$(awk -v i="$i" '$2 == 0 {b[$1] = $3} $2 == i {v[$1] = $3} END {for (r in v) print v[r] / b[r]}' "$raw" |
+			sort -g | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR+1)/2)]}')
+		printf "%-40s %10s bytes  median %7d us  paired ratio to the first %s\n" "$(basename "${@:$((i + 1)):1}")" \
+			"$(stat -c %s "${@:$((i + 1)):1}")" "$med" "$ratio"
+	done
+	rm -f "$raw"
+	exit 0
+fi
+if [ "${1:-}" = decomp ]; then
+	shift
+	ROUNDS=${ROUNDS:-7}
+	mnts=()
+	trap 'for m in "${mnts[@]}"; do umount "$m"; rmdir "$m"; done' EXIT
+	for img in "$@"; do
+		m=$(mktemp -d) && mount -o loop,ro -t squashfs "$img" "$m" && mnts+=("$m")
+	done
+	declare -A times
+	for _ in $(seq 1 "$ROUNDS"); do
+		for i in "${!mnts[@]}"; do
+			sync && echo 3 >/proc/sys/vm/drop_caches
+			s=$(date +%s.%N)
+			find "${mnts[$i]}" -type f -print0 | xargs -0 cat >/dev/null
+			times[$i]+="$(echo "$(date +%s.%N) - $s" | bc) "
+		done
+	done
+	for i in "${!mnts[@]}"; do
+		med=$(tr ' ' '\n' <<<"${times[$i]}" | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+		printf "%-40s %10s bytes  median %.3f s  (%s)\n" "$(basename "${@:$((i + 1)):1}")" "$(stat -c %s "${@:$((i + 1)):1}")" "$med" "${times[$i]}"
+	done
+	exit 0
+fi
 CELLS=${CELLS:-zstd zstd:19 xz xz::x86 gzip lz4}
 BLOCKS=${BLOCKS:-128K 1M}
 RUNS=${RUNS:-3}
