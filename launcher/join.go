@@ -364,7 +364,7 @@ func relaySignals() *relay {
 	sigs := earlysig.Exec
 	if sigs == nil { // not started as cimg-run exec (tests)
 		sigs = make(chan os.Signal, 8)
-		signal.Notify(sigs, append(earlysig.Forwarded[:len(earlysig.Forwarded):len(earlysig.Forwarded)], syscall.SIGWINCH)...)
+		signal.Notify(sigs, earlysig.ForwardedTTY...)
 	}
 	go func() {
 		var held []os.Signal

@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"cimg.dev/cimg/internal/earlysig"
 )
 
 // ParseSignal reads TERM, SIGTERM or 15 (cimg-run stop/kill, cimg-oci
@@ -31,7 +33,7 @@ func ParseSignal(s string) (syscall.Signal, error) {
 // child (WaitRelay): asked for before the child exists, so none is lost.
 func RelaySignals() chan os.Signal {
 	c := make(chan os.Signal, 16)
-	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
+	signal.Notify(c, earlysig.ForwardedTTY...)
 	return c
 }
 

@@ -17,6 +17,10 @@ import (
 	"syscall"
 )
 
+// ForwardedTTY are Forwarded and SIGWINCH: what a command with a terminal
+// (cimg-run exec, cimg-oci's foreground run and exec) has relayed.
+var ForwardedTTY = append(Forwarded[:len(Forwarded):len(Forwarded)], syscall.SIGWINCH)
+
 // WaitArg as argv[1] makes cimg-run the slim waiter.
 const WaitArg = "__cimg_wait__"
 
@@ -47,6 +51,6 @@ func init() {
 		signal.Notify(Waiter, Forwarded...)
 	case ExecArg:
 		Exec = make(chan os.Signal, 8)
-		go signal.Notify(Exec, append(Forwarded[:len(Forwarded):len(Forwarded)], syscall.SIGWINCH)...)
+		go signal.Notify(Exec, ForwardedTTY...)
 	}
 }
