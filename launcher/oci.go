@@ -36,6 +36,10 @@ type OCIContainer struct {
 	Fifo     string         // the exec fifo the child waits on until start
 	Console  *os.File       // connected --console-socket, when process.terminal
 	Cgroup   *cgroup.Cgroup // made by the caller (cgroup.NewOCI)
+	// Seccomp is Spec's linux.seccomp compiled by the caller
+	// (internal/ociseccomp), nil for none: the compiler stays out of this
+	// package, which cimg-run links too.
+	Seccomp *unix.SockFprog
 }
 
 // ociExtra is what the Plan does not carry for an OCI launch.
@@ -182,6 +186,7 @@ func ociPlan(c *OCIContainer) (*Plan, *ociExtra, error) {
 		}
 		p.Sysctl[k] = v
 	}
+	x.filter = c.Seccomp
 	if err := ociProcess(p, x, s.Process, s, c.Rootfs); err != nil {
 		return nil, nil, err
 	}
@@ -228,7 +233,7 @@ func ociSysctlAllowed(k string, has map[specs.LinuxNamespaceType]bool) error {
 }
 
 // ociProcess plans the process: command, environment, ids, rlimits,
-// capabilities, no_new_privs, seccomp.
+// capabilities, no_new_privs (the seccomp filter comes compiled: x.filter).
 func ociProcess(p *Plan, x *ociExtra, pr *specs.Process, s *specs.Spec, rootfs string) error {
 	if !path.IsAbs(pr.Cwd) {
 		return fmt.Errorf("process.cwd %q: must be absolute", pr.Cwd)
@@ -279,10 +284,6 @@ func ociProcess(p *Plan, x *ociExtra, pr *specs.Process, s *specs.Spec, rootfs s
 		}
 	}
 	x.caps = pr.Capabilities
-	var err error
-	if x.filter, err = ociSeccomp(s.Linux.Seccomp); err != nil {
-		return err
-	}
 	return nil
 }
 

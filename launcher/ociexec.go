@@ -18,7 +18,8 @@ import (
 // container's own.
 type OCIExecOptions struct {
 	Pid     int                 // the container's process
-	Spec    *specs.Spec         // the container's config: namespaces, user namespace, seccomp
+	Spec    *specs.Spec         // the container's config: namespaces, user namespace
+	Seccomp *unix.SockFprog     // its linux.seccomp, compiled by the caller (internal/ociseccomp)
 	Process *specs.Process      // what to run (--process, or the config's with exec's argv)
 	Cgroup  map[string]string   // the container's cgroup directories (v1: controller → dir)
 	Detach  bool                // return once it runs (conmon reaps it)
@@ -54,7 +55,7 @@ func OCIExec(o OCIExecOptions) (pid, status int, err error) {
 	defer unix.Close(pidfd)
 	rootfs := fmt.Sprintf("/proc/%d/root", o.Pid)
 	p := &Plan{}
-	x := &ociExtra{}
+	x := &ociExtra{filter: o.Seccomp}
 	if o.Process == nil || len(o.Process.Args) == 0 {
 		return 0, 0, errors.New("exec: no command")
 	}

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"cimg.dev/cimg/internal/cgroup"
+	"cimg.dev/cimg/internal/ociseccomp"
 	"cimg.dev/cimg/launcher"
 )
 
@@ -147,6 +148,14 @@ func cmdCreate(args []string) (int, error) {
 }
 
 // create makes container id and leaves its process waiting for start.
+// seccompOf compiles the config's seccomp profile (nil: none).
+func seccompOf(spec *specs.Spec) (*unix.SockFprog, error) {
+	if spec.Linux == nil {
+		return nil, nil
+	}
+	return ociseccomp.Compile(spec.Linux.Seccomp)
+}
+
 func create(id string, c *createFlags) (*state, error) {
 	if c.preserveFDs > 0 {
 		return nil, errors.New("--preserve-fds: not supported by cimg-oci")
@@ -165,6 +174,10 @@ func create(id string, c *createFlags) (*state, error) {
 	}
 	if !strings.HasPrefix(spec.Version, "1.") {
 		return nil, fmt.Errorf("ociVersion %q: cimg-oci runs runtime-spec 1.x configs", spec.Version)
+	}
+	filter, err := seccompOf(spec)
+	if err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(g.root, 0o700); err != nil {
 		return nil, err
@@ -221,7 +234,7 @@ func create(id string, c *createFlags) (*state, error) {
 		defer console.Close()
 	}
 	pid, err := launcher.OCICreate(&launcher.OCIContainer{ID: id, Spec: spec, Rootfs: rootfs, Bundle: bundle, StateDir: dir,
-		Fifo: filepath.Join(dir, fifoName), Console: console, Cgroup: cg})
+		Fifo: filepath.Join(dir, fifoName), Console: console, Cgroup: cg, Seccomp: filter})
 	if err != nil {
 		return nil, err
 	}
@@ -590,7 +603,11 @@ func cmdExec(args []string) (int, error) {
 		}
 		defer console.Close()
 	}
-	_, code, err := launcher.OCIExec(launcher.OCIExecOptions{Pid: st.Pid, Spec: spec, Process: proc, Cgroup: st.Cgroup,
+	filter, err := seccompOf(spec)
+	if err != nil {
+		return 0, err
+	}
+	_, code, err := launcher.OCIExec(launcher.OCIExecOptions{Pid: st.Pid, Spec: spec, Seccomp: filter, Process: proc, Cgroup: st.Cgroup,
 		Detach: *detach, Console: console, Started: func(pid int) error {
 			if *pidFile == "" {
 				return nil
