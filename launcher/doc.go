@@ -18,7 +18,9 @@
 //     namespace, /proc with its masked and read-only paths, rlimits,
 //     seccomp, capabilities, ids, the parent-death signal re-armed,
 //     no_new_privs — up to execve, and reports a failure over a pipe
-//     whose close on exec means success.
+//     whose close on exec means success. cimg-run exec's child (join.go)
+//     is a vfork on amd64 (vfork_amd64.s): it shares the launcher's
+//     memory until its execve and joins the cgroup itself.
 //  4. wait.go: the supervisor relays signals and reaps; an app that
 //     outlives its first 100 ms is watched by the slim waiter, a fresh
 //     exec of cimg-run that only waits, relays and cleans up, to hold

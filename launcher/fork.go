@@ -38,6 +38,15 @@ type forkPlan struct {
 
 	procMounts []rawMount // /proc, then its read-only and masked paths
 
+	// vfork: the child shares this address space and the forking thread
+	// waits until it execs (CLONE_VM|CLONE_VFORK): no copy of the page
+	// tables, no copy-on-write faults on either side, nothing to tear down
+	// at its execve. Nobody can act for the child meanwhile, so it joins
+	// its cgroup itself, writing "0" to cgroupProcs (unless clone3 placed
+	// it), and there is no sync step. Only for a child whose parent has
+	// nothing to do before its execve: exec into an instance.
+	vfork       bool
+	cgroupProcs []int
 	noPdeathsig bool // the app outlives the launcher (handed to systemd, or cimg-oci's create)
 	noCgroupNS  bool // stay in the launcher's cgroup namespace (an OCI config without one)
 	// fifoPath, when set, names (/proc/self/fd/N) an O_PATH fd of
@@ -115,7 +124,7 @@ const (
 )
 
 var stepNames = map[uint32]string{
-	stepPdeathsig: "set the parent-death signal", stepSync: "wait for the cgroup join",
+	stepPdeathsig: "set the parent-death signal", stepSync: "join the cgroup",
 	stepCgroupNS: "unshare the cgroup namespace", stepJoin: "join the instance's namespaces", stepChdir: "chdir to the working directory",
 	stepTTY: "take the terminal", stepProc: "mount /proc", stepCloseFDs: "close inherited fds",
 	stepRlimit: "setrlimit", stepUserNS: "unshare the user namespace", stepIDMap: "wait for the id maps", stepFifo: "wait for start on the exec fifo", stepSeccomp: "load the seccomp filter", stepBounding: "drop capabilities from the bounding set",
@@ -147,9 +156,20 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 		poll   unix.PollFd
 		noWait unix.Timespec
 		report childError
+		self   = [1]byte{'0'}
 	)
 	runtimeBeforeFork()
-	if p.clone3 != nil {
+	if p.vfork && canVfork {
+		if p.clone3 != nil {
+			// Called from here, not through a helper: the child's calls
+			// below overwrite every frame under this one.
+			p.clone3.flags |= unix.CLONE_VM | unix.CLONE_VFORK
+			pid, n = vforkSyscall(unix.SYS_CLONE3, uintptr(unsafe.Pointer(p.clone3)), unsafe.Sizeof(*p.clone3))
+		} else {
+			pid, n = vforkSyscall(unix.SYS_CLONE, p.cloneFlags|unix.CLONE_VM|unix.CLONE_VFORK|uintptr(unix.SIGCHLD), 0)
+		}
+		err1 = syscall.Errno(n)
+	} else if p.clone3 != nil {
 		pid, _, err1 = syscall.RawSyscall(unix.SYS_CLONE3, uintptr(unsafe.Pointer(p.clone3)), unsafe.Sizeof(*p.clone3), 0)
 	} else {
 		// No stack and no tid pointers: the argument order, which differs
@@ -174,13 +194,22 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 		}
 	}
 	// Wait until the parent has put us in our cgroup (v1) so nothing below
-	// runs outside the limits; EOF means the parent is gone.
+	// runs outside the limits; EOF means the parent is gone. A vfork child
+	// goes there itself: its parent is waiting for its execve.
 	step = stepSync
 	syscall.RawSyscall(unix.SYS_CLOSE, uintptr(p.syncW), 0, 0)
 	syscall.RawSyscall(unix.SYS_CLOSE, uintptr(p.errR), 0, 0)
-	n, _, err1 = syscall.RawSyscall(unix.SYS_READ, uintptr(p.syncR), uintptr(unsafe.Pointer(&buf[0])), 1)
-	if err1 != 0 || n != 1 {
-		goto exit
+	if p.vfork && canVfork {
+		for i = 0; p.clone3 == nil && i < len(p.cgroupProcs); i++ {
+			if _, _, err1 = syscall.RawSyscall(unix.SYS_WRITE, uintptr(p.cgroupProcs[i]), uintptr(unsafe.Pointer(&self[0])), 1); err1 != 0 {
+				goto fail
+			}
+		}
+	} else {
+		n, _, err1 = syscall.RawSyscall(unix.SYS_READ, uintptr(p.syncR), uintptr(unsafe.Pointer(&buf[0])), 1)
+		if err1 != 0 || n != 1 {
+			goto exit
+		}
 	}
 	// The cgroup namespace now that we are in our cgroup: the app sees its
 	// own cgroup as /. A process exec'd into a running instance joins the

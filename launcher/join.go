@@ -106,17 +106,18 @@ type joining struct {
 	rec   *instance.Record
 	pidfd int
 
-	signals *relay     // the caller's signals, for the command
-	proc    int        // /proc/PID of the app, checked to be the app's
-	pidNS   int        // joined by the forking thread: it takes effect at fork
-	ns      []int      // joined by the child, in order
-	cgroup  int        // v2: the cgroup to clone into, or -1
-	procs   []*os.File // v1: the cgroup.procs files to move the child with
-	fp      *forkPlan
-	sync    [2]int
-	errp    [2]int
-	ptm     *os.File // the terminal's master side (TTY)
-	pts     int      // its other side, the child's stdio
+	signals   *relay   // the caller's signals, for the command
+	proc      int      // /proc/PID of the app, checked to be the app's
+	pidNS     int      // joined by the forking thread: it takes effect at fork
+	ns        []int    // joined by the child, in order
+	cgroup    int      // v2: the cgroup to clone into, or -1
+	procs     []int    // the cgroup.procs files to move the child with (v2: without clone3)
+	procNames []string // their paths, for messages
+	fp        *forkPlan
+	sync      [2]int
+	errp      [2]int
+	ptm       *os.File // the terminal's master side (TTY)
+	pts       int      // its other side, the child's stdio
 }
 
 // open opens the app's namespaces and cgroup. Each is opened through the
@@ -158,14 +159,17 @@ func (j *joining) open() error {
 		if j.cgroup, err = unix.Open(dirs[""], unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
 			return fmt.Errorf("the app's cgroup: %w", err)
 		}
-	} else {
-		for c, d := range dirs {
-			f, err := os.OpenFile(filepath.Join(d, "cgroup.procs"), os.O_WRONLY, 0)
-			if err != nil {
-				return fmt.Errorf("the app's cgroup (%s): %w", c, err)
-			}
-			j.procs = append(j.procs, f)
+	}
+	// cgroup.procs of each directory (v2: for a kernel without clone3),
+	// written with the child's pid by us, or with "0" by a vfork child.
+	for c, d := range dirs {
+		name := filepath.Join(d, "cgroup.procs")
+		fd, err := unix.Open(name, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("the app's cgroup (%s): %w", c, err)
 		}
+		j.procs = append(j.procs, fd)
+		j.procNames = append(j.procNames, name)
 	}
 	if err := unix.PidfdSendSignal(j.pidfd, 0, nil, 0); err != nil {
 		return fmt.Errorf("the app ended: %w", err)
@@ -223,6 +227,9 @@ func (j *joining) command(o ExecOptions) error {
 	if j.cgroup >= 0 {
 		j.fp.clone3 = &cloneArgs{flags: unix.CLONE_INTO_CGROUP, exitSignal: uint64(unix.SIGCHLD), cgroup: uint64(j.cgroup)}
 	}
+	// We have nothing to do between the fork and the command's execve
+	// but wait: the child may share our memory until then (fork.go).
+	j.fp.vfork, j.fp.cgroupProcs = canVfork, j.procs
 	return nil
 }
 
@@ -272,24 +279,17 @@ func (j *joining) run() (int, error) {
 // release moves the child into the app's cgroup (v1, or v2 without
 // clone3), lets it go on and waits for its execve (EOF on the error pipe).
 func (j *joining) release(pid int) error {
-	if j.fp.clone3 == nil {
-		files := j.procs
-		if j.cgroup >= 0 {
-			f, err := os.OpenFile(filepath.Join(j.rec.State.Cgroup[""], "cgroup.procs"), os.O_WRONLY, 0)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			files = []*os.File{f}
-		}
-		for _, f := range files {
-			if _, err := f.WriteString(strconv.Itoa(pid)); err != nil {
-				return fmt.Errorf("join cgroup %s: %w", f.Name(), err)
+	if !j.fp.vfork {
+		if j.fp.clone3 == nil {
+			for i, fd := range j.procs {
+				if _, err := unix.Write(fd, []byte(strconv.Itoa(pid))); err != nil {
+					return fmt.Errorf("join cgroup %s: %w", j.procNames[i], err)
+				}
 			}
 		}
-	}
-	if _, err := unix.Write(j.sync[1], []byte{1}); err != nil {
-		return fmt.Errorf("release the child: %w", err)
+		if _, err := unix.Write(j.sync[1], []byte{1}); err != nil {
+			return fmt.Errorf("release the child: %w", err)
+		}
 	}
 	var report childError
 	buf := (*[unsafe.Sizeof(report)]byte)(unsafe.Pointer(&report))[:]
@@ -415,9 +415,7 @@ func (j *joining) close() {
 	closeFDs(append([]int{j.proc, j.pidNS, j.cgroup, j.pts}, j.ns...))
 	closeFDs(j.sync[:])
 	closeFDs(j.errp[:])
-	for _, f := range j.procs {
-		f.Close()
-	}
+	closeFDs(j.procs)
 	if j.ptm != nil {
 		j.ptm.Close()
 	}

@@ -32,10 +32,19 @@ for f in memory.max pids.max cpu.max; do echo "LIMIT $f=$(cat /sys/fs/cgroup/cim
 (sleep 30; kill -KILL $pid) 2>/dev/null &
 kill -USR1 $pid; wait $pid; echo "SLEEP-EXIT $?"
 /cimg-run /probe.cimg -- hog; echo "HOG-EXIT $?"
+# exec joins the instance's cgroup: by clone3, and without it (the vfork
+# child writes itself into cgroup.procs).
+/cimg-run run -d --name x /probe.cimg -- sleep >/dev/null # the VM's own /run/cimg
+/cimg-run exec x -- /usr/bin/probe show /proc/self/cgroup; echo "EXEC-EXIT $?"
+/faultinject clone3-enosys /cimg-run exec x -- /usr/bin/probe show /proc/self/cgroup; echo "EXEC-NOCLONE3-EXIT $?"
+/cimg-run stop -t 0 x >/dev/null; /cimg-run rm x
 echo "LEFT $(ls /sys/fs/cgroup/cimg/ | grep -c probe-)"
 `)
+	if n := strings.Count(out, "/proc/self/cgroup=0::/\n"); n != 2 {
+		t.Errorf("exec'd processes in the instance's cgroup: %d of 2:\n%s", n, out)
+	}
 	for _, want := range []string{"PROBE-EXIT 0", "LIMIT memory.max=50331648", "LIMIT pids.max=16", "LIMIT cpu.max=50000 100000",
-		"SLEEP-EXIT 0", "HOG-EXIT 137", "killed by the OOM killer", "LEFT 0",
+		"SLEEP-EXIT 0", "HOG-EXIT 137", "killed by the OOM killer", "LEFT 0", "EXEC-EXIT 0", "EXEC-NOCLONE3-EXIT 0",
 		"HOG-NOCLONE3-EXIT 137"} { // without clone3 (Linux < 5.3): joined by cgroup.procs, limits hold
 		if !strings.Contains(out, want) {
 			t.Errorf("VM output lacks %q:\n%s", want, out)
