@@ -25,3 +25,26 @@ finish_work() {
 	fi
 	return "$left"
 }
+
+# from_disk PROGRAM...: each program's file and its shared libraries
+# (ldd) leave the page cache, written back first, so that their next runs
+# read them back by page faults, the state of a device after boot, the
+# same for every tool. A binary the linker has just written sits in the
+# cache in another shape: the same cimg-run bytes measured exec 0.79x
+# crun as linked, 0.77x read back this way, 0.72x as written by cp(1).
+from_disk() {
+	local p files=()
+	for p in "$@"; do
+		p=$(command -v "$p")
+		files+=("$p")
+		mapfile -t -O ${#files[@]} files < <(ldd "$p" 2>/dev/null | awk '$3 ~ /^\// {print $3}')
+	done
+	python3 - "${files[@]}" <<'PY'
+import os, sys
+for p in sys.argv[1:]:
+    fd = os.open(p, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+PY
+}

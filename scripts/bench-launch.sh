@@ -74,6 +74,7 @@ load=bench/results/launch-load.csv
 rm -f "$csv" "$load"
 crun delete -f bench-crun >/dev/null 2>&1 || true
 runc delete -f bench-runc >/dev/null 2>&1 || true
+from_disk bin/cimg-run crun runc
 for app in hello curl; do
 	for cache in warm cold; do
 		flag=
