@@ -406,7 +406,7 @@ func cmdKill(args []string) (int, error) {
 		return 0, fmt.Errorf("container %s is %s: not running", st.ID, st.Status)
 	}
 	if *all {
-		cgroup.Signal(false, st.Cgroup, sig)
+		cgroup.Signal(st.cgroupV2(), st.Cgroup, sig)
 	}
 	if err := signalProcess(st, unix.Signal(sig)); err != nil && !(*all && err == unix.ESRCH) {
 		return 0, fmt.Errorf("kill %s: %w", st.ID, err)
@@ -451,7 +451,7 @@ func remove(st *state, force bool) error {
 	}
 	if len(st.Cgroup) > 0 {
 		id := filepath.Base(firstValue(st.Cgroup))
-		if err := cgroup.RemoveLeft(id, false, st.Cgroup); err != nil {
+		if err := cgroup.RemoveLeft(id, st.cgroupV2(), st.Cgroup); err != nil {
 			return err
 		}
 	}

@@ -203,7 +203,7 @@ func TestFeaturesVersion(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &f); err != nil || r.code != 0 {
 		t.Fatalf("features: %d %v\n%s", r.code, err, r.stdout)
 	}
-	if f.OCIVersionMax != specs.Version || !f.Linux.Seccomp.Enabled || f.Linux.Apparmor.Enabled || !f.Linux.Cgroup.V1 || f.Linux.Cgroup.V2 {
+	if f.OCIVersionMax != specs.Version || !f.Linux.Seccomp.Enabled || f.Linux.Apparmor.Enabled || !f.Linux.Cgroup.V1 || !f.Linux.Cgroup.V2 {
 		t.Errorf("features: %+v", f)
 	}
 	if r := o.run("--version"); r.code != 0 || !strings.Contains(r.stdout, "spec: "+specs.Version) {

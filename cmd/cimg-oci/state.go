@@ -144,3 +144,10 @@ func signalProcess(st *state, sig unix.Signal) error {
 	}
 	return unix.PidfdSendSignal(fd, sig, nil, 0)
 }
+
+// cgroupV2 reports whether the container's cgroup is one cgroup v2
+// directory (recorded under the empty controller name).
+func (s *state) cgroupV2() bool {
+	_, ok := s.Cgroup[""]
+	return ok
+}

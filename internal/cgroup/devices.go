@@ -105,40 +105,97 @@ func insn(code uint8, dst, src uint8, off int16, imm int32) bpfInsn {
 	return bpfInsn{code: code, regs: regs, off: off, imm: imm}
 }
 
-// deviceProgram returns 1 (allow) for the allowed character devices and
-// 0 (deny) for everything else. The context is struct bpf_cgroup_dev_ctx:
-// access_type (device type in the low 16 bits, access above), major,
-// minor, all u32. Access is not looked at: every entry allows rwm.
-func deviceProgram() []bpfInsn {
+// devRule is one device rule as v1's devices.allow and devices.deny and
+// OCI configs have them: type 'a' (every device), 'c' or 'b'; major and
+// minor, -1 for any; access a set of the BPF_DEVCG_ACC_* bits (mknod,
+// read, write).
+type devRule struct {
+	allow        bool
+	typ          byte
+	major, minor int32
+	access       uint32
+}
+
+const accAll = unix.BPF_DEVCG_ACC_MKNOD | unix.BPF_DEVCG_ACC_READ | unix.BPF_DEVCG_ACC_WRITE
+
+// allowListRules is allowedDevices as rules, every access allowed.
+func allowListRules() []devRule {
+	var r []devRule
+	for _, d := range allowedDevices {
+		r = append(r, devRule{allow: true, typ: 'c', major: d.major, minor: d.minor, access: accAll})
+	}
+	return r
+}
+
+// devicesProgram decides as v1's devices controller would after the
+// rules were written in order: the last rule that matches a request
+// decides, so they are tried from the last. An allow rule matches when it
+// allows every access asked for, a deny rule when it denies any. When
+// none matches the answer is def (1: allow, 0: deny). The context is
+// struct bpf_cgroup_dev_ctx: access_type (device type in the low 16
+// bits, access above), major, minor, all u32.
+func devicesProgram(rules []devRule, def int32) []bpfInsn {
 	const (
 		ldxw  = unix.BPF_LDX | unix.BPF_MEM | unix.BPF_W
 		and   = unix.BPF_ALU64 | unix.BPF_AND | unix.BPF_K
-		jne   = unix.BPF_JMP | unix.BPF_JNE | unix.BPF_K
+		rsh   = unix.BPF_ALU64 | unix.BPF_RSH | unix.BPF_K
+		movX  = unix.BPF_ALU64 | unix.BPF_MOV | unix.BPF_X
 		mov   = unix.BPF_ALU64 | unix.BPF_MOV | unix.BPF_K
+		jne   = unix.BPF_JMP | unix.BPF_JNE | unix.BPF_K
+		jeq   = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
 		exit  = unix.BPF_JMP | unix.BPF_EXIT
 		ctx   = 1
 		typ   = 2
 		major = 3
 		minor = 4
+		acc   = 5
+		tmp   = 6
 	)
 	p := []bpfInsn{
 		insn(ldxw, typ, ctx, 0, 0),
+		insn(movX, acc, typ, 0, 0),
+		insn(rsh, acc, 0, 0, 16),
 		insn(and, typ, 0, 0, 0xffff),
 		insn(ldxw, major, ctx, 4, 0),
 		insn(ldxw, minor, ctx, 8, 0),
 	}
-	for _, d := range allowedDevices {
+	for i := len(rules) - 1; i >= 0; i-- {
+		r := rules[i]
 		// Each test jumps past the rest of its block when it fails.
-		block := []bpfInsn{insn(jne, typ, 0, 0, unix.BPF_DEVCG_DEV_CHAR), insn(jne, major, 0, 0, d.major)}
-		if d.minor >= 0 {
-			block = append(block, insn(jne, minor, 0, 0, d.minor))
+		var block []bpfInsn
+		switch r.typ {
+		case 'c':
+			block = append(block, insn(jne, typ, 0, 0, unix.BPF_DEVCG_DEV_CHAR))
+		case 'b':
+			block = append(block, insn(jne, typ, 0, 0, unix.BPF_DEVCG_DEV_BLOCK))
 		}
-		for i := range block {
-			block[i].off = int16(len(block) + 2 - (i + 1))
+		if r.major >= 0 {
+			block = append(block, insn(jne, major, 0, 0, r.major))
 		}
-		p = append(append(p, block...), insn(mov, 0, 0, 0, 1), insn(exit, 0, 0, 0, 0))
+		if r.minor >= 0 {
+			block = append(block, insn(jne, minor, 0, 0, r.minor))
+		}
+		switch {
+		case r.allow && r.access&accAll != accAll: // asks for nothing it does not allow
+			block = append(block, insn(movX, tmp, acc, 0, 0), insn(and, tmp, 0, 0, int32(accAll&^r.access)), insn(jne, tmp, 0, 0, 0))
+		case !r.allow && r.access&accAll != accAll: // asks for something it denies
+			block = append(block, insn(movX, tmp, acc, 0, 0), insn(and, tmp, 0, 0, int32(r.access&accAll)), insn(jeq, tmp, 0, 0, 0))
+		}
+		for j := range block {
+			if block[j].code&0x07 == unix.BPF_JMP {
+				block[j].off = int16(len(block) + 2 - (j + 1))
+			}
+		}
+		verdict := int32(0)
+		if r.allow {
+			verdict = 1
+		}
+		p = append(append(p, block...), insn(mov, 0, 0, 0, verdict), insn(exit, 0, 0, 0, 0))
+		if len(block) == 0 {
+			return p // matches every request: what follows could not run, and the verifier refuses unreachable code
+		}
 	}
-	return append(p, insn(mov, 0, 0, 0, 0), insn(exit, 0, 0, 0, 0))
+	return append(p, insn(mov, 0, 0, 0, def), insn(exit, 0, 0, 0, 0))
 }
 
 // bpfProgLoadAttr is the head of union bpf_attr for BPF_PROG_LOAD, up to
@@ -180,11 +237,10 @@ func bpf(cmd int, attr unsafe.Pointer, size uintptr) (uintptr, error) {
 // errNoDeviceBPF means the kernel cannot filter devices on cgroup v2.
 var errNoDeviceBPF = errors.New("the kernel has no BPF device filter for cgroup v2 (CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF, Linux 4.15+)")
 
-// loadDeviceProgram loads deviceProgram and returns its fd. It fails
+// loadDeviceProgram loads a devicesProgram and returns its fd. It fails
 // with errNoDeviceBPF where the kernel lacks the feature, and with the
 // verifier's log where the kernel refuses the program itself.
-func loadDeviceProgram() (int, error) {
-	prog := deviceProgram()
+func loadDeviceProgram(prog []bpfInsn) (int, error) {
 	// The license matters only to programs that call GPL-only helpers
 	// (this one calls no helper at all), but the kernel reads the string
 	// and fails with EFAULT on a NULL pointer: an empty one will do.
@@ -232,8 +288,8 @@ func loadDeviceProgram() (int, error) {
 // BPF_F_ALLOW_MULTI: a program attached later, by anyone, to this cgroup
 // or below runs besides this one (a device must pass all of them) rather
 // than replacing it. The attachment holds the program: its fd is closed.
-func devicesV2(dirFD int) error {
-	fd, err := loadDeviceProgram()
+func devicesV2(dirFD int, prog []bpfInsn) error {
+	fd, err := loadDeviceProgram(prog)
 	if err != nil {
 		return err
 	}
@@ -256,7 +312,7 @@ func (cg *Cgroup) applyDevices() error {
 		if !ok {
 			return errors.New("device filter: the cgroup is not open")
 		}
-		err := devicesV2(int(d.Fd()))
+		err := devicesV2(int(d.Fd()), devicesProgram(allowListRules(), 0))
 		if errors.Is(err, errNoDeviceBPF) {
 			cg.Warning = err.Error() + ": the app's cgroup has no device allow-list"
 			return nil
@@ -278,7 +334,7 @@ func (cg *Cgroup) applyDevices() error {
 // on this host, and how (for cimg-run doctor).
 func DeviceFilterSupport() (bool, string) {
 	if IsV2() {
-		fd, err := loadDeviceProgram()
+		fd, err := loadDeviceProgram(devicesProgram(allowListRules(), 0))
 		if err != nil {
 			return false, err.Error()
 		}

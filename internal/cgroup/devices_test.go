@@ -108,7 +108,7 @@ func TestDeviceBPFProgramFilters(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	if err := devicesV2(int(d.Fd())); err != nil {
+	if err := devicesV2(int(d.Fd()), devicesProgram(allowListRules(), 0)); err != nil {
 		t.Fatal(err)
 	}
 	got := runDeviceProbe(t, &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(d.Fd())}, nil)
@@ -152,7 +152,9 @@ func TestDeviceV1CgroupFilters(t *testing.T) {
 // TestDeviceProgramJumps: every conditional jump of the program lands
 // inside it, and the program ends in exit.
 func TestDeviceProgramJumps(t *testing.T) {
-	p := deviceProgram()
+	rules := append(allowListRules(), devRule{allow: false, typ: 'b', major: 7, minor: -1, access: unix.BPF_DEVCG_ACC_MKNOD},
+		devRule{allow: true, typ: 'a', major: -1, minor: -1, access: unix.BPF_DEVCG_ACC_READ})
+	p := devicesProgram(rules, 1)
 	for i, in := range p {
 		if in.code&0x07 == unix.BPF_JMP && in.code != unix.BPF_JMP|unix.BPF_EXIT {
 			if to := i + 1 + int(in.off); to <= i || to >= len(p) {
@@ -188,7 +190,7 @@ func TestDeviceProgramLoadsUnderSignals(t *testing.T) {
 	}()
 	defer func() { close(stop); <-done }()
 	for i := range 2000 {
-		fd, err := loadDeviceProgram()
+		fd, err := loadDeviceProgram(devicesProgram(allowListRules(), 0))
 		if err != nil {
 			t.Fatalf("load %d of 2000, with signals arriving: %v", i+1, err)
 		}

@@ -3,12 +3,15 @@ package cgroup
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // OCIPath is where an OCI config's cgroupsPath puts the container, below
@@ -65,19 +68,24 @@ func OCIPath(p string, systemd bool, id string) (string, error) {
 // its resources write to, and freezer and devices.
 var ociV1 = []string{"memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio"}
 
-// NewOCI makes the cgroup rel (OCIPath) in every v1 hierarchy this host
-// mounts and writes res there. It refuses, before making anything, the
-// resources cimg-oci does not apply, naming the field: none is ignored.
-// Pure cgroup v2 hosts are refused for now.
+// NewOCI makes the cgroup rel (OCIPath) — on a cgroup v2 host one
+// directory, else one in every v1 hierarchy this host mounts — and
+// writes res there. It refuses, before making anything, the resources
+// cimg-oci does not apply, naming the field: none is ignored.
 func NewOCI(rel string, res *specs.LinuxResources) (cg *Cgroup, err error) {
-	if IsV2() {
-		return nil, errors.New("linux.resources: cimg-oci supports cgroup v1 (and hybrid) hosts only; this host is pure cgroup v2")
-	}
 	if res == nil {
 		res = &specs.LinuxResources{}
 	}
-	if err := ociUnsupported(res); err != nil {
+	v2 := IsV2()
+	if err := ociUnsupported(res, v2); err != nil {
 		return nil, err
+	}
+	rules, err := ociDeviceRules(res.Devices)
+	if err != nil {
+		return nil, err
+	}
+	if v2 {
+		return newOCIV2(rel, res, rules)
 	}
 	cg = newCgroup(filepath.Base(rel), false)
 	defer func() {
@@ -119,11 +127,15 @@ func NewOCI(rel string, res *specs.LinuxResources) (cg *Cgroup, err error) {
 			}
 		}
 	}
-	return cg, cg.ociLimitsV1(res)
+	if err := cg.ociLimitsV1(res); err != nil {
+		return cg, err
+	}
+	return cg, cg.ociDevicesV1(rules)
 }
 
-// ociUnsupported names the first resource cimg-oci would not apply.
-func ociUnsupported(r *specs.LinuxResources) error {
+// ociUnsupported names the first resource cimg-oci would not apply on
+// this host (v2: a pure cgroup v2 host).
+func ociUnsupported(r *specs.LinuxResources, v2 bool) error {
 	switch {
 	case r.BlockIO != nil && (r.BlockIO.Weight != nil || r.BlockIO.LeafWeight != nil || len(r.BlockIO.WeightDevice) > 0 ||
 		len(r.BlockIO.ThrottleReadBpsDevice) > 0 || len(r.BlockIO.ThrottleWriteBpsDevice) > 0 ||
@@ -135,8 +147,8 @@ func ociUnsupported(r *specs.LinuxResources) error {
 		return errors.New("linux.resources.network is not supported by cimg-oci")
 	case len(r.Rdma) > 0:
 		return errors.New("linux.resources.rdma is not supported by cimg-oci")
-	case len(r.Unified) > 0:
-		return errors.New("linux.resources.unified is not supported by cimg-oci (cgroup v2 files on a v1 host)")
+	case len(r.Unified) > 0 && !v2:
+		return errors.New("linux.resources.unified: cgroup v2 files, and this host's controllers are on cgroup v1")
 	}
 	if m := r.Memory; m != nil {
 		switch {
@@ -146,6 +158,12 @@ func ociUnsupported(r *specs.LinuxResources) error {
 			return errors.New("linux.resources.memory.kernelTCP is not supported by cimg-oci")
 		case m.UseHierarchy != nil:
 			return errors.New("linux.resources.memory.useHierarchy is not supported by cimg-oci")
+		case v2 && m.Swappiness != nil:
+			return errors.New("linux.resources.memory.swappiness: cgroup v2 has no per-cgroup swappiness (this host is cgroup v2)")
+		case v2 && m.DisableOOMKiller != nil && *m.DisableOOMKiller:
+			return errors.New("linux.resources.memory.disableOOMKiller: cgroup v2 cannot turn the OOM killer off (this host is cgroup v2)")
+		case v2 && m.Swap != nil && m.Limit == nil:
+			return errors.New("linux.resources.memory.swap: needs memory.limit on cgroup v2, where swap is limited apart from memory (swap.max = swap - limit)")
 		}
 	}
 	if c := r.CPU; c != nil {
@@ -234,46 +252,95 @@ func (cg *Cgroup) ociLimitsV1(r *specs.LinuxResources) error {
 			}
 		}
 	}
-	return cg.ociDevicesV1(r.Devices)
+	return nil
+}
+
+// ociDeviceRules checks the config's device rules and turns them into
+// devRules, in order.
+func ociDeviceRules(rules []specs.LinuxDeviceCgroup) ([]devRule, error) {
+	var out []devRule
+	for i, r := range rules {
+		d := devRule{allow: r.Allow, major: -1, minor: -1}
+		switch r.Type {
+		case "", "a":
+			d.typ = 'a'
+		case "c", "b":
+			d.typ = r.Type[0]
+		default:
+			return nil, fmt.Errorf("linux.resources.devices[%d].type %q: want a, c or b", i, r.Type)
+		}
+		for _, n := range []struct {
+			v   *int64
+			to  *int32
+			key string
+		}{{r.Major, &d.major, "major"}, {r.Minor, &d.minor, "minor"}} {
+			if n.v != nil && *n.v >= 0 {
+				if *n.v > 1<<31-1 {
+					return nil, fmt.Errorf("linux.resources.devices[%d].%s %d: too large", i, n.key, *n.v)
+				}
+				*n.to = int32(*n.v)
+			}
+		}
+		access := r.Access
+		if access == "" {
+			access = "rwm"
+		}
+		for _, c := range access {
+			switch c {
+			case 'r':
+				d.access |= unix.BPF_DEVCG_ACC_READ
+			case 'w':
+				d.access |= unix.BPF_DEVCG_ACC_WRITE
+			case 'm':
+				d.access |= unix.BPF_DEVCG_ACC_MKNOD
+			default:
+				return nil, fmt.Errorf("linux.resources.devices[%d].access %q: letters r, w and m only", i, r.Access)
+			}
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// v1 is the rule as devices.allow and devices.deny take it.
+func (d devRule) v1() string {
+	if d.typ == 'a' {
+		return "a"
+	}
+	num := func(n int32) string {
+		if n < 0 {
+			return "*"
+		}
+		return strconv.Itoa(int(n))
+	}
+	access := ""
+	for _, a := range []struct {
+		bit uint32
+		c   string
+	}{{unix.BPF_DEVCG_ACC_READ, "r"}, {unix.BPF_DEVCG_ACC_WRITE, "w"}, {unix.BPF_DEVCG_ACC_MKNOD, "m"}} {
+		if d.access&a.bit != 0 {
+			access += a.c
+		}
+	}
+	return string(d.typ) + " " + num(d.major) + ":" + num(d.minor) + " " + access
 }
 
 // ociDevicesV1 writes the config's device rules in order (a later rule
 // wins), then allows the nodes every container's /dev gets (devNodes in
 // the launcher, and the terminal): the floor runc and crun keep too.
-func (cg *Cgroup) ociDevicesV1(rules []specs.LinuxDeviceCgroup) error {
+func (cg *Cgroup) ociDevicesV1(rules []devRule) error {
 	if _, ok := cg.Dirs["devices"]; !ok {
 		if len(rules) > 0 {
 			return errors.New("linux.resources.devices: this host mounts no cgroup v1 devices controller")
 		}
 		return nil
 	}
-	num := func(p *int64) string {
-		if p == nil || *p < 0 {
-			return "*"
-		}
-		return strconv.FormatInt(*p, 10)
-	}
 	for i, r := range rules {
-		typ := r.Type
-		if typ == "" {
-			typ = "a"
-		}
-		if typ != "a" && typ != "c" && typ != "b" {
-			return fmt.Errorf("linux.resources.devices[%d].type %q: want a, c or b", i, typ)
-		}
-		access := r.Access
-		if access == "" {
-			access = "rwm"
-		}
-		rule := typ + " " + num(r.Major) + ":" + num(r.Minor) + " " + access
-		if typ == "a" {
-			rule = "a"
-		}
 		file := "devices.deny"
-		if r.Allow {
+		if r.allow {
 			file = "devices.allow"
 		}
-		if err := cg.ociWrite("devices", file, rule, fmt.Sprintf("linux.resources.devices[%d] (%s %s)", i, file, rule)); err != nil {
+		if err := cg.ociWrite("devices", file, r.v1(), fmt.Sprintf("linux.resources.devices[%d] (%s %s)", i, file, r.v1())); err != nil {
 			return err
 		}
 	}
@@ -283,4 +350,148 @@ func (cg *Cgroup) ociDevicesV1(rules []specs.LinuxDeviceCgroup) error {
 		}
 	}
 	return nil
+}
+
+// newOCIV2 makes the container's cgroup on a cgroup v2 host: each level
+// above it made where missing, with the controllers the host offers
+// (cpu, cpuset, memory, pids) enabled for its children, and the
+// resources written to their v2 files. The device rules become a BPF
+// device program (the config's rules, then the nodes every container's
+// /dev gets; no rule matching leaves a device allowed, as a v1 cgroup
+// below the root inherits "a *:* rwm").
+func newOCIV2(rel string, res *specs.LinuxResources, rules []devRule) (cg *Cgroup, err error) {
+	cg = newCgroup(filepath.Base(rel), true)
+	defer func() {
+		if err != nil {
+			cg.release() // let go of the flock, or RemoveLeft would think it in use
+			RemoveLeft(cg.ID, true, cg.Dirs)
+			cg = nil
+		}
+	}()
+	var need []string
+	if m := res.Memory; m != nil && (m.Limit != nil || m.Reservation != nil || m.Swap != nil) {
+		need = append(need, "memory")
+	}
+	if res.Pids != nil && res.Pids.Limit != 0 {
+		need = append(need, "pids")
+	}
+	if c := res.CPU; c != nil {
+		if c.Shares != nil || c.Quota != nil || c.Period != nil {
+			need = append(need, "cpu")
+		}
+		if c.Cpus != "" || c.Mems != "" {
+			need = append(need, "cpuset")
+		}
+	}
+	avail, _ := os.ReadFile(filepath.Join(Root, "cgroup.controllers"))
+	enable, missing := subtreeControl(string(avail), need)
+	if len(missing) > 0 {
+		return cg, fmt.Errorf("linux.resources: cgroup v2 controller %s is not available (%s: %q)", missing[0],
+			filepath.Join(Root, "cgroup.controllers"), strings.TrimSpace(string(avail)))
+	}
+	dir := filepath.Join(Root, rel)
+	for d := Root; d != dir; d = filepath.Join(d, strings.Split(strings.TrimPrefix(dir, d+"/"), "/")[0]) {
+		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return cg, fmt.Errorf("create cgroup %s: %w", d, err)
+		}
+		if enable != "" {
+			if err := writeFile(filepath.Join(d, "cgroup.subtree_control"), enable); err != nil {
+				return cg, fmt.Errorf("enable controllers %q in %s: %w (a cgroup with processes of its own cannot pass controllers on)", enable, d, err)
+			}
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return cg, fmt.Errorf("create cgroup %s: %w", dir, err)
+	}
+	cg.Dirs[""] = dir
+	if err := cg.hold("", dir); err != nil {
+		return cg, err
+	}
+	w := func(file, v, field string) error {
+		if err := writeFile(filepath.Join(dir, file), v); err != nil {
+			return fmt.Errorf("%s (%s): %w", field, file, err)
+		}
+		return nil
+	}
+	limit := func(v int64) string {
+		if v < 0 {
+			return "max"
+		}
+		return strconv.FormatInt(v, 10)
+	}
+	var errs []error
+	if m := res.Memory; m != nil {
+		if m.Limit != nil {
+			errs = append(errs, w("memory.max", limit(*m.Limit), "linux.resources.memory.limit"))
+		}
+		if m.Swap != nil { // ociUnsupported saw m.Limit set
+			// OCI's swap is memory and swap together, as v1's memsw;
+			// v2 limits swap alone.
+			swap := *m.Swap
+			if swap >= 0 && *m.Limit >= 0 {
+				swap -= *m.Limit
+			}
+			if swap < 0 && *m.Swap >= 0 {
+				errs = append(errs, fmt.Errorf("linux.resources.memory.swap %d: less than memory.limit %d (swap counts memory and swap together)", *m.Swap, *m.Limit))
+			} else {
+				errs = append(errs, w("memory.swap.max", limit(swap), "linux.resources.memory.swap"))
+			}
+		}
+		if m.Reservation != nil {
+			errs = append(errs, w("memory.low", limit(*m.Reservation), "linux.resources.memory.reservation"))
+		}
+	}
+	if p := res.Pids; p != nil && p.Limit != 0 {
+		errs = append(errs, w("pids.max", limit(p.Limit), "linux.resources.pids.limit"))
+	}
+	if c := res.CPU; c != nil {
+		if c.Shares != nil && *c.Shares > 0 {
+			// v1's shares (2..262144) onto v2's weight (1..10000), both ends
+			// and the default (1024 → 39, near 100 by design of the scale)
+			// mapped linearly, as the other runtimes convert them.
+			sh := min(max(*c.Shares, 2), 262144)
+			errs = append(errs, w("cpu.weight", strconv.FormatUint(1+((sh-2)*9999)/262142, 10), "linux.resources.cpu.shares"))
+		}
+		if c.Quota != nil || c.Period != nil {
+			quota, period := "max", "100000"
+			if c.Quota != nil && *c.Quota > 0 {
+				quota = strconv.FormatInt(*c.Quota, 10)
+			}
+			if c.Period != nil && *c.Period > 0 {
+				period = strconv.FormatUint(*c.Period, 10)
+			}
+			errs = append(errs, w("cpu.max", quota+" "+period, "linux.resources.cpu.quota/period"))
+		}
+		if c.Cpus != "" {
+			errs = append(errs, w("cpuset.cpus", c.Cpus, "linux.resources.cpu.cpus"))
+		}
+		if c.Mems != "" {
+			errs = append(errs, w("cpuset.mems", c.Mems, "linux.resources.cpu.mems"))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(res.Unified)) {
+		if k == "" || strings.ContainsAny(k, "/\x00") || strings.HasPrefix(k, ".") || !strings.Contains(k, ".") {
+			errs = append(errs, fmt.Errorf("linux.resources.unified %q: not a cgroup file name", k))
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, k)); err != nil {
+			errs = append(errs, fmt.Errorf("linux.resources.unified %q: no such file in the container's cgroup (is its controller enabled?)", k))
+			continue
+		}
+		errs = append(errs, w(k, res.Unified[k], "linux.resources.unified"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return cg, err
+	}
+	err = devicesV2(int(cg.held[""].Fd()), devicesProgram(append(rules, allowListRules()...), 1))
+	if errors.Is(err, errNoDeviceBPF) && len(rules) == 0 {
+		err = nil // nothing asked for: without the feature, nothing to refuse
+	}
+	if err != nil {
+		return cg, fmt.Errorf("linux.resources.devices: %w", err)
+	}
+	// Held only while being set up: the container's cgroup outlives this
+	// process, and delete removes it by its path (RemoveLeft), as on v1.
+	cg.release()
+	return cg, nil
 }
