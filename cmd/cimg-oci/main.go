@@ -62,7 +62,7 @@ func main() {
 	}
 	args := fs.Args()
 	if len(args) == 0 {
-		fail(errors.New("usage: cimg-oci [global flags] create|start|state|kill|delete|run|exec|features|spec ..."))
+		fail(errors.New("usage: cimg-oci [global flags] create|start|state|kill|delete|run|exec|pause|resume|ps|update|features|spec ..."))
 	}
 	if g.debug {
 		logLine("debug", strings.Join(os.Args, " "))
@@ -70,6 +70,7 @@ func main() {
 	cmds := map[string]func([]string) (int, error){
 		"create": cmdCreate, "start": cmdStart, "state": cmdState, "kill": cmdKill, "delete": cmdDelete,
 		"run": cmdRun, "exec": cmdExec, "features": cmdFeatures, "spec": cmdSpec,
+		"pause": cmdPause, "resume": cmdResume, "ps": cmdPs, "update": cmdUpdate,
 	}
 	run, ok := cmds[args[0]]
 	if !ok {
@@ -402,7 +403,7 @@ func cmdKill(args []string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if st.Status != specs.StateCreated && st.Status != specs.StateRunning {
+	if st.Status != specs.StateCreated && st.Status != specs.StateRunning && st.Status != statePaused {
 		return 0, fmt.Errorf("container %s is %s: not running", st.ID, st.Status)
 	}
 	if *all {
@@ -445,6 +446,9 @@ func remove(st *state, force bool) error {
 	}
 	if st.Pid > 0 && alive(st) {
 		signalProcess(st, unix.SIGKILL)
+		if cgroup.Frozen(st.cgroupV2(), st.Cgroup) {
+			cgroup.Freeze(st.cgroupV2(), st.Cgroup, false) // a frozen process takes its SIGKILL once thawed
+		}
 		for i := 0; i < 500 && alive(st); i++ {
 			time.Sleep(10 * time.Millisecond)
 		}

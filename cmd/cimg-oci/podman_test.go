@@ -61,19 +61,14 @@ func TestPodmanRunRm(t *testing.T) {
 // namespace), kill with a signal the app catches, stop.
 func TestPodmanDetached(t *testing.T) {
 	p := newPodman(t)
-	r := p.podRun([]string{"-d"}, "sleep")
-	if r.code != 0 {
-		t.Fatalf("podman run -d: %d\n%s", r.code, r.stderr)
-	}
-	id := strings.TrimSpace(r.stdout)
-	waitLog(t, p, id, "ready")
+	id := sleeping(t, p)
 	if ps := p.run("ps", "--no-trunc"); !strings.Contains(ps.stdout, id) || !strings.Contains(ps.stdout, "Up ") {
 		t.Errorf("podman ps does not show it up:\n%s", ps.stdout)
 	}
 	if r := p.run("exec", id, "/bin/app", "exit", "5"); r.code != 5 {
 		t.Errorf("podman exec ... exit 5: status %d\n%s", r.code, r.stderr)
 	}
-	r = p.run("exec", id, "/bin/app")
+	r := p.run("exec", id, "/bin/app")
 	if r.code != 0 {
 		t.Fatalf("podman exec: %d\n%s", r.code, r.stderr)
 	}
@@ -97,6 +92,19 @@ func TestPodmanDetached(t *testing.T) {
 	}
 	waitLog(t, p, id, "got terminated")
 	waitExited(t, p, id, "0")
+}
+
+// sleeping starts the probe detached (podman run -d), sleeping until a
+// signal, and returns its id once it says it is ready.
+func sleeping(t *testing.T, p *podmanEnv) string {
+	t.Helper()
+	r := p.podRun([]string{"-d"}, "sleep")
+	if r.code != 0 {
+		t.Fatalf("podman run -d: %d\n%s", r.code, r.stderr)
+	}
+	id := strings.TrimSpace(r.stdout)
+	waitLog(t, p, id, "ready")
+	return id
 }
 
 func waitLog(t *testing.T, p *podmanEnv, id, want string) {
@@ -255,5 +263,34 @@ func TestPodmanSeccompProfile(t *testing.T) {
 	r = p.podRun([]string{"--rm"}, "mkdir", "/bin")
 	if !strings.Contains(r.stdout, "/bin ok") {
 		t.Errorf("mkdir under podman's default profile: status %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestPodmanPauseUnpause: podman pause and unpause go through cimg-oci's
+// pause and resume, podman reads "paused" back from its state, and
+// podman rm -f takes a paused container.
+func TestPodmanPauseUnpause(t *testing.T) {
+	p := newPodman(t)
+	id := sleeping(t, p)
+	if r := p.run("pause", id); r.code != 0 {
+		t.Fatalf("podman pause: %d\n%s", r.code, r.stderr)
+	}
+	if r := p.run("inspect", "--format", "{{.State.Status}}", id); strings.TrimSpace(r.stdout) != "paused" {
+		t.Errorf("podman inspect after pause: %q %s", r.stdout, r.stderr)
+	}
+	if r := p.run("unpause", id); r.code != 0 {
+		t.Fatalf("podman unpause: %d\n%s", r.code, r.stderr)
+	}
+	if r := p.run("inspect", "--format", "{{.State.Status}}", id); strings.TrimSpace(r.stdout) != "running" {
+		t.Errorf("podman inspect after unpause: %q %s", r.stdout, r.stderr)
+	}
+	if r := p.run("exec", id, "/bin/app", "exit", "3"); r.code != 3 {
+		t.Errorf("podman exec after unpause: %d\n%s", r.code, r.stderr)
+	}
+	if r := p.run("pause", id); r.code != 0 {
+		t.Fatalf("podman pause again: %d\n%s", r.code, r.stderr)
+	}
+	if r := p.run("rm", "-f", id); r.code != 0 {
+		t.Fatalf("podman rm -f of a paused container: %d\n%s", r.code, r.stderr)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"cimg.dev/cimg/internal/cgroup"
 	"cimg.dev/cimg/internal/instance"
 )
 
@@ -88,9 +89,9 @@ func (g *globals) config(id string) (*specs.Spec, error) {
 }
 
 // status: creating until create recorded the process; then created while
-// it waits on the exec fifo, running once start took the fifo away, and
-// stopped once that very process (pid and start time) is gone or a
-// zombie.
+// it waits on the exec fifo, running once start took the fifo away (paused
+// while its cgroup is frozen), and stopped once that very process (pid and
+// start time) is gone or a zombie.
 func (g *globals) status(st *state) specs.ContainerState {
 	if st.Pid == 0 {
 		return specs.StateCreating
@@ -101,6 +102,9 @@ func (g *globals) status(st *state) specs.ContainerState {
 	}
 	if _, err := os.Lstat(filepath.Join(g.dir(st.ID), fifoName)); err == nil {
 		return specs.StateCreated
+	}
+	if cgroup.Frozen(st.cgroupV2(), st.Cgroup) {
+		return statePaused
 	}
 	return specs.StateRunning
 }

@@ -16,8 +16,9 @@ import (
 // weight, swap apart from memory, unified keys as given), the device
 // rules become a BPF program that allows per access (a rule allowing
 // writes lets a write open through and not a read), the process is in
-// the container's cgroup, kill --all reaches it, and delete leaves no
-// cgroup.
+// the container's cgroup, pause freezes it (cgroup.freeze) and resume
+// thaws it, update rewrites a limit, kill --all reaches it, and delete
+// leaves no cgroup.
 func TestCgroupV2InVM(t *testing.T) {
 	limit, swap, shares, quota, period := int64(64<<20), int64(64<<20), uint64(1024), int64(50000), uint64(100000)
 	major, minor := int64(1), int64(11)
@@ -49,6 +50,10 @@ sed -i 's#"write","/dev/kmsg-test","cimg-oci v2 device test\\n"#"show","/dev/kms
 $O run --bundle /b c2; echo "RUN-EXIT $?"
 sed -i 's#"show","/dev/kmsg-test","/proc/self/cgroup"#"sleep"#' /b/config.json
 $O create --bundle /b c3 && $O start c3
+$O pause c3; echo "PAUSE-EXIT $?"; echo "EVENTS $(grep frozen /sys/fs/cgroup/cimg-oci/c3/cgroup.events)"
+$O state c3 | grep -o '"status": *"[a-z]*"'
+$O update --memory 33554432 c3; echo "UPDATE $(cat /sys/fs/cgroup/cimg-oci/c3/memory.max)"
+$O resume c3; echo "RESUME-EXIT $?"; echo "EVENTS $(grep frozen /sys/fs/cgroup/cimg-oci/c3/cgroup.events)"
 $O kill --all c3 KILL; echo "KILL-EXIT $?"
 i=0; until $O state c3 2>/dev/null | grep -q stopped; do i=$((i+1)); [ $i -gt 100 ] && break; sleep 0.1; done
 $O state c3 | grep -o '"status": *"[a-z]*"'
@@ -58,6 +63,7 @@ echo "LEFT $(find /sys/fs/cgroup/cimg-oci -mindepth 1 -type d | wc -l)"
 	for _, want := range []string{"CREATE-EXIT 0", "V2 memory.max=67108864", "V2 memory.swap.max=0", "V2 memory.high=61440000",
 		"V2 pids.max=32", "V2 cpu.weight=39", "V2 cpu.max=50000 100000", "PROCS 1", "START-EXIT 0", "wrote /dev/kmsg-test",
 		"DELETE-EXIT 0", "/dev/kmsg-test=error: open /dev/kmsg-test: operation not permitted", "/proc/self/cgroup=0::/", "RUN-EXIT 0",
+		"PAUSE-EXIT 0", "EVENTS frozen 1", `"paused"`, "UPDATE 33554432", "RESUME-EXIT 0", "EVENTS frozen 0",
 		"KILL-EXIT 0", `"stopped"`, "DELETE3-EXIT 0", "LEFT 0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("VM output lacks %q:\n%s", want, out)

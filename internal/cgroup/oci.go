@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -407,6 +408,24 @@ func newOCIV2(rel string, res *specs.LinuxResources, rules []devRule) (cg *Cgrou
 	if err := cg.hold("", dir); err != nil {
 		return cg, err
 	}
+	if err := ociLimitsV2(dir, res); err != nil {
+		return cg, err
+	}
+	err = devicesV2(int(cg.held[""].Fd()), devicesProgram(append(rules, allowListRules()...), 1))
+	if errors.Is(err, errNoDeviceBPF) && len(rules) == 0 {
+		err = nil // nothing asked for: without the feature, nothing to refuse
+	}
+	if err != nil {
+		return cg, fmt.Errorf("linux.resources.devices: %w", err)
+	}
+	// Held only while being set up: the container's cgroup outlives this
+	// process, and delete removes it by its path (RemoveLeft), as on v1.
+	cg.release()
+	return cg, nil
+}
+
+// ociLimitsV2 writes the resources to their v2 files in dir.
+func ociLimitsV2(dir string, res *specs.LinuxResources) error {
 	w := func(file, v, field string) error {
 		if err := writeFile(filepath.Join(dir, file), v); err != nil {
 			return fmt.Errorf("%s (%s): %w", field, file, err)
@@ -480,18 +499,101 @@ func newOCIV2(rel string, res *specs.LinuxResources, rules []devRule) (cg *Cgrou
 		}
 		errs = append(errs, w(k, res.Unified[k], "linux.resources.unified"))
 	}
-	if err := errors.Join(errs...); err != nil {
-		return cg, err
+	return errors.Join(errs...)
+}
+
+// UpdateOCI writes new resources to a container's cgroup, by the
+// directories NewOCI made (v2: one, under ""). What NewOCI refuses is
+// refused here too; device rules are refused as well: on v2 a second
+// device program could only narrow the first (both must allow).
+func UpdateOCI(v2 bool, dirs map[string]string, res *specs.LinuxResources) error {
+	if err := ociUnsupported(res, v2); err != nil {
+		return err
 	}
-	err = devicesV2(int(cg.held[""].Fd()), devicesProgram(append(rules, allowListRules()...), 1))
-	if errors.Is(err, errNoDeviceBPF) && len(rules) == 0 {
-		err = nil // nothing asked for: without the feature, nothing to refuse
+	if len(res.Devices) > 0 {
+		return errors.New("linux.resources.devices: not updatable by cimg-oci (set them at create)")
 	}
-	if err != nil {
-		return cg, fmt.Errorf("linux.resources.devices: %w", err)
+	if v2 {
+		dir, ok := dirs[""]
+		if !ok {
+			return errors.New("the container's cgroup v2 directory is not recorded")
+		}
+		return ociLimitsV2(dir, res)
 	}
-	// Held only while being set up: the container's cgroup outlives this
-	// process, and delete removes it by its path (RemoveLeft), as on v1.
-	cg.release()
-	return cg, nil
+	cg := newCgroup("", false)
+	maps.Copy(cg.Dirs, dirs)
+	return cg.ociLimitsV1(res)
+}
+
+// Freeze stops every process of a container's cgroup (frozen) or lets
+// them go on, and returns once the kernel says it is done: v2's
+// cgroup.freeze (cgroup.events reads "frozen 1"), v1's freezer.state
+// (FREEZING until every task stopped: written again meanwhile, as a
+// task forked during the freeze may have escaped the first pass).
+func Freeze(v2 bool, dirs map[string]string, frozen bool) error {
+	deadline := time.Now().Add(5 * time.Second)
+	if v2 {
+		dir, ok := dirs[""]
+		if !ok {
+			return errors.New("the container's cgroup v2 directory is not recorded")
+		}
+		v, want := "0", "frozen 0"
+		if frozen {
+			v, want = "1", "frozen 1"
+		}
+		if err := writeFile(filepath.Join(dir, "cgroup.freeze"), v); err != nil {
+			return fmt.Errorf("cgroup.freeze: %w (Linux 5.2 or later has it)", err)
+		}
+		for {
+			b, err := os.ReadFile(filepath.Join(dir, "cgroup.events"))
+			if err != nil {
+				return err
+			}
+			if strings.Contains(string(b), want) {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: not %q after 5 s", filepath.Join(dir, "cgroup.events"), want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	dir, ok := dirs["freezer"]
+	if !ok {
+		return errors.New("this host mounts no cgroup v1 freezer controller")
+	}
+	v := "THAWED"
+	if frozen {
+		v = "FROZEN"
+	}
+	for {
+		if err := writeFile(filepath.Join(dir, "freezer.state"), v); err != nil {
+			return fmt.Errorf("freezer.state: %w", err)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "freezer.state"))
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(string(b)) == v {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %s, not %s after 5 s", filepath.Join(dir, "freezer.state"), strings.TrimSpace(string(b)), v)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Frozen reports whether a container's cgroup is frozen (or freezing).
+func Frozen(v2 bool, dirs map[string]string) bool {
+	if v2 {
+		b, _ := os.ReadFile(filepath.Join(dirs[""], "cgroup.freeze"))
+		return strings.TrimSpace(string(b)) == "1"
+	}
+	d, ok := dirs["freezer"]
+	if !ok {
+		return false
+	}
+	b, _ := os.ReadFile(filepath.Join(d, "freezer.state"))
+	return strings.TrimSpace(string(b)) != "THAWED"
 }
