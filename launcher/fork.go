@@ -37,6 +37,15 @@ type forkPlan struct {
 	errR, errW   int // the child writes a childError here; execve closes it
 
 	procMounts []rawMount // /proc, then its read-only and masked paths
+	// earlyProc, when set, is /proc's mount(2) call, made by the child
+	// first thing (its target a /proc/self/fd/N path of the new root's
+	// /proc directory): it reports stepProc done and waits, while the
+	// parent goes on with the mounts listed after /proc. procMounts then
+	// holds the rest, and chdir is set: the child was forked before the
+	// launch thread changed directory, and it enters rootFD (the new
+	// root's directory) with fchdir and chroot once released.
+	earlyProc *rawMount
+	rootFD    int
 
 	// vfork: the child shares this address space and the forking thread
 	// waits until it execs (CLONE_VM|CLONE_VFORK): no copy of the page
@@ -157,6 +166,7 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 		noWait unix.Timespec
 		report childError
 		self   = [1]byte{'0'}
+		dot    = [2]byte{'.', 0}
 	)
 	runtimeBeforeFork()
 	if p.vfork && canVfork {
@@ -193,6 +203,17 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 			goto fail
 		}
 	}
+	if p.earlyProc != nil {
+		step = stepProc
+		if _, _, err1 = syscall.RawSyscall6(unix.SYS_MOUNT, uintptr(unsafe.Pointer(p.earlyProc.src)), uintptr(unsafe.Pointer(p.earlyProc.dst)),
+			uintptr(unsafe.Pointer(p.earlyProc.fstype)), p.earlyProc.flags, uintptr(unsafe.Pointer(p.earlyProc.data)), 0); err1 != 0 {
+			goto fail
+		}
+		report.step, report.errno = stepProc, 0
+		if _, _, err1 = syscall.RawSyscall(unix.SYS_WRITE, uintptr(p.errW), uintptr(unsafe.Pointer(&report)), unsafe.Sizeof(report)); err1 != 0 {
+			goto fail
+		}
+	}
 	// Wait until the parent has put us in our cgroup (v1) so nothing below
 	// runs outside the limits; EOF means the parent is gone. A vfork child
 	// goes there itself: its parent is waiting for its execve.
@@ -209,6 +230,18 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 		n, _, err1 = syscall.RawSyscall(unix.SYS_READ, uintptr(p.syncR), uintptr(unsafe.Pointer(&buf[0])), 1)
 		if err1 != 0 || n != 1 {
 			goto exit
+		}
+	}
+	// Forked before the root switch (earlyProc): into the new root, by
+	// its fd. pivot_root moved us already; chroot, where it stood in for
+	// it, did not.
+	if p.earlyProc != nil {
+		step = stepChdir
+		if _, _, err1 = syscall.RawSyscall(unix.SYS_FCHDIR, uintptr(p.rootFD), 0, 0); err1 != 0 {
+			goto fail
+		}
+		if _, _, err1 = syscall.RawSyscall(unix.SYS_CHROOT, uintptr(unsafe.Pointer(&dot[0])), 0, 0); err1 != 0 {
+			goto fail
 		}
 	}
 	// The cgroup namespace now that we are in our cgroup: the app sees its

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unsafe"
 	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -200,17 +201,25 @@ func ociPlan(c *OCIContainer) (*Plan, *ociExtra, error) {
 	return p, x, nil
 }
 
-// ociIDMap takes the one uid and one gid mapping from container id 0 that
-// the launcher's user namespaces support (IDMap).
+// ociIDMap takes the config's uid and gid mappings, each range as given.
 func ociIDMap(l *specs.Linux) (*IDMap, error) {
-	if len(l.UIDMappings) != 1 || len(l.GIDMappings) != 1 {
-		return nil, fmt.Errorf("linux.uidMappings/gidMappings: cimg-oci supports exactly one range of each (%d and %d given)", len(l.UIDMappings), len(l.GIDMappings))
+	if len(l.UIDMappings) == 0 || len(l.GIDMappings) == 0 {
+		return nil, fmt.Errorf("linux.uidMappings/gidMappings: a user namespace needs both (%d and %d ranges given)", len(l.UIDMappings), len(l.GIDMappings))
 	}
-	u, g := l.UIDMappings[0], l.GIDMappings[0]
-	if u.ContainerID != 0 || g.ContainerID != 0 || u.Size != g.Size || u.Size == 0 {
-		return nil, errors.New("linux.uidMappings/gidMappings: cimg-oci supports one range each, from container id 0, of equal sizes")
+	m := &IDMap{}
+	for _, set := range []struct {
+		name string
+		in   []specs.LinuxIDMapping
+		out  *[]IDRange
+	}{{"uidMappings", l.UIDMappings, &m.UIDs}, {"gidMappings", l.GIDMappings, &m.GIDs}} {
+		for i, r := range set.in {
+			if r.Size == 0 || r.ContainerID+r.Size < r.ContainerID || r.HostID+r.Size < r.HostID {
+				return nil, fmt.Errorf("linux.%s[%d]: size %d from %d (host %d): empty or past the last id", set.name, i, r.Size, r.ContainerID, r.HostID)
+			}
+			*set.out = append(*set.out, IDRange{Inside: r.ContainerID, Host: r.HostID, Size: r.Size})
+		}
 	}
-	return &IDMap{UIDBase: u.HostID, GIDBase: g.HostID, Count: u.Size}, nil
+	return m, nil
 }
 
 // ociSysctlAllowed admits the sysctls that belong to a namespace the
@@ -392,6 +401,7 @@ func ociMounts(p *Plan, s *specs.Spec, rootfs, bundle string, cgroupDirs map[str
 			}
 			ms.Kind = KindProc
 			proc = &ms
+			p.ProcAfter = len(p.Mounts)
 			continue
 		case ms.Target == "/proc" || strings.HasPrefix(ms.Target, "/proc/"):
 			return fmt.Errorf("mounts[%d]: %s is under /proc, which the container's process mounts after these: not supported by cimg-oci", i, ms.Target)
@@ -583,7 +593,28 @@ func (l *launch) ociSpawn(c *OCIContainer, p *Plan, x *ociExtra, joins []*os.Fil
 			return 0, fmt.Errorf("linux.namespaces: join %s %s: %w", j.typ, j.path, err)
 		}
 	}
-	if err := enterRoot(p, nil, ""); err != nil {
+	// /proc goes in where the config lists it (the runtime spec wants
+	// the mounts in order, as mountinfo shows them): the child is forked
+	// there, mounts it in its pid namespace and waits. Not with a terminal,
+	// which is opened on the container's devpts after the mounts, and the
+	// child must hold it from the fork: then /proc comes last.
+	var early struct {
+		pid  int
+		join []*os.File
+	}
+	atProc := func(root, proc *os.File) error {
+		pid, join, err := l.forkAtProc(p, root, proc)
+		early.pid, early.join = pid, join
+		return err
+	}
+	if c.Spec.Process.Terminal || p.ProcAfter == 0 {
+		atProc = nil
+	}
+	if err := enterRoot(p, nil, "", atProc); err != nil {
+		if early.pid > 0 {
+			unix.Kill(early.pid, unix.SIGKILL)
+			unix.Wait4(early.pid, nil, 0, nil)
+		}
 		return 0, fmt.Errorf("build the container's root: %w", err)
 	}
 	// The command must be there now, as runc checks before it waits for
@@ -614,9 +645,12 @@ func (l *launch) ociSpawn(c *OCIContainer, p *Plan, x *ociExtra, joins []*os.Fil
 		l.fp.stdio = [3]int{pts, pts, pts}
 		l.fp.tty = true
 	}
-	pid, join, err := l.fork()
-	if err != nil {
-		return 0, err
+	pid, join := early.pid, early.join
+	if pid == 0 {
+		var err error
+		if pid, join, err = l.fork(); err != nil {
+			return 0, err
+		}
 	}
 	if err := l.releaseChild(pid, join); err != nil {
 		unix.Kill(pid, unix.SIGKILL)
@@ -627,6 +661,45 @@ func (l *launch) ociSpawn(c *OCIContainer, p *Plan, x *ociExtra, joins []*os.Fil
 		return 0, fmt.Errorf("container setup, %w", err)
 	}
 	return pid, nil
+}
+
+// forkAtProc forks the child while the root is half built, to mount
+// /proc on dir (the new root's /proc) in its pid namespace before the
+// mounts listed after it; it returns once the child has. The child then
+// waits to be released as after l.fork, and enters root (an fd of the
+// new root's directory) and the working directory itself: it was forked
+// before the launch thread switched root, which moves it along with
+// pivot_root but not where chroot has to stand in (an initramfs, a
+// shared root).
+func (l *launch) forkAtProc(p *Plan, root, dir *os.File) (int, []*os.File, error) {
+	proc := p.Proc[0]
+	proc.Target = "/proc/self/fd/" + strconv.Itoa(int(dir.Fd())) // the child's own fd (its /proc is still the host's)
+	m, err := rawMounts([]MountSpec{proc})
+	if err != nil {
+		return 0, nil, err
+	}
+	if l.fp.procMounts, err = rawMounts(p.Proc[1:]); err != nil {
+		return 0, nil, err
+	}
+	if l.fp.chdir, err = syscall.BytePtrFromString(p.Workdir); err != nil {
+		return 0, nil, err
+	}
+	l.fp.earlyProc, l.fp.rootFD = &m[0], int(root.Fd())
+	pid, join, err := l.fork()
+	if err != nil {
+		return 0, nil, err
+	}
+	var report childError
+	buf := (*[unsafe.Sizeof(report)]byte)(unsafe.Pointer(&report))[:]
+	if n, _ := readFull(l.errp[0], buf); n == 0 || report.step != stepProc || report.errno != 0 {
+		unix.Kill(pid, unix.SIGKILL)
+		unix.Wait4(pid, nil, 0, nil)
+		if n == 0 {
+			return 0, nil, errors.New("container setup: the process ended before mounting /proc")
+		}
+		return 0, nil, fmt.Errorf("container setup, %w", report)
+	}
+	return pid, join, nil
 }
 
 // openPTY opens a new terminal on the devpts of the root dirfd root (its

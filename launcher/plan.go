@@ -38,6 +38,11 @@ type Plan struct {
 	Rlimits    []Rlimit
 	Mounts     []MountSpec // enterRoot's, in order, below the new root
 	Proc       []MountSpec // the child's, once it is in its pid namespace
+	// ProcAfter, when not 0, puts /proc (Proc[0]) in after that many of
+	// Mounts, in the order an OCI config lists it: the child is forked
+	// there and mounts it first thing (cimg-oci). 0: the child mounts it
+	// after all of them.
+	ProcAfter int `json:",omitempty"`
 	Volumes    []Volume    // host directories the mounts use, made first
 	Init       bool        // exec the sealed init in front of the app
 	UserNS     *IDMap      // a private user namespace with this mapping, or nil
@@ -54,16 +59,49 @@ type Plan struct {
 }
 
 // IDMap maps ids 0..Count-1 of the app's user namespace to UIDBase.. and
-// GIDBase.. on the host.
+// GIDBase.. on the host; or, where UIDs and GIDs are set (an OCI config's
+// mappings, several ranges each), as those say.
 type IDMap struct {
 	UIDBase, GIDBase, Count uint32
+	UIDs, GIDs              []IDRange `json:",omitempty"`
+}
+
+// IDRange maps Size ids from Inside in the namespace to Host.. outside.
+type IDRange struct{ Inside, Host, Size uint32 }
+
+// overflowID is what the kernel shows for an id the namespace does not
+// map (/proc/sys/kernel/overflowuid's default).
+const overflowID = 65534
+
+func hostID(ranges []IDRange, base, id uint32) uint32 {
+	if ranges == nil {
+		return base + id
+	}
+	for _, r := range ranges {
+		if id >= r.Inside && id-r.Inside < r.Size {
+			return r.Host + id - r.Inside
+		}
+	}
+	return overflowID
 }
 
 // HostUID is the host's uid for the app's uid u.
-func (m *IDMap) HostUID(u uint32) uint32 { return m.UIDBase + u }
+func (m *IDMap) HostUID(u uint32) uint32 { return hostID(m.UIDs, m.UIDBase, u) }
 
 // HostGID is the host's gid for the app's gid g.
-func (m *IDMap) HostGID(g uint32) uint32 { return m.GIDBase + g }
+func (m *IDMap) HostGID(g uint32) uint32 { return hostID(m.GIDs, m.GIDBase, g) }
+
+// lines is the uid_map or gid_map text: one "inside host size" line a range.
+func (m *IDMap) lines(ranges []IDRange, base uint32) string {
+	if ranges == nil {
+		return fmt.Sprintf("0 %d %d\n", base, m.Count)
+	}
+	var b strings.Builder
+	for _, r := range ranges {
+		fmt.Fprintf(&b, "%d %d %d\n", r.Inside, r.Host, r.Size)
+	}
+	return b.String()
+}
 
 // Rlimit is one setrlimit(2) call.
 type Rlimit struct {

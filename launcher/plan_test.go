@@ -223,7 +223,7 @@ func TestPlanUserNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *p.UserNS != (IDMap{UIDBase: 300000, GIDBase: 400000, Count: 65536}) {
+	if u := p.UserNS; u.UIDBase != 300000 || u.GIDBase != 400000 || u.Count != 65536 || u.UIDs != nil || u.GIDs != nil {
 		t.Errorf("map %+v", *p.UserNS)
 	}
 	if v := p.Volumes[0]; v.UID != 300007 || v.GID != 400008 {
@@ -323,5 +323,27 @@ func TestKernelAtLeast(t *testing.T) {
 		if got := kernelAtLeast(c.rel, 5, 8); got != c.want {
 			t.Errorf("%s: %v", c.rel, got)
 		}
+	}
+}
+
+// TestIDMapRanges: an OCI config's several ranges map each id by the
+// range that holds it; an id no range holds is the kernel's overflow id;
+// the map files get one line a range.
+func TestIDMapRanges(t *testing.T) {
+	m := &IDMap{UIDs: []IDRange{{0, 100000, 1000}, {1000, 1000, 1}, {1001, 101001, 64535}}, GIDs: []IDRange{{0, 200000, 65536}}}
+	for _, c := range []struct{ in, want uint32 }{{0, 100000}, {999, 100999}, {1000, 1000}, {1001, 101001}, {65535, 165535}, {70000, overflowID}} {
+		if got := m.HostUID(c.in); got != c.want {
+			t.Errorf("HostUID(%d) = %d, want %d", c.in, got, c.want)
+		}
+	}
+	if got := m.HostGID(5); got != 200005 {
+		t.Errorf("HostGID(5) = %d", got)
+	}
+	if got := m.lines(m.UIDs, m.UIDBase); got != "0 100000 1000\n1000 1000 1\n1001 101001 64535\n" {
+		t.Errorf("uid_map text %q", got)
+	}
+	single := &IDMap{UIDBase: 300000, GIDBase: 400000, Count: 65536}
+	if got := single.lines(single.UIDs, single.UIDBase); got != "0 300000 65536\n" || single.HostUID(7) != 300007 {
+		t.Errorf("single range: %q, HostUID(7) %d", got, single.HostUID(7))
 	}
 }

@@ -22,7 +22,7 @@ import (
 // STATE/root, a directory of the host that only this namespace mounts
 // on. image is the verified image file, mounted here only with
 // PrivateMount; volumes is the operator's volume directory.
-func enterRoot(p *Plan, image *os.File, volumes string) error {
+func enterRoot(p *Plan, image *os.File, volumes string, atProc func(root, proc *os.File) error) error {
 	root := filepath.Join(p.StateDir, "root")
 
 	// New namespaces for this thread only; the pid and cgroup namespaces
@@ -40,13 +40,23 @@ func enterRoot(p *Plan, image *os.File, volumes string) error {
 	// writable volume holds can point a mount at the host.
 	b := &builder{root: root, plan: p, image: image, volumes: volumes}
 	for i, m := range p.Mounts {
+		if atProc != nil && i == p.ProcAfter {
+			if err := b.procAt(atProc); err != nil {
+				return err
+			}
+		}
 		if err := b.mount(i, m); err != nil {
 			return fmt.Errorf("mount %s (%s): %w", m.Target, m.Kind, err)
 		}
 	}
-	// /proc is mounted later by the child, by path: it must be a real
-	// directory of the image, or that mount would follow a link the image
-	// put there (CVE-2019-16884 class).
+	if atProc != nil && p.ProcAfter >= len(p.Mounts) {
+		if err := b.procAt(atProc); err != nil {
+			return err
+		}
+	}
+	// /proc is mounted by the child, by path (or through the fd given to
+	// atProc): it must be a real directory of the image, or that mount
+	// would follow a link the image put there (CVE-2019-16884 class).
 	proc, err := b.open("/proc", unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
@@ -82,6 +92,22 @@ func enterRoot(p *Plan, image *os.File, volumes string) error {
 	// The command, followed as execve will follow it, must not lead into
 	// /proc: there the child's /proc/self/exe is the host's cimg-run.
 	return checkExec(p.Argv[0])
+}
+
+// procAt hands the new root and its /proc directory (opened without
+// following links) to atProc, which has the child mount /proc there.
+func (b *builder) procAt(atProc func(root, proc *os.File) error) error {
+	root, err := os.OpenFile(b.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("the new root: %w", err)
+	}
+	defer root.Close()
+	dir, err := b.open("/proc", unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
+	}
+	defer dir.Close()
+	return atProc(root, dir)
 }
 
 // builder carries what the mount steps share.

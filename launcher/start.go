@@ -230,7 +230,7 @@ func (l *launch) spawn() *launchThread {
 		// goroutine ends.
 		runtime.LockOSThread()
 		l.opts.mark("build the root")
-		if err := enterRoot(l.plan, l.image, l.opts.VolumeDir); err != nil {
+		if err := enterRoot(l.plan, l.image, l.opts.VolumeDir, nil); err != nil {
 			t.started <- spawned{err: fmt.Errorf("build the app's root: %w", err)}
 			return
 		}
@@ -345,15 +345,16 @@ func (l *launch) releaseChild(pid int, join []*os.File) error {
 // thread's root changed.
 func writeIDMaps(proc *os.File, pid int, m *IDMap) error {
 	for _, f := range []struct {
-		name string
-		base uint32
-	}{{"uid_map", m.UIDBase}, {"gid_map", m.GIDBase}} {
+		name, text string
+	}{{"uid_map", m.lines(m.UIDs, m.UIDBase)}, {"gid_map", m.lines(m.GIDs, m.GIDBase)}} {
 		name := strconv.Itoa(pid) + "/" + f.name
 		fd, err := unix.Openat(int(proc.Fd()), name, unix.O_WRONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("open /proc/%s: %w", name, err)
 		}
-		_, err = unix.Write(fd, []byte(fmt.Sprintf("0 %d %d\n", f.base, m.Count)))
+		// One write: the kernel takes a map whole or not at all (and
+		// refuses overlapping ranges, or more than 340 lines).
+		_, err = unix.Write(fd, []byte(f.text))
 		unix.Close(fd)
 		if err != nil {
 			return fmt.Errorf("write /proc/%s: %w", name, err)

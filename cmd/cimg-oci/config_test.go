@@ -162,6 +162,11 @@ func TestCimgImageRoot(t *testing.T) {
 
 // TestRootfsPropagation: shared makes the root a peer group of the
 // container's own; slave, which needs the host's peer group, is refused.
+// A shared root is also where pivot_root fails and chroot stands in,
+// which moves no other process: the container's process, forked before
+// it to mount /proc in order, must enter the new root itself, or it
+// would execve the host's files (root-escape class; it did, ENOENT for
+// /bin/app, before it entered the root by fd).
 func TestRootfsPropagation(t *testing.T) {
 	o := newOCI(t)
 	b := bundle(t, func(s *specs.Spec) {

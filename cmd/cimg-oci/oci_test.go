@@ -210,3 +210,42 @@ func TestFeaturesVersion(t *testing.T) {
 		t.Errorf("--version: %d %q", r.code, r.stdout)
 	}
 }
+
+// TestMountsInOrder: the runtime spec wants the config's mounts made in
+// the order listed, and mountinfo shows them so. /proc comes first in
+// every config (cimg-oci spec's, podman's) but only the container's
+// process can mount it, in its pid namespace: it is forked there and
+// mounts it before the parent goes on (before, /proc came last and
+// runtime-tools found every later mount "not in order"). With a
+// terminal /proc still comes last (README).
+func TestMountsInOrder(t *testing.T) {
+	o := newOCI(t)
+	b := bundle(t, nil)
+	r := o.run("run", "--bundle", b, o.id())
+	if r.code != 0 {
+		t.Fatalf("run: %d %s", r.code, r.stderr)
+	}
+	rep := parseReport(t, r.stdout)
+	at := map[string]int{}
+	for i, m := range rep.Mounts {
+		if _, seen := at[m]; !seen {
+			at[m] = i
+		}
+	}
+	s := &specs.Spec{}
+	if err := json.Unmarshal([]byte(readTrim(filepath.Join(b, "config.json"))), s); err != nil {
+		t.Fatal(err)
+	}
+	last, lastName := -1, ""
+	for _, m := range s.Mounts {
+		i, ok := at[m.Destination]
+		if !ok {
+			t.Errorf("mount %s is not in the container's mountinfo: %v", m.Destination, rep.Mounts)
+			continue
+		}
+		if i < last {
+			t.Errorf("mount %s comes before %s in mountinfo, after it in the config: %v", m.Destination, lastName, rep.Mounts)
+		}
+		last, lastName = i, m.Destination
+	}
+}

@@ -223,7 +223,7 @@ func TestPodmanCgroupLimits(t *testing.T) {
 }
 
 // TestPodmanUserNamespace: --uidmap/--gidmap: the app is root of a user
-// namespace whose 0 is host 100000.
+// namespace whose 0 is host 100000; several ranges are mapped as given.
 func TestPodmanUserNamespace(t *testing.T) {
 	p := newPodman(t)
 	r := p.podRun([]string{"--rm", "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"}, "show", "/proc/self/uid_map", "/proc/self/gid_map")
@@ -234,6 +234,12 @@ func TestPodmanUserNamespace(t *testing.T) {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("no %q:\n%s", want, r.stdout)
 		}
+	}
+	// Several ranges: the kernel's map has a line (33 bytes) for each.
+	r = p.podRun([]string{"--rm", "--uidmap", "0:100000:1000", "--uidmap", "1000:300000:64536", "--gidmap", "0:100000:65536"},
+		"read", "/proc/self/uid_map")
+	if r.code != 0 || !strings.Contains(r.stdout, "read /proc/self/uid_map: 66 bytes") {
+		t.Errorf("podman run with two uid ranges: %d %q %s", r.code, r.stdout, r.stderr)
 	}
 	// podman exec joins that user namespace too, as any user of it.
 	r = p.podRun([]string{"-d", "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"}, "sleep")
