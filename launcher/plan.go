@@ -42,10 +42,10 @@ type Plan struct {
 	// Mounts, in the order an OCI config lists it: the child is forked
 	// there and mounts it first thing (cimg-oci). 0: the child mounts it
 	// after all of them.
-	ProcAfter int `json:",omitempty"`
-	Volumes    []Volume    // host directories the mounts use, made first
-	Init       bool        // exec the sealed init in front of the app
-	UserNS     *IDMap      // a private user namespace with this mapping, or nil
+	ProcAfter int      `json:",omitempty"`
+	Volumes   []Volume // host directories the mounts use, made first
+	Init      bool     // exec the sealed init in front of the app
+	UserNS    *IDMap   // a private user namespace with this mapping, or nil
 	// Sysctl is written by the launch thread once in its namespaces
 	// (cimg-oci: the config's linux.sysctl, namespaced keys only).
 	Sysctl map[string]string `json:",omitempty"`
