@@ -28,7 +28,25 @@ import (
 var cimgOCI, cimgBuild, probe string
 
 func TestMain(m *testing.M) {
-	testbin.Main(m.Run, map[string]string{"cimg-oci": ".", "cimg-build": "../cimg-build", "probe": "../../testdata/probe"},
+	// The container cgroups go with each delete; the parents they were
+	// made in (cimg-oci/, the suite's testdir/) are the tests' to remove.
+	run := func() int {
+		before := map[string]bool{}
+		for _, d := range cgroupTops() {
+			before[d] = true
+		}
+		code := m.Run()
+		for _, d := range cgroupTops() {
+			if !before[d] {
+				if err := removeCgroupTree(d); err != nil {
+					fmt.Fprintln(os.Stderr, "cgroup left by the tests:", err)
+					code = 1
+				}
+			}
+		}
+		return code
+	}
+	testbin.Main(run, map[string]string{"cimg-oci": ".", "cimg-build": "../cimg-build", "probe": "../../testdata/probe"},
 		func(p map[string]string) { cimgOCI, cimgBuild, probe = p["cimg-oci"], p["cimg-build"], p["probe"] })
 }
 
