@@ -38,6 +38,7 @@ scripts/bench-launch.sh
 scripts/bench-scale.sh # after bench-launch.sh: it uses its image and bundle
 scripts/bench-cold.sh
 scripts/bench-services.sh
+scripts/bench-oci.sh
 scripts/bench-store.sh
 scripts/bench-size.sh
 scripts/bench-delivery.sh # after bench-size.sh: it reuses its debootstrap cache

@@ -50,6 +50,7 @@ func main() {
 	scale(ws)
 	cold(ws)
 	services(ws)
+	ociSection(ws)
 	storeSection(ws)
 	size(ws)
 	delivery(ws)
@@ -60,8 +61,9 @@ func main() {
 	w("upper end meets it, so a result this shared machine's noise could carry across the line is short.\n\n")
 	w("Where cimg falls short, the reasons as far as we know them: cold launches of a dynamic app read\n")
 	w("and decompress squashfs blocks that crun reads as plain files (the mount cache keeps them only while\n")
-	w("the page cache does); the .cimg's zstd is Go's (klauspost/compress at its best level, about zstd -11,\n")
-	w("not -19) in 128 KiB blocks, against one zstd stream over the whole tar; the hash tree adds about 1%%.\n\n")
+	w("the page cache does); an image is compressed in blocks (128 KiB by default), against one stream over\n")
+	w("the whole tar; the xz encoder is pure Go (ulikunitz/xz, a greedy match finder, not liblzma's); the\n")
+	w("hash tree adds about 1%%; each cimg-oci command is a Go process, whose start costs more than C's.\n\n")
 	w("%s", sections.String())
 	w("## How it was measured\n\n")
 	w("`make bench` installs its peers through apt when missing (crun, runc, umoci, squashfs-tools, debootstrap,\n")
@@ -82,6 +84,8 @@ func main() {
 	w("  (the commands are in that section).\n")
 	w("- `scripts/bench-services.sh` — named instances against crun's and runc's detached containers: exec latency,\n")
 	w("  `cimg-run ps` with many instances, the supervisors' memory (the commands are in that section).\n")
+	w("- `scripts/bench-oci.sh` — cimg-oci against crun and runc as OCI runtimes, under podman and bare (the\n")
+	w("  commands are in that section).\n")
 	w("- `scripts/bench-store.sh` — the store: update downtime against crun on the same content, and install time\n")
 	w("  against skopeo copy (the commands are in that section).\n")
 	w("- `scripts/bench-size.sh` — image sizes (umoci init/new/unpack/repack for the OCI layout; `tar --sort=name | zstd`\n")
@@ -1086,4 +1090,39 @@ func contains(l []string, s string) bool {
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "report:", err)
 	os.Exit(1)
+}
+
+// ociSection: cimg-oci as an OCI runtime (scripts/bench-oci.sh) — under
+// podman and in the bare create, start, delete cycle — against crun and
+// runc, each cell one runtime paired with crun.
+func ociSection(w writer) {
+	meta := keyValues("oci-meta.csv")
+	w("## cimg-oci as an OCI runtime\n\n")
+	w("One bundle for the three runtimes: the static hello of bench/hello.c and `cimg-oci spec`'s config with\n")
+	w("`/hello` as the command and no terminal. Measured by `scripts/bench-oci.sh` on %s (load %s before, %s\n", meta["date"], meta["load before"], meta["load after"])
+	w("after) with %s, in a private mount namespace with the cgroup2 mount at /sys/fs/cgroup/unified detached,\n", meta["podman"])
+	w("every runtime's state (`--root`, podman's runroot) on a tmpfs, as under /run. Each cell pairs one runtime\n")
+	w("with crun, run by run (bench/launchbench, one warm-up round, %s timed rounds, the order within a round\n", meta["pairs"])
+	w("shuffled); \"vs crun\" is the median of the ratios with its 95 %% bootstrap interval.\n\n")
+	w("- **podman**: `podman --root S --runroot R --cgroup-manager cgroupfs --events-backend none --runtime RT run\n")
+	w("  --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 --rootfs ROOTFS /hello` — podman's\n")
+	w("  and conmon's work, and the runtime's create, start, state and delete. Goal: cimg-oci not slower than crun\n")
+	w("  (≤ 1.0×, upper end).\n")
+	w("- **cycle**: `RT --root S create --bundle B ID; RT --root S start ID; RT --root S delete --force ID`\n")
+	w("  (bench/oci-cycle.sh). Goal: cimg-oci ≤ 0.8× crun, upper end.\n\n")
+	w("| cell | runtime | median ms | p90 ms | vs crun, paired | 95 %% CI | goal |\n|---|---|---|---|---|---|---|\n")
+	for _, c := range []struct {
+		label, goalName string
+		goal            float64
+	}{{"podman", "podman run --rm", 1.0}, {"cycle", "create+start+delete", 0.8}} {
+		_, ms, _ := cell("oci.csv", c.label)
+		_, msRunc, _ := cell("oci.csv", c.label+"-runc")
+		ci := paired(ms["cimg-oci"], ms["crun"])
+		goal := judge(fmt.Sprintf("cimg-oci, %s: %s crun", c.goalName, ciText(ci)), ci.Meets(c.goal), fmt.Sprintf("≤ %.1f×, upper end", c.goal))
+		w("| %s | cimg-oci | %.1f | %.1f | %.2f× | %s | %s |\n", c.label, median(ms["cimg-oci"]), p90(ms["cimg-oci"]), ci.Median, ciRange(ci), goal)
+		w("| %s | crun | %.1f | %.1f | | | |\n", c.label, median(ms["crun"]), p90(ms["crun"]))
+		rc := paired(msRunc["runc"], msRunc["crun"])
+		w("| %s | runc | %.1f | %.1f | %.2f× | %s | |\n", c.label, median(msRunc["runc"]), p90(msRunc["runc"]), rc.Median, ciRange(rc))
+	}
+	w("\n")
 }

@@ -354,10 +354,9 @@ func start(st *state) error {
 		}
 	}
 	os.Remove(fifo)
-	spec, err := g.config(st.ID)
-	if err == nil && spec.Hooks != nil {
+	if hooks, err := g.hooks(st.ID); err == nil && hooks != nil {
 		st.Status = specs.StateRunning
-		if err := runHooks(spec.Hooks.Poststart, st); err != nil {
+		if err := runHooks(hooks.Poststart, st); err != nil {
 			logLine("warning", err.Error()) // the spec: a poststart failure is a warning
 			fmt.Fprintln(os.Stderr, "cimg-oci: warning:", err)
 		}
@@ -445,13 +444,7 @@ func remove(st *state, force bool) error {
 		}
 	}
 	if st.Pid > 0 && alive(st) {
-		signalProcess(st, unix.SIGKILL)
-		if cgroup.Frozen(st.cgroupV2(), st.Cgroup) {
-			cgroup.Freeze(st.cgroupV2(), st.Cgroup, false) // a frozen process takes its SIGKILL once thawed
-		}
-		for i := 0; i < 500 && alive(st); i++ {
-			time.Sleep(10 * time.Millisecond)
-		}
+		killAndWait(st)
 	}
 	if len(st.Cgroup) > 0 {
 		id := filepath.Base(firstValue(st.Cgroup))
@@ -459,9 +452,9 @@ func remove(st *state, force bool) error {
 			return err
 		}
 	}
-	if spec, err := g.config(st.ID); err == nil && spec.Hooks != nil {
+	if hooks, err := g.hooks(st.ID); err == nil && hooks != nil {
 		st.Status = specs.StateStopped
-		if err := runHooks(spec.Hooks.Poststop, st); err != nil {
+		if err := runHooks(hooks.Poststop, st); err != nil {
 			logLine("warning", err.Error())
 			fmt.Fprintln(os.Stderr, "cimg-oci: warning:", err)
 		}
