@@ -17,6 +17,7 @@
 # each cell) and memory.csv (tool,rss_anon_kib of the waiting launcher).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-common.sh
 if [ "${CIMG_BENCH_NS:-}" != 1 ]; then
 	exec unshare --mount --propagation private env CIMG_BENCH_NS=1 "$0" "$@"
 fi
