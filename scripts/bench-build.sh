@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${BUILD_RUNS:-3}
-COMPRESSORS=${COMPRESSORS:-zstd xz}
+COMPRESSORS=${COMPRESSORS:-zstd xz gzip lz4}
 TREE_MB=${TREE_MB:-100}
 BLOCK=${BLOCK:-131072}
 WORK=${WORK:-/tmp/cimg-bench-build}
@@ -53,11 +53,15 @@ csv=bench/results/build.csv
 echo "tool,compression,block_size,run,seconds,max_rss_kib,image_bytes,squashfs_bytes,tree_bytes" > "$csv"
 printf "%-6s %-10s %8s %8s %12s %12s\n" comp tool seconds MiB-RSS image-bytes squashfs >&2
 for comp in $COMPRESSORS; do
+	# The same encoding on both sides: xz with the x86 filter (cimg-build's
+	# default for amd64 code; mksquashfs's only when asked).
+	margs=() cargs=()
+	[ "$comp" = xz ] && margs=(-Xbcj x86) cargs=(--xz-bcj x86)
 	for run in $(seq 0 "$RUNS"); do # run 0 is the warm-up
 		rm -f "$WORK/ref.sqfs" "$WORK/app.cimg"
-		read -r ms mm < <(measure mksquashfs "$tree" "$WORK/ref.sqfs" -comp "$comp" -b "$BLOCK" -noappend -no-progress -quiet \
+		read -r ms mm < <(measure mksquashfs "$tree" "$WORK/ref.sqfs" -comp "$comp" "${margs[@]}" -b "$BLOCK" -noappend -no-progress -quiet \
 			-all-root -no-xattrs -mkfs-time $EPOCH -all-time $EPOCH)
-		read -r cs cm < <(measure bin/cimg-build --quiet --name bench --rootfs "$tree" --entrypoint "$entry" --compression "$comp" \
+		read -r cs cm < <(measure bin/cimg-build --quiet --name bench --rootfs "$tree" --entrypoint "$entry" --compression "$comp" "${cargs[@]}" \
 			--block-size "$BLOCK" --source-date-epoch $EPOCH -o "$WORK/app.cimg")
 		msize=$(stat -c %s "$WORK/ref.sqfs")
 		csize=$(stat -c %s "$WORK/app.cimg")

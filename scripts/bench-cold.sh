@@ -123,22 +123,10 @@ mkdir -m 0700 "$W/state" # cimg-run's own state directory, off the slow filesyst
 make -s build
 go build -o "$W/launchbench" ./bench/launchbench
 
-# The filesystem: ext4 on a sparse file, through a loop device of its own.
-truncate -s 1G "$W/fs.img"
-mkfs.ext4 -q -F "$W/fs.img"
-dev=$(losetup --find --show "$W/fs.img")
-mkdir -p "$M"
-mount "$dev" "$M"
-majmin=$(cat /sys/block/"$(basename "$dev")"/dev)
-# Loop devices here start with megabytes of readahead (2560 and 4096 KiB
-# seen), far more than an eMMC or SD card (mmcblk) reads ahead with the
-# kernel's default of 128 KiB. READ_AHEAD_KB sets it (empty: leave the
-# loop device's own); cimg-run's own loop device over a .cimg is left as
-# the kernel makes it, as on a device.
-ra_loop=$(cat /sys/block/"$(basename "$dev")"/queue/read_ahead_kb)
-if [ -n "$READ_AHEAD_KB" ]; then
-	echo "$READ_AHEAD_KB" >/sys/block/"$(basename "$dev")"/queue/read_ahead_kb
-fi
+# The filesystem: ext4 on a sparse file, through a loop device of its own
+# (bench-common.sh); cimg-run's own loop device over a .cimg is left as the
+# kernel makes it, as on a device.
+loop_fs "$W/fs.img" "$M"
 mkdir -p "$M/bin" "$M/lib"
 cp bin/cimg-run "$M/bin/"
 cp "$(command -v crun)" "$M/bin/"

@@ -48,3 +48,23 @@ for p in sys.argv[1:]:
     os.close(fd)
 PY
 }
+
+# loop_fs FILE MOUNTPOINT: a 1 GiB ext4 on a sparse FILE through a loop
+# device of its own, mounted at MOUNTPOINT (the filesystem the throttled
+# cells read from). Loop devices here start with megabytes of readahead
+# (2560 and 4096 KiB seen), far more than an eMMC or SD card (mmcblk)
+# reads ahead with the kernel's default of 128 KiB: READ_AHEAD_KB sets it
+# (empty: leave the loop device's own). Sets dev, majmin and ra_loop (the
+# loop device's own readahead, before).
+loop_fs() {
+	truncate -s 1G "$1"
+	mkfs.ext4 -q -F "$1"
+	dev=$(losetup --find --show "$1")
+	mkdir -p "$2"
+	mount "$dev" "$2"
+	majmin=$(cat /sys/block/"$(basename "$dev")"/dev)
+	ra_loop=$(cat /sys/block/"$(basename "$dev")"/queue/read_ahead_kb)
+	if [ -n "${READ_AHEAD_KB:-}" ]; then
+		echo "$READ_AHEAD_KB" >/sys/block/"$(basename "$dev")"/queue/read_ahead_kb
+	fi
+}

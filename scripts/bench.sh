@@ -41,8 +41,16 @@ scripts/bench-services.sh
 scripts/bench-oci.sh
 scripts/bench-store.sh
 scripts/bench-size.sh
+scripts/bench-defaults.sh # cimg-build's default compression: sizes and cold launches of the candidates
 scripts/bench-delivery.sh # after bench-size.sh: it reuses its debootstrap cache
 scripts/bench-build.sh
+# Encoder parity: image sizes against mksquashfs's with the same encoding, on
+# the trees bench-size.sh (curl, python3) and bench-build.sh (100 MB) made.
+tree100=/tmp/cimg-bench-build/tree-100
+RUNS=0 CELLS="zstd zstd:19 xz xz::x86 gzip lz4 lz4:12" BLOCKS="128K 1M" WORK=/tmp/cimg-encoder-parity \
+	TREES="curl=/var/cache/cimg/bench-size/curl-tree:/usr/bin/curl python3=/var/cache/cimg/bench-size/python3-tree:/usr/bin/python3.11 100MB=$tree100:/usr/bin/$(ls "$tree100/usr/bin" | head -1)" \
+	scripts/encoder-parity.sh
+cp /tmp/cimg-encoder-parity/parity.csv $r/parity.csv
 echo "load after,$(cut -d' ' -f1-3 /proc/loadavg)" >>$r/machine.tmp
 mv $r/machine.tmp $r/machine.csv
 go run ./bench/report

@@ -122,7 +122,7 @@ for spec in $TREES; do
 			fi
 			if [ -n "$level" ]; then
 				case $comp in
-					lz4) margs+=(-Xhc) ;;
+					lz4) margs+=(-Xhc) ;; # level 12: only lz4:12 is like for like
 					xz) ;; # mksquashfs has no xz level (it uses liblzma's preset 6)
 					*) margs+=(-Xcompression-level "$level") ;;
 				esac

@@ -1,9 +1,10 @@
 package main
 
-// The encoders of the cimg-build that make builds (CGO_ENABLED=1: the C
-// reference zstd encoder) against the pure-Go fallback (CGO_ENABLED=0,
-// which the other tests here run): reproducible, named in the
-// provenance, and as small as mksquashfs's image of the same files.
+// The encoders of the cimg-build that make builds (CGO_ENABLED=1 and the
+// cimg_clibs tag: the C reference encoders libzstd, liblzma and zlib)
+// against the pure-Go fallback (CGO_ENABLED=0, which the other tests
+// here run): reproducible, named in the provenance, and as small as
+// mksquashfs's image of the same files.
 
 import (
 	"bytes"
@@ -18,15 +19,21 @@ import (
 	"testing"
 )
 
-// buildCgo compiles this command with cgo, as the Makefile does.
+// buildCgo compiles this command with cgo and the pinned C libraries, as
+// the Makefile does.
 func buildCgo(t *testing.T) string {
 	t.Helper()
 	if _, err := exec.LookPath("gcc"); err != nil {
 		t.Fatal("gcc is needed to build cimg-build with cgo (apt-get install gcc)")
 	}
+	for _, lib := range []string{"liblzma.a", "libz.a", "liblz4.a"} {
+		if _, err := os.Stat(filepath.Join("..", "..", ".clibs", "lib", lib)); err != nil {
+			t.Fatalf("%v: the pinned C encoders are not built; run scripts/clibs.sh (make test does)", err)
+		}
+	}
 	out := filepath.Join(t.TempDir(), "cimg-build-cgo")
-	cmd := exec.Command("go", "build", "-o", out, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	cmd := exec.Command("go", "build", "-tags", "cimg_clibs", "-o", out, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-O3")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build with cgo: %v\n%s", err, b)
 	}
@@ -97,10 +104,11 @@ func squashfsSize(t *testing.T, bin, img string) int64 {
 }
 
 // TestCgoEncoders: the cgo build writes the same bytes whatever
-// GOMAXPROCS (zstd, zstd:19 with 1 MiB blocks, xz with the x86 filter),
-// names libzstd in the provenance, and its zstd image is at most 1.02×
-// mksquashfs's of the same files at the same level (the pure-Go encoder
-// is 10-20 % larger); the pure-Go build names its encoder and its image
+// GOMAXPROCS (zstd, zstd:19 with 1 MiB blocks, xz with the x86 filter,
+// gzip, lz4 HC), names the C library of each compressor in the provenance, and
+// its image is at most 1.02× mksquashfs's of the same files with the
+// same compressor, level, block size and filter (the pure-Go encoders
+// are 3-20 % larger); the pure-Go build names its encoder and its image
 // unpacks to the same files.
 func TestCgoEncoders(t *testing.T) {
 	for _, tool := range []string{"unsquashfs", "mksquashfs"} {
@@ -124,6 +132,8 @@ func TestCgoEncoders(t *testing.T) {
 		{"--compression", "zstd"},
 		{"--compression", "zstd:19", "--block-size", "1M"},
 		{"--compression", "xz", "--xz-bcj", "x86"},
+		{"--compression", "gzip"},
+		{"--compression", "lz4:12"},
 	} {
 		a, _ := os.ReadFile(build(cgoBin, "a.cimg", "1", args...))
 		b, _ := os.ReadFile(build(cgoBin, "b.cimg", "4", args...))
@@ -132,27 +142,41 @@ func TestCgoEncoders(t *testing.T) {
 		}
 	}
 
-	img := build(cgoBin, "cgo.cimg", "2")
-	if enc := provenanceEncoder(t, img); !strings.Contains(enc, "libzstd 1.5.7") || !strings.Contains(enc, "cgo") {
-		t.Errorf("cgo build: provenance encoder %q, want libzstd 1.5.7 via cgo", enc)
-	}
 	tree := filepath.Join(dir, "tree")
-	if b, err := exec.Command("unsquashfs", "-q", "-d", tree, img).CombinedOutput(); err != nil {
-		t.Fatalf("unsquashfs: %v\n%s", err, b)
-	}
-	ref := filepath.Join(dir, "ref.sqfs")
-	if b, err := exec.Command("mksquashfs", tree, ref, "-comp", "zstd", "-Xcompression-level", "15", "-b", "131072",
-		"-noappend", "-all-root", "-no-xattrs", "-quiet", "-no-progress").CombinedOutput(); err != nil {
-		t.Fatalf("mksquashfs: %v\n%s", err, b)
-	}
-	fi, err := os.Stat(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ours := squashfsSize(t, cgoBin, img)
-	t.Logf("zstd 15, 128 KiB: cimg-build %d bytes, mksquashfs %d (%.3f×)", ours, fi.Size(), float64(ours)/float64(fi.Size()))
-	if ours*100 > fi.Size()*102 {
-		t.Errorf("cimg-build's squashfs is %d bytes, mksquashfs's %d: over 1.02×", ours, fi.Size())
+	for i, c := range []struct {
+		args    []string // cimg-build's
+		ref     []string // mksquashfs's for the same encoding
+		library string   // in the provenance
+	}{
+		{[]string{"--compression", "zstd"}, []string{"-comp", "zstd", "-Xcompression-level", "15"}, "libzstd 1.5.7"},
+		{[]string{"--compression", "xz", "--xz-bcj", "x86"}, []string{"-comp", "xz", "-Xbcj", "x86"}, "liblzma 5.4.1"},
+		{[]string{"--compression", "gzip"}, []string{"-comp", "gzip", "-Xcompression-level", "9"}, "zlib 1.2.13"},
+		{[]string{"--compression", "lz4:12"}, []string{"-comp", "lz4", "-Xhc"}, "liblz4 1.9.4"},
+	} {
+		img := build(cgoBin, fmt.Sprintf("cgo%d.cimg", i), "2", append(c.args, "--block-size", "128K")...)
+		if enc := provenanceEncoder(t, img); !strings.Contains(enc, c.library) || !strings.Contains(enc, "cgo") {
+			t.Errorf("cgo build, %v: provenance encoder %q, want %s via cgo", c.args, enc, c.library)
+		}
+		if i == 0 {
+			if b, err := exec.Command("unsquashfs", "-q", "-d", tree, img).CombinedOutput(); err != nil {
+				t.Fatalf("unsquashfs: %v\n%s", err, b)
+			}
+		}
+		ref := filepath.Join(dir, fmt.Sprintf("ref%d.sqfs", i))
+		args := append([]string{tree, ref}, c.ref...)
+		args = append(args, "-b", "131072", "-noappend", "-all-root", "-no-xattrs", "-quiet", "-no-progress")
+		if b, err := exec.Command("mksquashfs", args...).CombinedOutput(); err != nil {
+			t.Fatalf("mksquashfs: %v\n%s", err, b)
+		}
+		fi, err := os.Stat(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ours := squashfsSize(t, cgoBin, img)
+		t.Logf("%v: cimg-build %d bytes, mksquashfs %v %d (%.3f×)", c.args, ours, c.ref, fi.Size(), float64(ours)/float64(fi.Size()))
+		if ours*100 > fi.Size()*102 {
+			t.Errorf("%v: cimg-build's squashfs is %d bytes, mksquashfs's %d: over 1.02×", c.args, ours, fi.Size())
+		}
 	}
 
 	pure := build(cimgBuild, "pure.cimg", "2")

@@ -1,14 +1,10 @@
 package squashfs
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"strconv"
 	"strings"
-
-	"github.com/klauspost/compress/zlib"
-	"github.com/pierrec/lz4/v4"
 )
 
 // Compression names a squashfs compressor.
@@ -108,15 +104,11 @@ func newEncoder(o *Options) (encoder, error) {
 	case Zstd:
 		return newZstdEncoder(o.Level)
 	case Gzip:
-		w, err := zlib.NewWriterLevel(nil, gzipLevel(o.Level))
-		if err != nil {
-			return nil, fmt.Errorf("gzip encoder: %w", err)
-		}
-		return &zlibEncoder{w: w}, nil
+		return newGzipEncoder(gzipLevel(o.Level))
 	case XZ:
 		return newXZEncoder(o.Level, o.BlockSize, o.BCJ)
 	case LZ4:
-		return &lz4Encoder{hc: o.Level > 0, level: o.Level}, nil
+		return newLZ4Encoder(o.Level), nil
 	}
 	return nil, fmt.Errorf("unsupported compression %v", o.Compression)
 }
@@ -140,14 +132,11 @@ func EncoderDescription(o Options) string {
 	case Zstd:
 		return zstdDescription(o.Level)
 	case Gzip:
-		return fmt.Sprintf("gzip level %d, %d-byte blocks: github.com/klauspost/compress/zlib (pure Go)", gzipLevel(o.Level), o.BlockSize)
+		return gzipDescription(gzipLevel(o.Level))
 	case XZ:
 		return xzDescription(o.Level, o.BlockSize, o.BCJ)
 	case LZ4:
-		if o.Level > 0 {
-			return fmt.Sprintf("lz4 HC level %d, %d-byte blocks: github.com/pierrec/lz4/v4 (pure Go)", o.Level, o.BlockSize)
-		}
-		return fmt.Sprintf("lz4, %d-byte blocks: github.com/pierrec/lz4/v4 (pure Go)", o.BlockSize)
+		return lz4Description(o.Level)
 	}
 	return o.Compression.String()
 }
@@ -170,55 +159,4 @@ func compressorOptions(o *Options) []byte {
 		binary.LittleEndian.PutUint32(b[4:], 1)
 	}
 	return b
-}
-
-type zlibEncoder struct {
-	w *zlib.Writer
-}
-
-func (e *zlibEncoder) encode(dst, src []byte) ([]byte, error) {
-	buf := bytes.NewBuffer(dst[:0])
-	e.w.Reset(buf)
-	if _, err := e.w.Write(src); err != nil {
-		return nil, err
-	}
-	if err := e.w.Close(); err != nil {
-		return nil, err
-	}
-	if buf.Len() >= len(src) {
-		return nil, nil
-	}
-	return buf.Bytes(), nil
-}
-
-type lz4Encoder struct {
-	hc    bool
-	level int
-	c     lz4.Compressor
-	hcc   lz4.CompressorHC
-}
-
-func (e *lz4Encoder) encode(dst, src []byte) ([]byte, error) {
-	// A destination smaller than the bound makes the encoder give up
-	// early on incompressible input, which is what we want: such a block
-	// is stored as is.
-	dst = dst[:cap(dst)]
-	if len(dst) < len(src) {
-		dst = make([]byte, len(src))
-	}
-	var n int
-	var err error
-	if e.hc {
-		e.hcc.Level = lz4.CompressionLevel(1 << (8 + e.level))
-		n, err = e.hcc.CompressBlock(src, dst)
-	} else {
-		n, err = e.c.CompressBlock(src, dst)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if n == 0 || n >= len(src) {
-		return nil, nil
-	}
-	return dst[:n], nil
 }

@@ -1,21 +1,16 @@
 package squashfs
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"strings"
-
-	"github.com/ulikunitz/xz/lzma"
 )
 
-// The xz encoder is pure Go in every build: no maintained Go binding that
-// bundles liblzma's source is served by the module proxy, and linking the
-// host's liblzma would make the bytes depend on the host. It writes each
-// block as one xz stream of one xz block, LZMA2 after an optional BCJ
-// filter, the container written here (the xz file format, version 1.0.4)
-// around github.com/ulikunitz/xz's raw LZMA2 encoder.
+// The settings of the xz compressor that both of its encoders share: the
+// reference one, liblzma (xz_liblzma.go, built with cgo and the
+// cimg_clibs tag), and the pure-Go fallback (xz_purego.go). Both write
+// each block as one xz stream, LZMA2 after an optional BCJ filter, with
+// the dictionary and options the kernel's squashfs expects.
 
 // BCJ is an xz branch/call/jump filter: it rewrites the relative
 // addresses of one CPU's call and jump instructions as absolute ones, so
@@ -110,145 +105,4 @@ func xzDict(blockSize int) int {
 	// Metadata blocks are 8 KiB; the kernel sizes its dictionary as
 	// max(block size, 8 KiB) when no options are stored.
 	return max(blockSize, metadataSize)
-}
-
-// xzMatcher is the match finder for every level: the package's
-// binary-tree finder would compress better but writes corrupt streams
-// (ulikunitz/xz v0.5.15: "writeMatch: distance out of range" decoding 462
-// of 2454 blocks of the curl closure), so the level changes nothing yet.
-func xzMatcher(level int) lzma.MatchAlgorithm { return lzma.HashTable4 }
-
-func xzDescription(level, blockSize int, bcj BCJ) string {
-	return fmt.Sprintf("xz level %d, dictionary %d, match finder %v, BCJ %v (each block also tried without it): github.com/ulikunitz/xz/lzma LZMA2 (pure Go; no Go binding bundling liblzma's source is available)",
-		level, xzDict(blockSize), xzMatcher(level), bcj)
-}
-
-type xzEncoder struct {
-	cfg      lzma.Writer2Config
-	bcj      BCJ
-	filtered []byte
-	lz       bytes.Buffer
-	alt      []byte
-}
-
-func newXZEncoder(level, blockSize int, bcj BCJ) (encoder, error) {
-	cfg := lzma.Writer2Config{DictCap: xzDict(blockSize), Matcher: xzMatcher(level)}
-	if err := cfg.Verify(); err != nil {
-		return nil, fmt.Errorf("xz encoder: %w", err)
-	}
-	switch bcj {
-	case BCJNone, BCJX86, BCJARM, BCJARMThumb, BCJARM64:
-	default:
-		return nil, fmt.Errorf("xz BCJ filter %v is not supported", bcj)
-	}
-	return &xzEncoder{cfg: cfg, bcj: bcj}, nil
-}
-
-// encode writes src as an xz stream; with a BCJ filter it also tries the
-// filtered block and keeps the smaller, as mksquashfs does (data blocks
-// hold code and everything else; the filter only helps code).
-func (e *xzEncoder) encode(dst, src []byte) ([]byte, error) {
-	out, err := e.stream(dst[:0], src, BCJNone)
-	if err != nil {
-		return nil, err
-	}
-	if e.bcj != BCJNone {
-		alt, err := e.stream(e.alt[:0], src, e.bcj)
-		if err != nil {
-			return nil, err
-		}
-		if len(alt) < len(out) {
-			out, e.alt = append(out[:0], alt...), alt
-		} else {
-			e.alt = alt
-		}
-	}
-	if len(out) >= len(src) {
-		return nil, nil
-	}
-	return out, nil
-}
-
-// stream appends one xz stream holding src to dst: stream header, one
-// block (header, LZMA2 data, padding, CRC32), index and stream footer.
-func (e *xzEncoder) stream(dst, src []byte, bcj BCJ) ([]byte, error) {
-	data := src
-	if bcj != BCJNone {
-		e.filtered = append(e.filtered[:0], src...)
-		bcjEncode(bcj, e.filtered)
-		data = e.filtered
-	}
-	e.lz.Reset()
-	w, err := e.cfg.NewWriter2(&e.lz)
-	if err != nil {
-		return nil, fmt.Errorf("xz: %w", err)
-	}
-	if _, err := w.Write(data); err != nil {
-		return nil, fmt.Errorf("xz: %w", err)
-	}
-	if err := w.Close(); err != nil {
-		return nil, fmt.Errorf("xz: %w", err)
-	}
-
-	le := binary.LittleEndian
-	// Stream header: magic, flags (check type 1: CRC32), their CRC32.
-	flags := []byte{0, 1}
-	dst = append(dst, 0xFD, '7', 'z', 'X', 'Z', 0)
-	dst = append(dst, flags...)
-	dst = le.AppendUint32(dst, crc32.ChecksumIEEE(flags))
-
-	// Block header: size, flags (filter count - 1, no sizes stored), the
-	// filter flags, padding to four bytes, CRC32.
-	hdr := []byte{0, 0}
-	if bcj != BCJNone {
-		hdr[1] = 1
-		hdr = appendVarint(hdr, bcj.filterID())
-		hdr = appendVarint(hdr, 0) // no properties: start offset 0
-	}
-	hdr = appendVarint(hdr, 0x21) // LZMA2
-	hdr = appendVarint(hdr, 1)
-	hdr = append(hdr, lzma.EncodeDictCap(int64(e.cfg.DictCap)))
-	for len(hdr)%4 != 0 {
-		hdr = append(hdr, 0)
-	}
-	hdr[0] = byte((len(hdr)+4)/4 - 1)
-	hdr = le.AppendUint32(hdr, crc32.ChecksumIEEE(hdr))
-	dst = append(dst, hdr...)
-	dst = append(dst, e.lz.Bytes()...)
-	unpadded := len(hdr) + e.lz.Len() + 4
-	for i := e.lz.Len(); i%4 != 0; i++ {
-		dst = append(dst, 0)
-	}
-	dst = le.AppendUint32(dst, crc32.ChecksumIEEE(src))
-
-	// Index: indicator, one record (unpadded and uncompressed size),
-	// padding, CRC32.
-	idx := []byte{0}
-	idx = appendVarint(idx, 1)
-	idx = appendVarint(idx, uint64(unpadded))
-	idx = appendVarint(idx, uint64(len(src)))
-	for len(idx)%4 != 0 {
-		idx = append(idx, 0)
-	}
-	idx = le.AppendUint32(idx, crc32.ChecksumIEEE(idx))
-	dst = append(dst, idx...)
-
-	// Stream footer: CRC32 of backward size and flags, backward size
-	// (index size / 4 - 1), flags, magic.
-	foot := le.AppendUint32(nil, uint32(len(idx)/4-1))
-	foot = append(foot, flags...)
-	dst = le.AppendUint32(dst, crc32.ChecksumIEEE(foot))
-	dst = append(dst, foot...)
-	return append(dst, 'Y', 'Z'), nil
-}
-
-// appendVarint appends v in the xz format's multibyte integer encoding:
-// seven bits a byte, least significant first, high bit set on all but
-// the last.
-func appendVarint(b []byte, v uint64) []byte {
-	for v >= 0x80 {
-		b = append(b, byte(v)|0x80)
-		v >>= 7
-	}
-	return append(b, byte(v))
 }

@@ -4,6 +4,7 @@ package squashfs
 
 import (
 	"fmt"
+	"runtime"
 
 	"github.com/DataDog/zstd"
 )
@@ -35,6 +36,11 @@ func newZstdEncoder(level int) (encoder, error) {
 
 func (e *zstdEncoder) encode(dst, src []byte) ([]byte, error) {
 	out, err := e.ctx.CompressLevel(dst[:0], src, e.level)
+	// DataDog/zstd v1.5.7 frees a context in a finalizer and does not keep
+	// it alive across its C call: an encoder whose last use is this call
+	// could lose its context mid-compression (a SIGSEGV in
+	// TestZstdCgoGolden, 6 runs in 80, before this line).
+	runtime.KeepAlive(e)
 	if err != nil {
 		return nil, fmt.Errorf("zstd: %w", err)
 	}
