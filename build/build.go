@@ -44,8 +44,8 @@ type Spec struct {
 	// scanning thousands of files for nothing would slow every build.
 	ResolveRootfs bool
 
-	Compression string // zstd (default), xz, gzip, lz4; NAME:LEVEL sets the level too
-	BlockSize   int
+	Compression string // zstd, xz, gzip, lz4; NAME:LEVEL sets the level too (default DefaultCompression)
+	BlockSize   int    // 0: DefaultBlockSize
 	Level       int
 	// XZBCJ is the xz filter for executable code: none, x86, arm,
 	// armthumb or arm64. Empty picks the target arch's where every kernel

@@ -1,7 +1,7 @@
 #!/bin/bash
 # cimg-build's default compression, chosen from measurements: the default
-# must give the best size whose cold launch stays within 10 % of today's
-# default (zstd level 15, 128 KiB blocks), the decompression measured on
+# must give the best size whose cold launch stays within 10 % of mksquashfs's
+# defaults (zstd level 15, 128 KiB blocks; cimg-build's until then), the decompression measured on
 # the kernel's side (squashfs reading the image), not just the encoder's.
 #
 # Images: the SAME trees packed by ONE cimg-build binary in every variant.
@@ -14,15 +14,15 @@
 # listing). The manifest (-f) carries the app's command, as bench-cold.sh's
 # do: `curl --version` and `python3.11 -c pass` (the closure packs python3
 # as /usr/bin/python3.11), memory 256 MiB, pids 64. Variants:
-#   zstd:15 128K   --compression zstd           (the baseline: today's default)
-#   zstd:19 128K   --compression zstd:19
+#   zstd:15 128K   --compression zstd:15 --block-size 128K (the baseline: mksquashfs's defaults, cimg-build's before)
+#   zstd:19 128K   --compression zstd:19 --block-size 128K
 #   zstd:19 256K   --compression zstd:19 --block-size 256K
 #   zstd:19 1M     --compression zstd:19 --block-size 1M
-#   xz 128K        --compression xz
+#   xz 128K        --compression xz --block-size 128K
 #   xz 1M          --compression xz --block-size 1M
 # plus, for the size reference, the tree as a tar.zst (bench-size.sh's
 # `tar --sort=name | zstd`), and one image built with no compression flags,
-# to tell which variant is cimg-build's default today.
+# to tell which variant is cimg-build's default.
 #
 # Launches: `cimg-run --state-dir S --private-mount IMAGE` — a fresh loop
 # device and squashfs mount per launch, so every block the app touches is
@@ -86,11 +86,11 @@ READ_AHEAD_KB=${READ_AHEAD_KB-128}
 BASE="zstd:15 128K"
 VARIANTS=("zstd:15 128K" "zstd:19 128K" "zstd:19 256K" "zstd:19 1M" "xz 128K" "xz 1M")
 declare -A FLAGS=(
-	["zstd:15 128K"]="--compression zstd"
-	["zstd:19 128K"]="--compression zstd:19"
+	["zstd:15 128K"]="--compression zstd:15 --block-size 128K"
+	["zstd:19 128K"]="--compression zstd:19 --block-size 128K"
 	["zstd:19 256K"]="--compression zstd:19 --block-size 256K"
 	["zstd:19 1M"]="--compression zstd:19 --block-size 1M"
-	["xz 128K"]="--compression xz"
+	["xz 128K"]="--compression xz --block-size 128K"
 	["xz 1M"]="--compression xz --block-size 1M"
 )
 slug() { echo "$1" | tr ' :' '--'; } # "zstd:19 1M" → zstd-19-1M

@@ -40,8 +40,12 @@ mount -t tmpfs -o size=64m bench-oci-run "$W/run"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 P="podman --root $W/storage --runroot $W/run --tmpdir $W/tmp --cgroup-manager cgroupfs --events-backend none"
 
+# cimg-oci puts a container without a cgroupsPath under cimg-oci/ID in each
+# hierarchy and removes ID at delete; the parents the runs made go here.
+cg_before=$(ls -d /sys/fs/cgroup/*/cimg-oci 2>/dev/null || true)
+
 cleanup() {
-	local left=0 rt
+	local left=0 rt d
 	set +e
 	for rt in cimg-oci crun runc; do
 		for id in $(ls "$W/state/$rt" 2>/dev/null); do
@@ -52,6 +56,10 @@ cleanup() {
 	$P rm -a -f >/dev/null 2>&1
 	$P system reset -f >/dev/null 2>&1
 	umount "$W/state" "$W/run" 2>/dev/null
+	for d in /sys/fs/cgroup/*/cimg-oci; do
+		[ -d "$d" ] && ! grep -qxF "$d" <<<"$cg_before" || continue
+		rmdir "$d" || { echo "bench-oci: cgroup $d is not empty" >&2; left=1; }
+	done
 	finish_work bench-oci "$W" $left
 }
 trap 'cleanup || exit 1' EXIT

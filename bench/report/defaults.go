@@ -59,7 +59,7 @@ func defaultsSection(w writer) {
 	w("## Default compression\n\n")
 	w("Measured by `scripts/bench-defaults.sh` on %s (load %s before, %s after; kernel %s,\n", meta["date"], meta["load before"], meta["load after"], meta["kernel"])
 	w("squashfs built with %s). The rule (issue): cimg-build's default is the variant with the best size whose\n", strings.TrimSpace(meta["squashfs decompressor"]))
-	w("cold launch stays within 10 %% of today's default, %s, with the decompression measured where it happens,\n", base)
+	w("cold launch stays within 10 %% of %s (mksquashfs's defaults, and cimg-build's until this measurement), with the decompression measured where it happens,\n", base)
 	w("in the kernel. The same trees as the image-size section (curl's closure; python3.11's with its standard\n")
 	w("library), unpacked and packed again by one cimg-build (%s) with `--rootfs TREE\n", meta["cimg-build"])
 	w("--entrypoint ENTRY` in every variant, so every image holds the same files (the script compares their listings):\n\n")
@@ -141,7 +141,7 @@ func defaultsSection(w writer) {
 			best = v
 		}
 	}
-	// cimg-build's default today: the variant whose images are the size of
+	// cimg-build's default: the variant whose images are the size of
 	// the ones built without compression flags, for every app.
 	def := ""
 	for _, v := range variants {
