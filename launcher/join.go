@@ -236,6 +236,11 @@ func (j *joining) command(o ExecOptions) error {
 // run forks the child from a thread in the app's pid namespace, moves it
 // into the app's cgroup, relays signals to it and returns its status.
 func (j *joining) run() (int, error) {
+	// The command inherits no signal we were started ignoring: ours are
+	// caught by now (package earlysig), which execve resets to default.
+	if earlysig.ExecAsked != nil {
+		<-earlysig.ExecAsked
+	}
 	// This thread's pid namespace for children becomes the app's, and the
 	// child's parent-death signal is tied to it: it is locked to this
 	// goroutine, which waits for the child, and never unlocked (it goes

@@ -237,6 +237,51 @@ func TestExecRelaysSignals(t *testing.T) {
 	}
 }
 
+// TestExecIgnoredSignalsNotInherited: a cimg-run exec started with SIGHUP
+// and SIGINT ignored (by nohup, or as a shell's background job) still
+// gives its command their default dispositions, so a relayed SIGHUP ends
+// it. CI once saw the command keep nohup's SIGHUP — forked before exec had
+// asked for its signals — and TestExecRelaysSignals hang; the race needs a
+// loaded machine, so this test runs 20 rounds to give it its chances.
+func TestExecIgnoredSignalsNotInherited(t *testing.T) {
+	state := stateDir(t)
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n")
+	exStart(t, state, "ign", img, "--", "sleep")
+	for round := range 20 {
+		out := filepath.Join(t.TempDir(), "out")
+		f, err := os.Create(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := exCmd(state, "exec", "ign", "--", "/usr/bin/probe", "deaf")
+		cmd := exec.Command("sh", append([]string{"-c", `trap "" HUP INT; exec "$@"`, "sh"}, c.Args...)...)
+		cmd.Stdout = f
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		printed := func() string { b, _ := os.ReadFile(out); return string(b) }
+		if !settle(func() bool { return strings.Contains(printed(), "ready") }) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("round %d: the exec'd probe never got ready: %q", round, printed())
+		}
+		cmd.Process.Signal(syscall.SIGHUP) // sh has become cimg-run exec
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Fatalf("round %d: SIGHUP relayed, but the command (SIGHUP ignored, inherited?) did not end", round)
+		}
+		if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signaled() || ws.ExitStatus() != 128+int(syscall.SIGHUP) {
+			t.Fatalf("round %d: cimg-run exec ended %v, want exit %d (the command killed by SIGHUP)", round, cmd.ProcessState, 128+int(syscall.SIGHUP))
+		}
+	}
+}
+
 // TestExecNoHostFDs_CVE_2024_21626: fds the caller leaks to cimg-run exec
 // (a host directory each) do not reach the command.
 func TestExecNoHostFDs_CVE_2024_21626(t *testing.T) {

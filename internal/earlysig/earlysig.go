@@ -41,6 +41,14 @@ var Waiter chan os.Signal
 // seven on the test VM, a quarter of an exec when it was done in line.
 var Exec chan os.Signal
 
+// ExecAsked is closed once Exec has been asked for (nil when Exec is).
+// cimg-run exec forks its command only after that: a signal this process
+// was started ignoring (nohup's SIGHUP, a background job's SIGINT) stays
+// ignored across execve, while a caught one is reset to its default, so a
+// command forked before the asking would not die of a relayed SIGHUP (CI
+// saw TestExecRelaysSignals hang so, under load, started by nohup).
+var ExecAsked chan struct{}
+
 func init() {
 	if len(os.Args) < 2 {
 		return
@@ -51,6 +59,10 @@ func init() {
 		signal.Notify(Waiter, Forwarded...)
 	case ExecArg:
 		Exec = make(chan os.Signal, 8)
-		go signal.Notify(Exec, ForwardedTTY...)
+		ExecAsked = make(chan struct{})
+		go func() {
+			signal.Notify(Exec, ForwardedTTY...)
+			close(ExecAsked)
+		}()
 	}
 }

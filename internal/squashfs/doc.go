@@ -1,4 +1,4 @@
-// Package squashfs writes squashfs 4.0 filesystem images in pure Go.
+// Package squashfs writes squashfs 4.0 filesystem images.
 //
 // It implements the subset a read-only application image needs and the
 // Linux kernel mounts: directories (with directory indexes for large
@@ -24,6 +24,13 @@
 // is a complete .xz stream with a CRC32 check and a dictionary no larger
 // than the block size, and lz4 blocks are raw LZ4 blocks announced by the
 // mandatory compressor options.
+//
+// The filesystem is written in Go; the blocks are compressed by the
+// reference C encoders when built with cgo (libzstd, bundled by
+// github.com/DataDog/zstd) and the cimg_clibs tag (liblzma, zlib and
+// liblz4, built by scripts/clibs.sh), so images are as small as
+// mksquashfs's; otherwise by pure-Go encoders (the *_purego.go files).
+// EncoderDescription names the encoder for the image's provenance.
 package squashfs
 
 const (
