@@ -216,13 +216,7 @@ func TestExecRelaysSignals(t *testing.T) {
 			t.Fatalf("the exec'd probe never got ready: %q", out.String())
 		}
 		cmd.Process.Signal(tc.sig)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-done
+		if !endsWithin(cmd, 30*time.Second) {
 			t.Fatalf("%v: cimg-run exec did not end", tc.sig)
 		}
 		ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
@@ -234,6 +228,21 @@ func TestExecRelaysSignals(t *testing.T) {
 		if ws.ExitStatus() != tc.code || lines[len(lines)-1] != tc.out {
 			t.Errorf("%v to cimg-run exec: exit %d, output %q; want exit %d after %q", tc.sig, ws.ExitStatus(), out.String(), tc.code, tc.out)
 		}
+	}
+}
+
+// endsWithin waits up to d for the started cmd to end; if it does not, it
+// kills it and returns false.
+func endsWithin(cmd *exec.Cmd, d time.Duration) bool {
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		cmd.Process.Kill()
+		<-done
+		return false
 	}
 }
 
@@ -267,13 +276,7 @@ func TestExecIgnoredSignalsNotInherited(t *testing.T) {
 			t.Fatalf("round %d: the exec'd probe never got ready: %q", round, printed())
 		}
 		cmd.Process.Signal(syscall.SIGHUP) // sh has become cimg-run exec
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-done
+		if !endsWithin(cmd, 30*time.Second) {
 			t.Fatalf("round %d: SIGHUP relayed, but the command (SIGHUP ignored, inherited?) did not end", round)
 		}
 		if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signaled() || ws.ExitStatus() != 128+int(syscall.SIGHUP) {
