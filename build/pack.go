@@ -13,8 +13,8 @@ import (
 // image whose cold launch, decompressed by the kernel, stays within 10 %
 // of zstd level 15 in 128 KiB blocks (mksquashfs's defaults) — on this
 // machine's disk and at 10 MB/s, for curl and python3. zstd 19 in 256 KiB
-// blocks is 3-5 % smaller; 1 MiB blocks and xz are smaller still but
-// launch 8 % to 6× slower cold.
+// blocks is about 4 % smaller; 1 MiB blocks and xz are smaller still but
+// launch up to 1.27× (1 MiB) and 7× (xz) slower cold on a fast disk.
 const (
 	DefaultCompression = "zstd:19"
 	DefaultBlockSize   = 256 << 10

@@ -193,7 +193,6 @@ setrate() {
 	bundle curl "$1" /usr/bin/curl --version
 	bundle python3 "$1" /usr/bin/python3 -c pass
 }
-dropcaches() { sync && echo 3 >/proc/sys/vm/drop_caches; }
 # The check, per rate: what each side actually reads at. The throttle lets
 # the start of a read through at once (about 0.1 s of the rate), so the
 # file is large enough for that to stay well under the check's margin.
@@ -206,12 +205,9 @@ for rate in 0 $RATES; do
 	name=$rate
 	[ "$rate" != 0 ] || name=unthrottled
 	setrate $bps
-	dropcaches
-	t0=$(date +%s.%N)
-	dd if="$M/check.bin" of=/dev/null bs=1M status=none
-	t1=$(date +%s.%N)
+	secs=$(cold_dd "$M/check.bin")
 	size=$(stat -c %s "$M/check.bin")
-	echo "$name,dd of a 48 MiB file in the cgroup,$size,$(echo "$t1 - $t0" | bc -l),$(echo "$size / ($t1 - $t0) / 1000000" | bc -l)" >>"$check"
+	echo "$name,dd of a 48 MiB file in the cgroup,$size,$secs,$(echo "$size / $secs / 1000000" | bc -l)" >>"$check"
 	cp "$M/python3-bundle/config.json" "$W/python3-config.json"
 	bundle python3 $bps /usr/bin/python3 -c "$readall"
 	dropcaches
@@ -222,12 +218,9 @@ for rate in 0 $RATES; do
 	# cimg-run's path: a loop device over the .cimg, whose worker reads the
 	# file on the throttled filesystem on behalf of the reader's cgroup.
 	ld=$(losetup -r --find --show "$M/check.bin")
-	dropcaches
-	t0=$(date +%s.%N)
-	dd if="$ld" of=/dev/null bs=1M status=none
-	t1=$(date +%s.%N)
+	secs=$(cold_dd "$ld")
 	losetup -d "$ld" && ld=
-	echo "$name,dd of a loop device over that file in the cgroup,$size,$(echo "$t1 - $t0" | bc -l),$(echo "$size / ($t1 - $t0) / 1000000" | bc -l)" >>"$check"
+	echo "$name,dd of a loop device over that file in the cgroup,$size,$secs,$(echo "$size / $secs / 1000000" | bc -l)" >>"$check"
 done
 sed -i 's/,\./,0./g' "$check" # bc prints .5 for 0.5
 # What one cold launch reads from the device, per tool: the loop device's
@@ -236,17 +229,10 @@ sed -i 's/,\./,0./g' "$check" # bc prints .5 for 0.5
 setrate 0
 reads=$r/cold-reads.csv.tmp
 echo "app,tool,bytes" >"$reads"
-devread() { awk -v d="$(basename "$dev")" '$3 == d {print $6 * 512}' /proc/diskstats; }
 coldread() { # app tool command...
-	local app=$1 tool=$2 i b0 v=()
+	local app=$1 tool=$2
 	shift 2
-	for i in 1 2 3; do
-		dropcaches
-		b0=$(devread)
-		"$@" >/dev/null </dev/null
-		v+=($(($(devread) - b0)))
-	done
-	echo "$app,$tool,$(printf '%s\n' "${v[@]}" | sort -n | sed -n 2p)" >>"$reads"
+	echo "$app,$tool,$(cold_bytes "$@")" >>"$reads"
 }
 # The launchers alone, started and done without an app: how much of the
 # cold reads each one is.

@@ -68,3 +68,31 @@ loop_fs() {
 		echo "$READ_AHEAD_KB" >/sys/block/"$(basename "$dev")"/queue/read_ahead_kb
 	fi
 }
+
+dropcaches() { sync && echo 3 >/proc/sys/vm/drop_caches; }
+
+# cold_dd PATH: the seconds dd takes to read PATH whole from storage (the
+# page cache dropped first), in the caller's cgroup.
+cold_dd() {
+	local t0 t1
+	dropcaches
+	t0=$(date +%s.%N)
+	dd if="$1" of=/dev/null bs=1M status=none
+	t1=$(date +%s.%N)
+	echo "$t1 - $t0" | bc -l
+}
+
+# cold_bytes COMMAND...: the bytes COMMAND reads from loop_fs's device with
+# the page cache dropped (its sectors read, /proc/diskstats), the median of
+# 3 runs.
+cold_bytes() {
+	local i b0 v=()
+	for i in 1 2 3; do
+		dropcaches
+		b0=$(dev_read)
+		"$@" >/dev/null </dev/null
+		v+=($(($(dev_read) - b0)))
+	done
+	printf '%s\n' "${v[@]}" | sort -n | sed -n 2p
+}
+dev_read() { awk -v d="$(basename "$dev")" '$3 == d {print $6 * 512}' /proc/diskstats; }

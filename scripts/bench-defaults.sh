@@ -211,8 +211,7 @@ done
 mkdir "$CG"
 echo $$ >"$CG/cgroup.procs"
 setrate() { echo "$majmin $1" >"$CG/blkio.throttle.read_bps_device"; }
-dropcaches() { sync && echo 3 >/proc/sys/vm/drop_caches; }
-mbps() { echo "$1 / ($3 - $2) / 1000000" | bc -l | sed 's/^\./0./'; }
+mbps() { echo "$1 / $2 / 1000000" | bc -l | sed 's/^\./0./'; } # BYTES SECONDS
 # The throttle, checked per rate (bench-cold.sh's first and third checks).
 head -c 48M /dev/urandom >"$M/check.bin"
 sync
@@ -221,18 +220,10 @@ for rate in 0 $RATES; do
 	name="$rate MB/s"
 	[ "$rate" != 0 ] || name="unthrottled ext4"
 	setrate $((rate * 1000000))
-	dropcaches
-	t0=$(date +%s.%N)
-	dd if="$M/check.bin" of=/dev/null bs=1M status=none
-	t1=$(date +%s.%N)
-	META["check $name: dd of a 48 MiB file in the cgroup MB/s"]=$(mbps "$size" "$t0" "$t1")
+	META["check $name: dd of a 48 MiB file in the cgroup MB/s"]=$(mbps "$size" "$(cold_dd "$M/check.bin")")
 	ld=$(losetup -r --find --show "$M/check.bin")
-	dropcaches
-	t0=$(date +%s.%N)
-	dd if="$ld" of=/dev/null bs=1M status=none
-	t1=$(date +%s.%N)
+	META["check $name: dd of a loop device over it in the cgroup MB/s"]=$(mbps "$size" "$(cold_dd "$ld")")
 	losetup -d "$ld" && ld=
-	META["check $name: dd of a loop device over it in the cgroup MB/s"]=$(mbps "$size" "$t0" "$t1")
 	if [ "$rate" != 0 ]; then
 		for k in "check $name: dd of a 48 MiB file in the cgroup MB/s" "check $name: dd of a loop device over it in the cgroup MB/s"; do
 			if [ "$(echo "${META[$k]} > 1.25 * $rate" | bc -l)" = 1 ]; then
@@ -246,21 +237,10 @@ rm -f "$M/check.bin"
 setrate 0
 # What one cold launch reads from the throttled filesystem's device, per
 # variant (unthrottled: the bytes do not depend on the rate).
-devread() { awk -v d="$(basename "$dev")" '$3 == d {print $6 * 512}' /proc/diskstats; }
-coldread() { # command...
-	local i b0 v=()
-	for i in 1 2 3; do
-		dropcaches
-		b0=$(devread)
-		"$@" >/dev/null </dev/null
-		v+=($(($(devread) - b0)))
-	done
-	printf '%s\n' "${v[@]}" | sort -n | sed -n 2p
-}
-META["launcher alone (cimg-run help) cold read bytes"]=$(coldread "$M/bin/cimg-run" help)
+META["launcher alone (cimg-run help) cold read bytes"]=$(cold_bytes "$M/bin/cimg-run" help)
 for app in curl python3; do
 	for v in "${VARIANTS[@]}"; do
-		META["$app $v cold read bytes"]=$(coldread "$M/bin/cimg-run" --state-dir "$S" --private-mount "$M/$app-$(slug "$v").cimg")
+		META["$app $v cold read bytes"]=$(cold_bytes "$M/bin/cimg-run" --state-dir "$S" --private-mount "$M/$app-$(slug "$v").cimg")
 	done
 done
 

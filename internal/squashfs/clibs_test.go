@@ -5,7 +5,6 @@ package squashfs
 import (
 	"bytes"
 	"compress/zlib"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"os"
@@ -48,16 +47,7 @@ func TestXZLiblzmaGolden(t *testing.T) {
 			t.Fatal(err)
 		}
 		in := goldenBlock()
-		out, err := e.encode(make([]byte, 0, outCap(128<<10)), in)
-		if err != nil || out == nil {
-			t.Fatalf("level %d: %v", level, err)
-		}
-		got := fmt.Sprintf("%x", sha256.Sum256(out))
-		t.Logf("xz level %d: %d bytes, sha256 %s", level, len(out), got)
-		if got != sum {
-			t.Errorf("xz level %d: sha256 %s, want %s", level, got, sum)
-		}
-		xzDecodes(t, out, in)
+		xzDecodes(t, encodeGolden(t, fmt.Sprintf("xz level %d", level), e, in, sum), in)
 	}
 
 	code := codeBlock(t)
@@ -113,15 +103,7 @@ func TestGzipZlibGolden(t *testing.T) {
 		}
 		in := goldenBlock()
 		for range 2 { // the second block goes through deflateReset
-			out, err := e.encode(make([]byte, 0, outCap(128<<10)), in)
-			if err != nil || out == nil {
-				t.Fatalf("level %d: %v", level, err)
-			}
-			got := fmt.Sprintf("%x", sha256.Sum256(out))
-			t.Logf("gzip level %d: %d bytes, sha256 %s", level, len(out), got)
-			if got != sum {
-				t.Errorf("gzip level %d: sha256 %s, want %s", level, got, sum)
-			}
+			out := encodeGolden(t, fmt.Sprintf("gzip level %d", level), e, in, sum)
 			r, err := zlib.NewReader(bytes.NewReader(out))
 			if err != nil {
 				t.Fatal(err)
@@ -154,15 +136,7 @@ func TestLZ4Liblz4Golden(t *testing.T) {
 	}
 	for level, sum := range want {
 		in := goldenBlock()
-		out, err := newLZ4Encoder(level).encode(make([]byte, 0, outCap(128<<10)), in)
-		if err != nil || out == nil {
-			t.Fatalf("level %d: %v", level, err)
-		}
-		got := fmt.Sprintf("%x", sha256.Sum256(out))
-		t.Logf("lz4 level %d: %d bytes, sha256 %s", level, len(out), got)
-		if got != sum {
-			t.Errorf("lz4 level %d: sha256 %s, want %s", level, got, sum)
-		}
+		out := encodeGolden(t, fmt.Sprintf("lz4 level %d", level), newLZ4Encoder(level), in, sum)
 		dec := make([]byte, len(in))
 		if n, err := lz4.UncompressBlock(out, dec); err != nil || !bytes.Equal(dec[:n], in) {
 			t.Errorf("level %d: decoded %d bytes (%v), want the %d compressed", level, n, err, len(in))

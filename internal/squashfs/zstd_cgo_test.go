@@ -22,6 +22,22 @@ func goldenBlock() []byte {
 	return b[:128<<10]
 }
 
+// encodeGolden compresses in with e, checks the SHA-256 of the result
+// against want and returns it.
+func encodeGolden(t *testing.T, what string, e encoder, in []byte, want string) []byte {
+	t.Helper()
+	out, err := e.encode(make([]byte, 0, outCap(128<<10)), in)
+	if err != nil || out == nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	got := fmt.Sprintf("%x", sha256.Sum256(out))
+	t.Logf("%s: %d bytes, sha256 %s", what, len(out), got)
+	if got != want {
+		t.Errorf("%s: sha256 %s, want %s", what, got, want)
+	}
+	return out
+}
+
 // TestZstdCgoGolden pins the bytes of the C encoder: same cimg-build
 // source, same bytes on every host. It fails if the encoder is not the
 // bundled libzstd 1.5.7 (a host libzstd of another version through the
@@ -36,15 +52,7 @@ func TestZstdCgoGolden(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out, err := e.encode(make([]byte, 0, outCap(128<<10)), goldenBlock())
-		if err != nil || out == nil {
-			t.Fatalf("level %d: %v", level, err)
-		}
-		got := fmt.Sprintf("%x", sha256.Sum256(out))
-		t.Logf("level %d: %d bytes, sha256 %s", level, len(out), got)
-		if got != sum {
-			t.Errorf("level %d: sha256 %s, want %s", level, got, sum)
-		}
+		encodeGolden(t, fmt.Sprintf("zstd level %d", level), e, goldenBlock(), sum)
 	}
 	if d := zstdDescription(0); !strings.Contains(d, "libzstd 1.5.7") || !strings.Contains(d, "level 15") {
 		t.Errorf("description %q", d)
