@@ -150,9 +150,14 @@ func alive(st *state) bool {
 }
 
 // signalProcess signals the container's process through a pidfd, so a
-// reused pid is never signalled.
+// reused pid is never signalled. A process caught between its exit and
+// its reaping makes pidfd_open fail with EINVAL (its pid has no task
+// left), not ESRCH: that is a process gone too, so callers see ESRCH.
 func signalProcess(st *state, sig unix.Signal) error {
 	fd, err := unix.PidfdOpen(st.Pid, 0)
+	if err == unix.EINVAL {
+		err = unix.ESRCH
+	}
 	if err != nil {
 		return err
 	}
