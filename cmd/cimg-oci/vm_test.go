@@ -1,6 +1,8 @@
 package main
 
 import (
+	"debug/elf"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,7 +20,9 @@ import (
 // writes lets a write open through and not a read), the process is in
 // the container's cgroup, pause freezes it (cgroup.freeze) and resume
 // thaws it, update rewrites a limit, kill --all reaches it, and delete
-// leaves no cgroup.
+// leaves no cgroup. It also runs TestSignalProcessReapedLeader (this
+// test binary) on the VM's kernel, 6.1, whose pidfd_open is the one that
+// says EINVAL for a reaped process.
 func TestCgroupV2InVM(t *testing.T) {
 	limit, swap, shares, quota, period := int64(64<<20), int64(64<<20), uint64(1024), int64(50000), uint64(100000)
 	major, minor := int64(1), int64(11)
@@ -35,7 +39,7 @@ func TestCgroupV2InVM(t *testing.T) {
 		s.Process.Args = []string{"/bin/app", "write", "/dev/kmsg-test", "cimg-oci v2 device test\n"}
 	})
 	files := map[string]string{"/cimg-oci": cimgOCI, "/b/config.json": filepath.Join(b, "config.json"),
-		"/b/rootfs/bin/app": filepath.Join(b, "rootfs/bin/app")}
+		"/b/rootfs/bin/app": filepath.Join(b, "rootfs/bin/app"), "/oci.test": testBinary(t)}
 	out := vmtest.Run(t, files, `
 O="/cimg-oci --root /run/oci"
 $O create --bundle /b c1; echo "CREATE-EXIT $?"
@@ -59,14 +63,35 @@ i=0; until $O state c3 2>/dev/null | grep -q stopped; do i=$((i+1)); [ $i -gt 10
 $O state c3 | grep -o '"status": *"[a-z]*"'
 $O delete c3; echo "DELETE3-EXIT $?"
 echo "LEFT $(find /sys/fs/cgroup/cimg-oci -mindepth 1 -type d | wc -l)"
+`+inVMEnv+`=1 /oci.test -test.run '^TestSignalProcessReapedLeader$' -test.v
 `)
 	for _, want := range []string{"CREATE-EXIT 0", "V2 memory.max=67108864", "V2 memory.swap.max=0", "V2 memory.high=61440000",
 		"V2 pids.max=32", "V2 cpu.weight=39", "V2 cpu.max=50000 100000", "PROCS 1", "START-EXIT 0", "wrote /dev/kmsg-test",
 		"DELETE-EXIT 0", "/dev/kmsg-test=error: open /dev/kmsg-test: operation not permitted", "/proc/self/cgroup=0::/", "RUN-EXIT 0",
 		"PAUSE-EXIT 0", "EVENTS frozen 1", `"paused"`, "UPDATE 33554432", "RESUME-EXIT 0", "EVENTS frozen 0",
-		"KILL-EXIT 0", `"stopped"`, "DELETE3-EXIT 0", "LEFT 0"} {
+		"KILL-EXIT 0", `"stopped"`, "DELETE3-EXIT 0", "LEFT 0",
+		"--- PASS: TestSignalProcessReapedLeader"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("VM output lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// inVMEnv tells this test binary that it runs inside the VM.
+const inVMEnv = "CIMG_OCI_TEST_IN_VM"
+
+// testBinary is this test binary, which must be static to run in the
+// VM's initramfs.
+func testBinary(t *testing.T) string {
+	f, err := elf.Open(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Fatalf("%s is dynamically linked and cannot run in the VM: run the tests with CGO_ENABLED=0 (make test does)", os.Args[0])
+		}
+	}
+	return os.Args[0]
 }
