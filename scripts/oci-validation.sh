@@ -4,6 +4,7 @@
 # runtime and per test. The suite is built from a pinned module version
 # through the Go module proxy (nothing of it is kept in this repository).
 # Usage: scripts/oci-validation.sh [RUNTIME...]   (default: bin/cimg-oci crun runc)
+# TESTS="killsig ..." runs only those programs.
 # Needs root. crun 1.8 refuses this kind of hybrid-cgroup host unless it
 # runs with the cgroup2 mount detached in a private mount namespace: it is
 # wrapped so (the wrapper is what RUNTIME names).
@@ -15,7 +16,7 @@ export PATH="$PATH:/usr/local/go/bin" CGO_ENABLED=0
 mkdir -p "$WORK/bin" "$WORK/logs"
 SRC=$("$GO" mod download -json "github.com/opencontainers/runtime-tools@$VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
 [ -d "$SRC" ] || { echo "cannot download runtime-tools $VERSION" >&2; exit 1; }
-TESTS=$(cd "$SRC/validation" && ls -d */ | tr -d / | grep -v '^util$')
+TESTS=${TESTS:-$(cd "$SRC/validation" && ls -d */ | tr -d / | grep -v '^util$')}
 if [ ! -f "$WORK/built-$VERSION" ]; then
 	rm -rf "$WORK/src" && cp -r "$SRC" "$WORK/src" && chmod -R u+w "$WORK/src"
 	# Its vendor directory is not the whole of it: modules from the proxy.

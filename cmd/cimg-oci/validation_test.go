@@ -59,27 +59,46 @@ func TestRuntimeToolsValidation(t *testing.T) {
 	// (testdir/...) are removed with the others after the package's
 	// tests (TestMain).
 	work := "/var/cache/cimg/oci-validation"
-	cmd := exec.Command("sh", "../../scripts/oci-validation.sh", wrapper)
-	cmd.Env = append(os.Environ(), "WORK="+work)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("scripts/oci-validation.sh: %v\n%s", err, out)
-	}
-	summary, err := os.ReadFile(filepath.Join(work, "logs", "cimg-oci.summary"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	programs := 0
-	for _, l := range strings.Split(strings.TrimSpace(string(summary)), "\n") {
-		f := strings.Fields(l) // NAME pass=P fail=F skip=S
-		if len(f) != 4 {
-			t.Fatalf("summary line %q", l)
+	// suite runs the programs named (all when none) and returns each
+	// one's failure count.
+	suite := func(programs ...string) (map[string]string, []byte) {
+		cmd := exec.Command("sh", "../../scripts/oci-validation.sh", wrapper)
+		cmd.Env = append(os.Environ(), "WORK="+work, "TESTS="+strings.Join(programs, " "))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("scripts/oci-validation.sh: %v\n%s", err, out)
 		}
-		programs++
-		fail := strings.TrimPrefix(f[2], "fail=")
-		want := validationKnown[f[0]]
+		summary, err := os.ReadFile(filepath.Join(work, "logs", "cimg-oci.summary"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fails := map[string]string{}
+		for _, l := range strings.Split(strings.TrimSpace(string(summary)), "\n") {
+			f := strings.Fields(l) // NAME pass=P fail=F skip=S
+			if len(f) != 4 {
+				t.Fatalf("summary line %q", l)
+			}
+			fails[f[0]] = strings.TrimPrefix(f[2], "fail=")
+		}
+		return fails, out
+	}
+	fails, out := suite()
+	programs := len(fails)
+	for name, fail := range fails {
+		want := validationKnown[name]
+		// Some programs race the container's shell: killsig signals it
+		// as soon as start returns, and a PID 1 that has not yet set its
+		// trap ignores the signal (the kernel drops it), so the
+		// container outlives the suite's 5 s wait. On a loaded machine
+		// that happens to crun as well. Such a program gets two more
+		// runs; a real failure fails all three.
+		for try := 2; fail != itoa(want.fail) && try <= 3; try++ {
+			t.Logf("%s: fail=%s, known %d: run %d of 3", name, fail, want.fail, try)
+			again, _ := suite(name)
+			fail = again[name]
+		}
 		if fail != itoa(want.fail) {
-			t.Errorf("%s: %s, known %d (%s); its TAP: %s", f[0], f[2], want.fail, want.why, filepath.Join(work, "logs", "cimg-oci."+f[0]+".tap"))
+			t.Errorf("%s: fail=%s in 3 runs, known %d (%s); its TAP: %s", name, fail, want.fail, want.why, filepath.Join(work, "logs", "cimg-oci."+name+".tap"))
 		}
 	}
 	if programs < 50 {
