@@ -102,11 +102,15 @@ func Write(ctx context.Context, w io.WriteSeeker, t *Tree, o Options) (Stats, er
 		st.ContentBytes += n.entry.Size
 		return nil
 	})
+	heads, err := headKeys(t, sizeCnt)
+	if err != nil {
+		return st, err
+	}
 	d, err := newDataWriter(ctx, w, uint64(len(head)), &o, newEnc, &st)
 	if err != nil {
 		return st, err
 	}
-	d.sizeCnt = sizeCnt
+	d.heads = heads
 	err = t.walkFiles(func(n *node) error {
 		if err := ctx.Err(); err != nil {
 			return err
