@@ -63,7 +63,7 @@ func main() {
 	w("upper end meets it, so a result this shared machine's noise could carry across the line is short.\n\n")
 	w("Where cimg falls short, the reasons as far as we know them: cold launches of a dynamic app read\n")
 	w("and decompress squashfs blocks that crun reads as plain files (the mount cache keeps them only while\n")
-	w("the page cache does); an image is compressed in blocks (128 KiB by default), against one stream over\n")
+	w("the page cache does); an image is compressed in blocks (256 KiB by default), against one stream over\n")
 	w("the whole tar; the hash tree adds about 1%%; each cimg-oci command is a Go process, whose start costs\n")
 	w("more than C's; cimg-build, beside the same encoders, hashes the image for its verity tree and makes it\n")
 	w("durable (fsync) before it is renamed into place, which mksquashfs does not (the fsync alone was 23 ms of\n")
