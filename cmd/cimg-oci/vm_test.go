@@ -1,7 +1,6 @@
 package main
 
 import (
-	"debug/elf"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,15 +82,8 @@ const inVMEnv = "CIMG_OCI_TEST_IN_VM"
 // testBinary is this test binary, which must be static to run in the
 // VM's initramfs.
 func testBinary(t *testing.T) string {
-	f, err := elf.Open(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			t.Fatalf("%s is dynamically linked and cannot run in the VM: run the tests with CGO_ENABLED=0 (make test does)", os.Args[0])
-		}
+	if !vmtest.Static(os.Args[0]) {
+		t.Fatalf("%s is not a static program and cannot run in the VM: run the tests with CGO_ENABLED=0 (make test does)", os.Args[0])
 	}
 	return os.Args[0]
 }

@@ -42,7 +42,7 @@ func Run(t testing.TB, files map[string]string, script string, kernelArgs ...str
 		t.Fatal("qemu-system-x86_64 not found: install qemu-system-x86 (make test does)")
 	}
 	busybox := "/bin/busybox"
-	if !static(busybox) {
+	if !Static(busybox) {
 		t.Fatal("/bin/busybox is missing or not the static build: install busybox-static (make test does)")
 	}
 	kernel := filepath.Join(KernelDir, "vmlinuz")
@@ -92,9 +92,9 @@ func Run(t testing.TB, files map[string]string, script string, kernelArgs ...str
 	return s[i+len(begin) : j]
 }
 
-// static reports whether p is an ELF program without an interpreter: it
-// must run in an initramfs with no libc.
-func static(p string) bool {
+// Static reports whether p is an ELF program without an interpreter, as
+// a program must be to run in the VM's initramfs, which has no libc.
+func Static(p string) bool {
 	f, err := elf.Open(p)
 	if err != nil {
 		return false
