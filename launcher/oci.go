@@ -106,13 +106,8 @@ func ociRefuse(s *specs.Spec) error {
 	case s.Hooks != nil && len(s.Hooks.StartContainer) > 0:
 		return errors.New("hooks.startContainer: hooks run in the container's namespaces are not supported by cimg-oci")
 	}
-	switch s.Linux.RootfsPropagation {
-	case "", "private", "rprivate", "shared", "rshared", "unbindable", "runbindable":
-	default:
-		// The host's / is made private in the container's namespace
-		// before anything is mounted (nothing may propagate to the host):
-		// there is no host peer group left to be a slave of.
-		return fmt.Errorf("linux.rootfsPropagation %q: not supported by cimg-oci (private, shared and unbindable are)", s.Linux.RootfsPropagation)
+	if _, ok := ociPropagation[s.Linux.RootfsPropagation]; !ok && s.Linux.RootfsPropagation != "" {
+		return fmt.Errorf("linux.rootfsPropagation %q: not a propagation (want [r]private, [r]shared, [r]slave or [r]unbindable)", s.Linux.RootfsPropagation)
 	}
 	return nil
 }
@@ -137,11 +132,13 @@ func ociPlan(c *OCIContainer) (*Plan, *ociExtra, error) {
 		}
 		has[ns.Type] = true
 		if ns.Path != "" {
-			// setns of a mount or user namespace is refused to a
-			// multi-threaded process, and a pid namespace would have to be
-			// the launch thread's before its fork: not supported yet.
+			// Joined by the launch thread (ociSpawn), which then builds the
+			// root in them and forks the process. Not a user namespace: its
+			// ids would have to be the holder's and it must come before
+			// the others; nor a cgroup namespace, entered only after the
+			// cgroup join, by the child.
 			switch ns.Type {
-			case specs.NetworkNamespace, specs.IPCNamespace, specs.UTSNamespace:
+			case specs.NetworkNamespace, specs.IPCNamespace, specs.UTSNamespace, specs.MountNamespace, specs.PIDNamespace:
 				x.joins = append(x.joins, ociJoin{ns.Type, ns.Path, flag})
 				continue
 			}
@@ -157,7 +154,8 @@ func ociPlan(c *OCIContainer) (*Plan, *ociExtra, error) {
 			p.Unshare |= uintptr(flag)
 		}
 	}
-	if !has[specs.MountNamespace] || p.Unshare&unix.CLONE_NEWNS == 0 {
+	p.HostSlave = s.Linux.RootfsPropagation == "slave" || s.Linux.RootfsPropagation == "rslave"
+	if !has[specs.MountNamespace] {
 		return nil, nil, errors.New("linux.namespaces: a container without a mount namespace of its own is not supported by cimg-oci")
 	}
 	if has[specs.UserNamespace] {
@@ -451,7 +449,8 @@ func ociMounts(p *Plan, s *specs.Spec, rootfs, bundle string, cgroupDirs map[str
 	if s.Root.Readonly || s.Linux.RootfsPropagation != "" {
 		// Last, once the root's submounts are there: read-only, and the
 		// root's propagation (a new peer group of the container's own for
-		// shared: the host's / was made private first).
+		// shared: the host's / was made private first; for slave it was
+		// made slave, so the root stays a slave of the host's group).
 		m := MountSpec{Kind: KindRootfsRO, Target: "/", Propagation: ociPropagation[s.Linux.RootfsPropagation]}
 		if s.Root.Readonly {
 			m.Flags = unix.MS_RDONLY
@@ -589,6 +588,14 @@ func OCICreate(c *OCIContainer) (int, error) {
 // exec fifo.
 func (l *launch) ociSpawn(c *OCIContainer, p *Plan, x *ociExtra, joins []*os.File) (int, error) {
 	for i, j := range x.joins {
+		// A mount namespace is refused to a thread that shares its root
+		// and working directory with others: this one (never returned
+		// to the runtime) gets its own first.
+		if j.flag == unix.CLONE_NEWNS {
+			if err := unix.Unshare(unix.CLONE_FS); err != nil {
+				return 0, fmt.Errorf("linux.namespaces: join mount %s: unshare the thread's filesystem context: %w", j.path, err)
+			}
+		}
 		if err := unix.Setns(int(joins[i].Fd()), j.flag); err != nil {
 			return 0, fmt.Errorf("linux.namespaces: join %s %s: %w", j.typ, j.path, err)
 		}

@@ -30,7 +30,7 @@ type Plan struct {
 	UID, GID   uint32
 	Groups     []uint32
 	Hostname   string  // set when the uts namespace is private
-	Unshare    uintptr // CLONE_NEW* the launch thread unshares (mount always)
+	Unshare    uintptr // CLONE_NEW* the launch thread unshares (mount always, unless cimg-oci joined one)
 	NewPID     bool    // the child is born in a new pid namespace
 	Keep       []int   // capabilities kept; every other one is dropped
 	NoNewPrivs bool
@@ -49,6 +49,11 @@ type Plan struct {
 	// Sysctl is written by the launch thread once in its namespaces
 	// (cimg-oci: the config's linux.sysctl, namespaced keys only).
 	Sysctl map[string]string `json:",omitempty"`
+	// HostSlave: the launch thread's copy of the host's mounts is made
+	// slave, not private, so that what the host mounts below the root
+	// propagates in (cimg-oci's rootfsPropagation slave). Nothing
+	// propagates out either way.
+	HostSlave bool `json:",omitempty"`
 
 	StateDir string
 	Image    string // the image's squashfs: a cache mount, or (PrivateMount) empty

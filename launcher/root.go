@@ -31,9 +31,14 @@ func enterRoot(p *Plan, image *os.File, volumes string, atProc func(root, proc *
 	if err := unix.Unshare(int(p.Unshare)); err != nil {
 		return fmt.Errorf("unshare namespaces: %w", err)
 	}
-	// A private / first: nothing we mount may propagate to the host.
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make / private: %w", err)
+	// A private / first (slave, if asked: the host's mounts still come
+	// in): nothing we mount may propagate to the host.
+	prop, name := uintptr(unix.MS_PRIVATE), "private"
+	if p.HostSlave {
+		prop, name = unix.MS_SLAVE, "slave"
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|prop, ""); err != nil {
+		return fmt.Errorf("make / %s: %w", name, err)
 	}
 	// Every mount of the plan, in order. Targets are opened below the
 	// new root without following any symlink, so nothing the image or a

@@ -2,13 +2,16 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"cimg.dev/cimg/internal/imagecache"
 )
@@ -161,7 +164,8 @@ func TestCimgImageRoot(t *testing.T) {
 }
 
 // TestRootfsPropagation: shared makes the root a peer group of the
-// container's own; slave, which needs the host's peer group, is refused.
+// container's own; slave keeps it a slave of the host's group, so a mount
+// the host makes below the bundle's root after start shows inside.
 // A shared root is also where pivot_root fails and chroot stands in,
 // which moves no other process: the container's process, forked before
 // it to mount /proc in order, must enter the new root itself, or it
@@ -179,8 +183,106 @@ func TestRootfsPropagation(t *testing.T) {
 	if r.code != 0 || len(f) < 7 || f[4] != "/" || !strings.HasPrefix(f[6], "shared:") {
 		t.Errorf("rootfsPropagation shared: %d, want a shared root\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	b = bundle(t, func(s *specs.Spec) { s.Linux.RootfsPropagation = "rslave" })
+
+	// slave: the bundle's root a shared mount on the host (this host's /
+	// is private), the container started, then a tmpfs mounted below it.
+	b = bundle(t, func(s *specs.Spec) {
+		s.Linux.RootfsPropagation = "rslave"
+		s.Process.Args = []string{"/bin/app", "sleep"}
+	})
+	root := filepath.Join(b, "rootfs")
+	srv := filepath.Join(root, "srv")
+	os.Mkdir(srv, 0o755)
+	if err := unix.Mount(root, root, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(srv, unix.MNT_DETACH); unix.Unmount(root, unix.MNT_DETACH) })
+	if err := unix.Mount("", root, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	id := o.id()
+	if r := o.run("run", "--detach", "--bundle", b, id); r.code != 0 {
+		t.Fatalf("rootfsPropagation rslave: run -d: %s", r.stderr)
+	}
+	if err := unix.Mount("host-srv", srv, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(srv, "marker"), []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = o.run("exec", id, "/bin/app", "show", "/proc/self/mountinfo", "/srv/marker")
+	f = strings.Fields(r.stdout)
+	if r.code != 0 || len(f) < 7 || f[4] != "/" || !strings.HasPrefix(f[6], "master:") || !strings.Contains(r.stdout, "/srv/marker=from the host") {
+		t.Errorf("rootfsPropagation rslave: %d, want a slave root that the host's mount on /srv reached\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	o.run("kill", id, "KILL")
+	waitStatus(t, o, id, specs.StateStopped)
+
+	b = bundle(t, func(s *specs.Spec) { s.Linux.RootfsPropagation = "downstream" })
 	if r := o.run("create", "--bundle", b, o.id()); r.code == 0 || !strings.Contains(r.stderr, "linux.rootfsPropagation") {
-		t.Errorf("rootfsPropagation rslave: %d %q, want a refusal naming it", r.code, r.stderr)
+		t.Errorf("rootfsPropagation downstream: %d %q, want a refusal naming it", r.code, r.stderr)
+	}
+}
+
+// TestNamespacesByPath: a container joins the namespaces a config names
+// by path (here a holder process's, made by unshare(1)) instead of new
+// ones; its root is built in the joined mount namespace, and it is not
+// the joined pid namespace's init.
+func TestNamespacesByPath(t *testing.T) {
+	o := newOCI(t)
+	holder := exec.Command("unshare", "--mount", "--pid", "--fork", "--net", "--ipc", "--uts", "sleep", "600")
+	if err := holder.Start(); err != nil {
+		t.Fatalf("unshare: %v", err)
+	}
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	ns := func(n string) string { return fmt.Sprintf("/proc/%d/ns/%s", holder.Process.Pid, n) }
+	want := map[string]string{}
+	for _, n := range []string{"mnt", "pid_for_children", "net", "ipc", "uts"} {
+		// unshare(1) has made its namespaces once pid_for_children differs.
+		for i := 0; i < 200; i++ {
+			want[n], _ = os.Readlink(ns(n))
+			self, _ := os.Readlink("/proc/self/ns/" + n)
+			if want[n] != "" && want[n] != self {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	b := bundle(t, func(s *specs.Spec) {
+		for i, n := range s.Linux.Namespaces {
+			switch n.Type {
+			case specs.MountNamespace:
+				s.Linux.Namespaces[i].Path = ns("mnt")
+			case specs.PIDNamespace:
+				s.Linux.Namespaces[i].Path = ns("pid_for_children")
+			case specs.NetworkNamespace:
+				s.Linux.Namespaces[i].Path = ns("net")
+			case specs.IPCNamespace:
+				s.Linux.Namespaces[i].Path = ns("ipc")
+			case specs.UTSNamespace:
+				s.Linux.Namespaces[i].Path = ns("uts")
+			}
+		}
+		s.Hostname = ""
+	})
+	r := o.run("run", "--bundle", b, o.id())
+	if r.code != 0 {
+		t.Fatalf("run with namespaces by path: %d\n%s", r.code, r.stderr)
+	}
+	rep := parseReport(t, r.stdout)
+	for n, got := range map[string]string{"mnt": rep.NS["mnt"], "pid_for_children": rep.NS["pid"], "net": rep.NS["net"], "ipc": rep.NS["ipc"], "uts": rep.NS["uts"]} {
+		if got != want[n] {
+			t.Errorf("joined %s: the process is in %s, want the holder's %s", n, got, want[n])
+		}
+	}
+	if rep.PID == 1 {
+		t.Errorf("pid 1 in the joined pid namespace, whose init is the holder's sleep")
+	}
+	// A user namespace by path stays refused, naming itself.
+	b = bundle(t, func(s *specs.Spec) {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: ns("user")})
+	})
+	if r := o.run("create", "--bundle", b, o.id()); r.code == 0 || !strings.Contains(r.stderr, "user namespace") {
+		t.Errorf("user namespace by path: %d %q, want a refusal", r.code, r.stderr)
 	}
 }
