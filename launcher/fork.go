@@ -93,6 +93,7 @@ type rawMount struct {
 	src, dst, fstype, data *byte
 	flags                  uintptr
 	optional               bool
+	alt                    bool // only if the one before failed with ENOTDIR (MountSpec.Alt)
 }
 
 type rlimitCall struct {
@@ -160,6 +161,7 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 	var (
 		step   uint32
 		i      int
+		notDir bool
 		n      uintptr
 		buf    [1]byte
 		poll   unix.PollFd
@@ -285,10 +287,16 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 	// /proc of our pid namespace (only a process inside it can mount
 	// that), with what reaches the host kernel read-only or masked.
 	step = stepProc
+	notDir = false
 	for i = 0; i < len(p.procMounts); i++ {
-		if _, _, err1 = syscall.RawSyscall6(unix.SYS_MOUNT, uintptr(unsafe.Pointer(p.procMounts[i].src)), uintptr(unsafe.Pointer(p.procMounts[i].dst)),
-			uintptr(unsafe.Pointer(p.procMounts[i].fstype)), p.procMounts[i].flags, uintptr(unsafe.Pointer(p.procMounts[i].data)), 0); err1 != 0 &&
-			!(err1 == unix.ENOENT && p.procMounts[i].optional) {
+		if p.procMounts[i].alt && !notDir {
+			continue
+		}
+		_, _, err1 = syscall.RawSyscall6(unix.SYS_MOUNT, uintptr(unsafe.Pointer(p.procMounts[i].src)), uintptr(unsafe.Pointer(p.procMounts[i].dst)),
+			uintptr(unsafe.Pointer(p.procMounts[i].fstype)), p.procMounts[i].flags, uintptr(unsafe.Pointer(p.procMounts[i].data)), 0)
+		// A failure the next mount is the alternative for is not one yet.
+		notDir = err1 == unix.ENOTDIR && i+1 < len(p.procMounts) && p.procMounts[i+1].alt
+		if err1 != 0 && !notDir && !(err1 == unix.ENOENT && p.procMounts[i].optional) {
 			goto fail
 		}
 	}

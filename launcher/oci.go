@@ -482,13 +482,30 @@ func ociMounts(p *Plan, s *specs.Spec, rootfs, bundle string, cgroupDirs map[str
 		if !strings.HasPrefix(t, "/proc/") && !strings.HasPrefix(t, "/sys/") {
 			where = filepath.Join(rootfs, t)
 		}
-		if st, err := os.Lstat(where); err == nil && st.IsDir() {
-			p.Proc = append(p.Proc, MountSpec{Kind: KindMaskDir, Target: t, Flags: unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, Data: "size=0,nr_inodes=1", Optional: true})
-		} else {
-			p.Proc = append(p.Proc, MountSpec{Kind: KindMaskFile, Source: "/dev/null", Target: t, Flags: unix.MS_RDONLY, Optional: true})
-		}
+		p.Proc = append(p.Proc, maskOf(t, where)...)
 	}
 	return nil
+}
+
+// maskOf is the mask of target t, whose kind is that of where in the
+// launcher's view: a directory gets an empty read-only tmpfs, anything
+// else /dev/null.
+func maskOf(t, where string) []MountSpec {
+	dir := MountSpec{Kind: KindMaskDir, Target: t, Flags: unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, Data: "size=0,nr_inodes=1", Optional: true}
+	file := MountSpec{Kind: KindMaskFile, Source: "/dev/null", Target: t, Flags: unix.MS_RDONLY, Optional: true}
+	st, err := os.Lstat(where)
+	switch {
+	case err == nil && st.IsDir():
+		return []MountSpec{dir}
+	case err == nil || where != t:
+		return []MountSpec{file}
+	}
+	// Not in this launcher's /proc or /sys, which its init may have
+	// trimmed (systemd-nspawn shows no /sys/firmware), but maybe in the
+	// container's fresh ones: a file, or else (the child sees ENOTDIR) a
+	// directory.
+	dir.Alt = true
+	return []MountSpec{file, dir}
 }
 
 // OCICreate builds the container and leaves its process waiting on the

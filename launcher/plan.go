@@ -154,6 +154,11 @@ type MountSpec struct {
 	Data      string
 	Recursive bool // the flags apply to every submount too
 	Optional  bool // a Target the kernel may not have (masked /proc paths)
+	// Alt: the child makes this mount only if the one before it failed
+	// with ENOTDIR — a mask of a path the launcher could not see, whose
+	// kind (file or directory) it could not know (OCI masks of /sys and
+	// /proc under an init that hides some, as systemd-nspawn does).
+	Alt bool `json:",omitempty"`
 
 	FSType      string  `json:",omitempty"` // KindOCI: the filesystem type; "" for a bind
 	Propagation uintptr `json:",omitempty"` // KindOCI: MS_SHARED/SLAVE/PRIVATE/UNBINDABLE (|MS_REC), set last

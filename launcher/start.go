@@ -433,6 +433,7 @@ func rawMounts(specs []MountSpec) ([]rawMount, error) {
 		return nil
 	}
 	for _, m := range specs {
+		alt := len(out)
 		var err error
 		switch m.Kind {
 		case KindProc:
@@ -450,6 +451,9 @@ func rawMounts(specs []MountSpec) ([]rawMount, error) {
 		}
 		if err != nil {
 			return nil, err
+		}
+		if m.Alt {
+			out[alt].alt = true
 		}
 	}
 	return out, nil

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ import (
 
 	"cimg.dev/cimg/internal/cgroup"
 	"cimg.dev/cimg/internal/ociseccomp"
+	"cimg.dev/cimg/internal/sdscope"
 	"cimg.dev/cimg/launcher"
 )
 
@@ -196,6 +198,9 @@ func create(id string, c *createFlags) (*state, error) {
 	var cg *cgroup.Cgroup
 	defer func() {
 		if !ok {
+			if st.Unit != "" {
+				sdscope.Stop(st.Unit)
+			}
 			if cg != nil {
 				cgroup.RemoveLeft(cg.ID, cg.V2, cg.Dirs)
 			}
@@ -245,6 +250,14 @@ func create(id string, c *createFlags) (*state, error) {
 		kill()
 		return nil, err
 	}
+	// systemd as the cgroup manager, where it is init: the container's
+	// scope becomes a unit of systemd's, which lists, accounts and stops it.
+	if g.systemdCgroup && sdscope.Running() {
+		if st.Unit, err = registerScope(id, rel, pid, spec.Linux.Resources, cg); err != nil {
+			kill()
+			return nil, err
+		}
+	}
 	if err := g.save(st); err != nil {
 		kill()
 		return nil, err
@@ -267,6 +280,65 @@ func create(id string, c *createFlags) (*state, error) {
 	}
 	ok = true
 	return st, nil
+}
+
+// registerScope makes the container's cgroup (rel: slice directories,
+// then the scope's) the transient scope unit systemd knows it by, and
+// returns the unit's name. systemd writes the scope's cgroup as it starts
+// the unit: the limits it manages are given as the unit's properties, and
+// the config's other resources are written again after it.
+func registerScope(id, rel string, pid int, res *specs.LinuxResources, cg *cgroup.Cgroup) (string, error) {
+	unit, slice := path.Base(rel), path.Base(path.Dir(rel))
+	if slice == "." {
+		slice = "-.slice"
+	}
+	if !strings.HasSuffix(unit, ".scope") {
+		return "", fmt.Errorf("linux.cgroupsPath: %s is not a scope: with systemd as the cgroup manager a container is a scope of its own", unit)
+	}
+	var l sdscope.Limits
+	if res != nil {
+		if res.Memory != nil {
+			l.Memory = res.Memory.Limit
+		}
+		if res.Pids != nil {
+			l.Tasks = &res.Pids.Limit
+		}
+	}
+	if err := sdscope.Start(unit, slice, "cimg-oci container "+id, pid, l); err != nil {
+		return "", err
+	}
+	if cg.V2 {
+		if res != nil {
+			again := *res
+			again.Devices = nil // a program of ours, attached beside systemd's
+			if err := cgroup.UpdateOCI(true, cg.Dirs, &again); err != nil {
+				sdscope.Stop(unit)
+				return "", fmt.Errorf("linux.resources, after systemd started %s: %w", unit, err)
+			}
+		}
+		return unit, nil
+	}
+	// On v1 systemd moved the process to the top of each hierarchy it
+	// does not delegate (devices, freezer) and removed the container's
+	// cgroups there, its device rules with them: they are made again, with
+	// every limit, and the process, not yet past its exec fifo, put back.
+	again, err := cgroup.NewOCI(rel, res)
+	if err == nil {
+		var procs []*os.File
+		if procs, err = again.ProcsFiles(); err == nil {
+			for _, f := range procs {
+				if err == nil {
+					_, err = f.WriteString(strconv.Itoa(pid))
+				}
+				f.Close()
+			}
+		}
+	}
+	if err != nil {
+		sdscope.Stop(unit)
+		return "", fmt.Errorf("the container's cgroups, after systemd started %s: %w", unit, err)
+	}
+	return unit, nil
 }
 
 func dialConsole(path string) (*os.File, error) {
@@ -445,6 +517,11 @@ func remove(st *state, force bool) error {
 	}
 	if st.Pid > 0 && alive(st) {
 		killAndWait(st)
+	}
+	if st.Unit != "" {
+		if err := sdscope.Stop(st.Unit); err != nil {
+			return err
+		}
 	}
 	if len(st.Cgroup) > 0 {
 		id := filepath.Base(firstValue(st.Cgroup))

@@ -26,6 +26,7 @@ type state struct {
 	Cgroup   map[string]string `json:"cgroup,omitempty"`   // controller → directory
 	Created  time.Time         `json:"created"`
 	Image    string            `json:"image,omitempty"` // org.cimg.image, when the root came from a .cimg
+	Unit     string            `json:"unit,omitempty"`  // systemd's transient scope for it (--systemd-cgroup under systemd)
 }
 
 const (
