@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -286,6 +287,9 @@ func (s *stateDir) verify(f *os.File, img *format.Image, always bool) error {
 			return nil
 		}
 	}
+	// Hashing the payload is the launch's one parallel step: every core
+	// for it (the launcher runs on one P otherwise).
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(runtime.NumCPU()))
 	if err := img.VerifyPayload(); err != nil {
 		return fmt.Errorf("%s: %w", f.Name(), err)
 	}
