@@ -16,6 +16,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"flag"
 	"fmt"
 	"os"
@@ -35,17 +36,41 @@ func main() {
 	stop := flag.String("stop", "", "command that stops instance {i} (launcher pid {pid})")
 	flag.Parse()
 	cmds := make([]*exec.Cmd, *n)
+	errs := make([]bytes.Buffer, *n)
 	ms := make([]float64, *n)
 	var wg sync.WaitGroup
+	var failed sync.Once
+	var failure error
+	// stopAll stops every instance started so far and waits for them: on
+	// success and on failure alike, so a failed round leaves nothing
+	// running (it used to exit at once, leaving the other instances).
+	stopAll := func() {
+		for i, c := range cmds {
+			if c == nil {
+				continue
+			}
+			s := strings.NewReplacer("{i}", strconv.Itoa(i), "{pid}", strconv.Itoa(c.Process.Pid)).Replace(*stop)
+			if out, err := exec.Command("sh", "-c", s).CombinedOutput(); err != nil && failure == nil {
+				fmt.Fprintf(os.Stderr, "scalebench: stop %d: %v %s\n", i, err, out)
+			}
+		}
+		for _, c := range cmds {
+			if c != nil {
+				c.Wait()
+			}
+		}
+	}
 	start := time.Now()
 	for i := range *n {
 		argv := strings.Fields(strings.ReplaceAll(strings.Join(flag.Args(), " "), "{i}", strconv.Itoa(i)))
 		c := exec.Command(argv[0], argv[1:]...)
+		c.Stderr = &errs[i]
 		out, err := c.StdoutPipe()
-		if err != nil {
-			fail(err)
+		if err == nil {
+			err = c.Start()
 		}
-		if err := c.Start(); err != nil {
+		if err != nil {
+			stopAll()
 			fail(err)
 		}
 		cmds[i] = c
@@ -63,10 +88,19 @@ func main() {
 					return
 				}
 			}
-			fail(fmt.Errorf("instance %d ended before it was ready", i))
+			failed.Do(func() { failure = fmt.Errorf("instance %d ended before it was ready", i) })
 		}()
 	}
 	wg.Wait()
+	if failure != nil {
+		stopAll()
+		for i := range errs {
+			if errs[i].Len() > 0 {
+				fmt.Fprintf(os.Stderr, "scalebench: instance %d: %s\n", i, strings.TrimSpace(errs[i].String()))
+			}
+		}
+		fail(failure)
+	}
 	time.Sleep(500 * time.Millisecond) // let every launcher settle (cimg-run's slim waiter)
 	rss, pss := 0, 0
 	kids := children()
@@ -82,15 +116,7 @@ func main() {
 		fmt.Fprintf(&rows, "%s,%d,%d,%.3f,%d\n", *tool, *n, i, v, *round)
 	}
 	appendTo(*csvPath, rows.String())
-	for i, c := range cmds {
-		s := strings.NewReplacer("{i}", strconv.Itoa(i), "{pid}", strconv.Itoa(c.Process.Pid)).Replace(*stop)
-		if out, err := exec.Command("sh", "-c", s).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "scalebench: stop %d: %v %s\n", i, err, out)
-		}
-	}
-	for _, c := range cmds {
-		c.Wait()
-	}
+	stopAll()
 }
 
 // children maps each pid to its children's pids.
