@@ -6,7 +6,7 @@
 # sleeping command (run that first), in
 # the same kind of private mount namespace (crun and hybrid cgroups).
 #
-# SCALE_ROUNDS (default 10) rounds per N, cimg-run then crun in each: a
+# SCALE_ROUNDS (default 30) rounds per N, cimg-run then crun in each: a
 # round is a pair, and the report judges the N = 50 goals (median start ≤ 0.9×
 # crun's, launchers' memory ≤ crun's) on the 95 % bootstrap interval of
 # the per-round ratios (bench/stats).
@@ -21,7 +21,7 @@ if [ "${CIMG_BENCH_NS:-}" != 1 ]; then
 fi
 umount -l /sys/fs/cgroup/unified 2>/dev/null || true
 W=${WORK:-/tmp/cimg-bench-launch}
-SCALE_ROUNDS=${SCALE_ROUNDS:-10}
+SCALE_ROUNDS=${SCALE_ROUNDS:-30}
 [ -f "$W/hello.cimg" ] || { echo "bench-scale: run scripts/bench-launch.sh first" >&2; exit 1; }
 go build -o "$W/scalebench" ./bench/scalebench
 rm -f bench/results/scale.csv bench/results/scale-mem.csv bench/results/scale-load.csv
