@@ -59,9 +59,16 @@ func TestRuntimeToolsValidation(t *testing.T) {
 	work := "/var/cache/cimg/oci-validation"
 	// suite runs the programs named (all when none) and returns each
 	// one's failure count.
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	suite := func(programs ...string) (map[string]string, []byte) {
 		cmd := exec.Command("sh", "../../scripts/oci-validation.sh", wrapper)
-		cmd.Env = append(os.Environ(), "WORK="+work, "TESTS="+strings.Join(programs, " "))
+		// The suite's programs make their bundles with os.MkdirTemp and
+		// leave some (the masked and read-only symlink cases): in the
+		// test's own directory, not /tmp, where two stayed per run.
+		cmd.Env = append(os.Environ(), "WORK="+work, "TESTS="+strings.Join(programs, " "), "TMPDIR="+tmp)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("scripts/oci-validation.sh: %v\n%s", err, out)
