@@ -324,15 +324,7 @@ func registerScope(id, rel string, pid int, res *specs.LinuxResources, cg *cgrou
 	// every limit, and the process, not yet past its exec fifo, put back.
 	again, err := cgroup.NewOCI(rel, res)
 	if err == nil {
-		var procs []*os.File
-		if procs, err = again.ProcsFiles(); err == nil {
-			for _, f := range procs {
-				if err == nil {
-					_, err = f.WriteString(strconv.Itoa(pid))
-				}
-				f.Close()
-			}
-		}
+		err = again.Join(pid)
 	}
 	if err != nil {
 		sdscope.Stop(unit)

@@ -295,6 +295,17 @@ func (cg *Cgroup) ProcsFiles() ([]*os.File, error) {
 	return fs, nil
 }
 
+// Join moves process pid into every directory of cg (from outside it,
+// where ProcsFiles serves a child that cannot open them itself).
+func (cg *Cgroup) Join(pid int) error {
+	for c, dir := range cg.Dirs {
+		if err := writeFile(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
+			return fmt.Errorf("join cgroup %s (%s): %w", dir, c, err)
+		}
+	}
+	return nil
+}
+
 // writeFile writes v to the cgroup file p in one write(2). Plain system
 // calls, not os.WriteFile: an *os.File of a cgroup file (which supports
 // poll) is registered with the runtime's netpoller, four more system
