@@ -50,12 +50,14 @@ type forkPlan struct {
 	// vfork: the child shares this address space and the forking thread
 	// waits until it execs (CLONE_VM|CLONE_VFORK): no copy of the page
 	// tables, no copy-on-write faults on either side, nothing to tear down
-	// at its execve. Nobody can act for the child meanwhile, so it joins
-	// its cgroup itself, writing "0" to cgroupProcs (unless clone3 placed
-	// it), and there is no sync step. Only for a child whose parent has
-	// nothing to do before its execve: exec into an instance.
-	vfork       bool
-	cgroupProcs []int
+	// at its execve. There is no sync step: only for a child whose parent
+	// has nothing to do before its execve (exec into an instance).
+	vfork bool
+	// cgroupEntry: the child enters its cgroup itself, first thing,
+	// writing "0" to each (cgroup.EntryFile: on v1 a move of its one
+	// thread, which waits for no RCU grace period as a move of a process
+	// by pid does), unless clone3 placed it.
+	cgroupEntry []int
 	noPdeathsig bool // the app outlives the launcher (handed to systemd, or cimg-oci's create)
 	noCgroupNS  bool // stay in the launcher's cgroup namespace (an OCI config without one)
 	// fifoPath, when set, names (/proc/self/fd/N) an O_PATH fd of
@@ -109,6 +111,7 @@ type cloneArgs struct {
 // The steps of the child, in order; a failure reports which.
 const (
 	stepPdeathsig = iota + 1
+	stepCgroup
 	stepSync
 	stepCgroupNS
 	stepJoin
@@ -134,7 +137,7 @@ const (
 )
 
 var stepNames = map[uint32]string{
-	stepPdeathsig: "set the parent-death signal", stepSync: "join the cgroup",
+	stepPdeathsig: "set the parent-death signal", stepCgroup: "join the cgroup", stepSync: "wait to be released",
 	stepCgroupNS: "unshare the cgroup namespace", stepJoin: "join the instance's namespaces", stepChdir: "chdir to the working directory",
 	stepTTY: "take the terminal", stepProc: "mount /proc", stepCloseFDs: "close inherited fds",
 	stepRlimit: "setrlimit", stepUserNS: "unshare the user namespace", stepIDMap: "wait for the id maps", stepFifo: "wait for start on the exec fifo", stepSeccomp: "load the seccomp filter", stepBounding: "drop capabilities from the bounding set",
@@ -205,6 +208,13 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 			goto fail
 		}
 	}
+	// Into the app's cgroup before anything else.
+	step = stepCgroup
+	for i = 0; p.clone3 == nil && i < len(p.cgroupEntry); i++ {
+		if _, _, err1 = syscall.RawSyscall(unix.SYS_WRITE, uintptr(p.cgroupEntry[i]), uintptr(unsafe.Pointer(&self[0])), 1); err1 != 0 {
+			goto fail
+		}
+	}
 	if p.earlyProc != nil {
 		step = stepProc
 		if _, _, err1 = syscall.RawSyscall6(unix.SYS_MOUNT, uintptr(unsafe.Pointer(p.earlyProc.src)), uintptr(unsafe.Pointer(p.earlyProc.dst)),
@@ -216,19 +226,13 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 			goto fail
 		}
 	}
-	// Wait until the parent has put us in our cgroup (v1) so nothing below
-	// runs outside the limits; EOF means the parent is gone. A vfork child
-	// goes there itself: its parent is waiting for its execve.
+	// Wait until the parent releases us (it may have id maps to write,
+	// a standby start an old version to stop); EOF means the parent is
+	// gone. A vfork child does not: its parent is waiting for its execve.
 	step = stepSync
 	syscall.RawSyscall(unix.SYS_CLOSE, uintptr(p.syncW), 0, 0)
 	syscall.RawSyscall(unix.SYS_CLOSE, uintptr(p.errR), 0, 0)
-	if p.vfork && canVfork {
-		for i = 0; p.clone3 == nil && i < len(p.cgroupProcs); i++ {
-			if _, _, err1 = syscall.RawSyscall(unix.SYS_WRITE, uintptr(p.cgroupProcs[i]), uintptr(unsafe.Pointer(&self[0])), 1); err1 != 0 {
-				goto fail
-			}
-		}
-	} else {
+	if !p.vfork || !canVfork {
 		n, _, err1 = syscall.RawSyscall(unix.SYS_READ, uintptr(p.syncR), uintptr(unsafe.Pointer(&buf[0])), 1)
 		if err1 != 0 || n != 1 {
 			goto exit

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"path"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -17,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"cimg.dev/cimg/internal/cgroup"
 	"cimg.dev/cimg/internal/earlysig"
 	"cimg.dev/cimg/internal/instance"
 )
@@ -106,18 +106,17 @@ type joining struct {
 	rec   *instance.Record
 	pidfd int
 
-	signals   *relay   // the caller's signals, for the command
-	proc      int      // /proc/PID of the app, checked to be the app's
-	pidNS     int      // joined by the forking thread: it takes effect at fork
-	ns        []int    // joined by the child, in order
-	cgroup    int      // v2: the cgroup to clone into, or -1
-	procs     []int    // the cgroup.procs files to move the child with (v2: without clone3)
-	procNames []string // their paths, for messages
-	fp        *forkPlan
-	sync      [2]int
-	errp      [2]int
-	ptm       *os.File // the terminal's master side (TTY)
-	pts       int      // its other side, the child's stdio
+	signals *relay // the caller's signals, for the command
+	proc    int    // /proc/PID of the app, checked to be the app's
+	pidNS   int    // joined by the forking thread: it takes effect at fork
+	ns      []int  // joined by the child, in order
+	cgroup  int    // v2: the cgroup to clone into, or -1
+	entry   []int  // the files the child enters the app's cgroup by (cgroup.EntryFile; v2: without clone3)
+	fp      *forkPlan
+	sync    [2]int
+	errp    [2]int
+	ptm     *os.File // the terminal's master side (TTY)
+	pts     int      // its other side, the child's stdio
 }
 
 // open opens the app's namespaces and cgroup. Each is opened through the
@@ -160,16 +159,14 @@ func (j *joining) open() error {
 			return fmt.Errorf("the app's cgroup: %w", err)
 		}
 	}
-	// cgroup.procs of each directory (v2: for a kernel without clone3),
-	// written with the child's pid by us, or with "0" by a vfork child.
+	// The child enters each directory itself (v2: for a kernel without
+	// clone3).
 	for c, d := range dirs {
-		name := filepath.Join(d, "cgroup.procs")
-		fd, err := unix.Open(name, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open(cgroup.EntryFile(d, j.rec.State.CgroupV2), unix.O_WRONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("the app's cgroup (%s): %w", c, err)
 		}
-		j.procs = append(j.procs, fd)
-		j.procNames = append(j.procNames, name)
+		j.entry = append(j.entry, fd)
 	}
 	if err := unix.PidfdSendSignal(j.pidfd, 0, nil, 0); err != nil {
 		return fmt.Errorf("the app ended: %w", err)
@@ -229,7 +226,7 @@ func (j *joining) command(o ExecOptions) error {
 	}
 	// We have nothing to do between the fork and the command's execve
 	// but wait: the child may share our memory until then (fork.go).
-	j.fp.vfork, j.fp.cgroupProcs = canVfork, j.procs
+	j.fp.vfork, j.fp.cgroupEntry = canVfork, j.entry
 	return nil
 }
 
@@ -253,7 +250,7 @@ func (j *joining) run() (int, error) {
 	syscall.ForkLock.Lock()
 	pid, errno := forkChild(j.fp)
 	if j.fp.clone3 != nil && (errno == unix.ENOSYS || errno == unix.E2BIG || errno == unix.EINVAL) {
-		j.fp.clone3 = nil // before Linux 5.7: moved by cgroup.procs below
+		j.fp.clone3 = nil // before Linux 5.7: the child enters the cgroup itself
 		pid, errno = forkChild(j.fp)
 	}
 	syscall.ForkLock.Unlock()
@@ -267,7 +264,7 @@ func (j *joining) run() (int, error) {
 		unix.Close(j.pts) // the child has it; the master sees EOF when it is gone
 		j.pts = -1
 	}
-	err := j.release(f.pid)
+	err := j.release()
 	if ce, ok := err.(childError); ok && ce.step == stepExec && unix.Errno(ce.errno) == unix.ENOENT {
 		err = fmt.Errorf("exec %s: no such command in instance %s", j.fp.argvString(), j.rec.State.Name)
 	} else if err != nil {
@@ -281,17 +278,10 @@ func (j *joining) run() (int, error) {
 	return j.wait(f.pid)
 }
 
-// release moves the child into the app's cgroup (v1, or v2 without
-// clone3), lets it go on and waits for its execve (EOF on the error pipe).
-func (j *joining) release(pid int) error {
+// release lets the child (in the app's cgroup by now) go on and waits
+// for its execve (EOF on the error pipe).
+func (j *joining) release() error {
 	if !j.fp.vfork {
-		if j.fp.clone3 == nil {
-			for i, fd := range j.procs {
-				if _, err := unix.Write(fd, []byte(strconv.Itoa(pid))); err != nil {
-					return fmt.Errorf("join cgroup %s: %w", j.procNames[i], err)
-				}
-			}
-		}
 		if _, err := unix.Write(j.sync[1], []byte{1}); err != nil {
 			return fmt.Errorf("release the child: %w", err)
 		}
@@ -420,7 +410,7 @@ func (j *joining) close() {
 	closeFDs(append([]int{j.proc, j.pidNS, j.cgroup, j.pts}, j.ns...))
 	closeFDs(j.sync[:])
 	closeFDs(j.errp[:])
-	closeFDs(j.procs)
+	closeFDs(j.entry)
 	if j.ptm != nil {
 		j.ptm.Close()
 	}

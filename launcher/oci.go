@@ -557,10 +557,8 @@ func OCICreate(c *OCIContainer) (int, error) {
 		return 0, err
 	}
 	l.fp.syncR, l.fp.syncW, l.fp.errR, l.fp.errW = l.sync[0], l.sync[1], l.errp[0], l.errp[1]
-	if c.Cgroup != nil {
-		if l.join, err = c.Cgroup.ProcsFiles(); err != nil {
-			return 0, err
-		}
+	if err := l.cgroupEntry(c.Cgroup); err != nil {
+		return 0, err
 	}
 	if p.UserNS != nil {
 		if l.proc, err = os.Open("/proc"); err != nil {
@@ -622,30 +620,31 @@ func (l *launch) ociSpawn(c *OCIContainer, p *Plan, x *ociExtra, joins []*os.Fil
 	// there, mounts it in its pid namespace and waits. Not with a terminal,
 	// which is opened on the container's devpts after the mounts, and the
 	// child must hold it from the fork: then /proc comes last.
-	var early struct {
-		pid  int
-		join []*os.File
-	}
-	atProc := func(root, proc *os.File) error {
-		pid, join, err := l.forkAtProc(p, root, proc)
-		early.pid, early.join = pid, join
+	early := 0
+	atProc := func(root, proc *os.File) (err error) {
+		early, err = l.forkAtProc(p, root, proc)
 		return err
 	}
 	if c.Spec.Process.Terminal || p.ProcAfter == 0 {
 		atProc = nil
 	}
-	if err := enterRoot(p, nil, "", atProc); err != nil {
-		if early.pid > 0 {
-			unix.Kill(early.pid, unix.SIGKILL)
-			unix.Wait4(early.pid, nil, 0, nil)
+	// fail ends a child forked early: never released, it ran nothing of
+	// the container's.
+	fail := func(err error) (int, error) {
+		if early > 0 {
+			unix.Kill(early, unix.SIGKILL)
+			unix.Wait4(early, nil, 0, nil)
 		}
-		return 0, fmt.Errorf("build the container's root: %w", err)
+		return 0, err
+	}
+	if err := enterRoot(p, nil, "", atProc); err != nil {
+		return fail(fmt.Errorf("build the container's root: %w", err))
 	}
 	// The command must be there now, as runc checks before it waits for
 	// start: a failed execve after start would only be an exit status
 	// (callers map these errors to 127 and 126).
 	if err := unix.Access(p.Argv[0], unix.X_OK); err != nil {
-		return 0, fmt.Errorf("exec: %q: %w", p.Argv[0], err)
+		return fail(fmt.Errorf("exec: %q: %w", p.Argv[0], err))
 	}
 	if s := c.Spec.Process; s.Terminal {
 		if c.Console == nil {
@@ -669,14 +668,14 @@ func (l *launch) ociSpawn(c *OCIContainer, p *Plan, x *ociExtra, joins []*os.Fil
 		l.fp.stdio = [3]int{pts, pts, pts}
 		l.fp.tty = true
 	}
-	pid, join := early.pid, early.join
+	pid := early
 	if pid == 0 {
 		var err error
-		if pid, join, err = l.fork(); err != nil {
+		if pid, err = l.fork(); err != nil {
 			return 0, err
 		}
 	}
-	if err := l.releaseChild(pid, join); err != nil {
+	if err := l.releaseChild(pid); err != nil {
 		unix.Kill(pid, unix.SIGKILL)
 		unix.Wait4(pid, nil, 0, nil)
 		if ce, ok := err.(childError); ok && ce.step == stepExec {
@@ -695,23 +694,23 @@ func (l *launch) ociSpawn(c *OCIContainer, p *Plan, x *ociExtra, joins []*os.Fil
 // before the launch thread switched root, which moves it along with
 // pivot_root but not where chroot has to stand in (an initramfs, a
 // shared root).
-func (l *launch) forkAtProc(p *Plan, root, dir *os.File) (int, []*os.File, error) {
+func (l *launch) forkAtProc(p *Plan, root, dir *os.File) (int, error) {
 	proc := p.Proc[0]
 	proc.Target = "/proc/self/fd/" + strconv.Itoa(int(dir.Fd())) // the child's own fd (its /proc is still the host's)
 	m, err := rawMounts([]MountSpec{proc})
 	if err != nil {
-		return 0, nil, err
+		return 0, err
 	}
 	if l.fp.procMounts, err = rawMounts(p.Proc[1:]); err != nil {
-		return 0, nil, err
+		return 0, err
 	}
 	if l.fp.chdir, err = syscall.BytePtrFromString(p.Workdir); err != nil {
-		return 0, nil, err
+		return 0, err
 	}
 	l.fp.earlyProc, l.fp.rootFD = &m[0], int(root.Fd())
-	pid, join, err := l.fork()
+	pid, err := l.fork()
 	if err != nil {
-		return 0, nil, err
+		return 0, err
 	}
 	var report childError
 	buf := (*[unsafe.Sizeof(report)]byte)(unsafe.Pointer(&report))[:]
@@ -719,11 +718,11 @@ func (l *launch) forkAtProc(p *Plan, root, dir *os.File) (int, []*os.File, error
 		unix.Kill(pid, unix.SIGKILL)
 		unix.Wait4(pid, nil, 0, nil)
 		if n == 0 {
-			return 0, nil, errors.New("container setup: the process ended before mounting /proc")
+			return 0, errors.New("container setup: the process ended before mounting /proc")
 		}
-		return 0, nil, fmt.Errorf("container setup, %w", report)
+		return 0, fmt.Errorf("container setup, %w", report)
 	}
-	return pid, join, nil
+	return pid, nil
 }
 
 // openPTY opens a new terminal on the devpts of the root dirfd root (its

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -12,6 +11,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"cimg.dev/cimg/internal/cgroup"
 )
 
 // OCIExecOptions are cimg-oci exec's: a process to start beside a
@@ -91,14 +92,16 @@ func OCIExec(o OCIExecOptions) (pid, status int, err error) {
 		return 0, 0, fmt.Errorf("the container's pid namespace: %w", err)
 	}
 	defer unix.Close(pidNS)
-	var procs []*os.File
+	// The process enters the container's cgroup itself, first thing.
+	var entry []*os.File
+	_, v2 := o.Cgroup[""]
 	for c, d := range o.Cgroup {
-		f, err := os.OpenFile(filepath.Join(d, "cgroup.procs"), os.O_WRONLY, 0)
+		f, err := os.OpenFile(cgroup.EntryFile(d, v2), os.O_WRONLY, 0)
 		if err != nil {
 			return 0, 0, fmt.Errorf("the container's cgroup (%s): %w", c, err)
 		}
 		defer f.Close()
-		procs = append(procs, f)
+		entry = append(entry, f)
 	}
 	// The pid read through /proc must still be the container's process.
 	if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); err != nil {
@@ -112,6 +115,9 @@ func OCIExec(o OCIExecOptions) (pid, status int, err error) {
 	fp.filter = x.filter
 	ociCaps(fp, x.caps)
 	fp.join = ns
+	for _, f := range entry {
+		fp.cgroupEntry = append(fp.cgroupEntry, int(f.Fd()))
+	}
 	fp.noPdeathsig = o.Detach
 	if fp.chdir, err = syscall.BytePtrFromString(p.Workdir); err != nil {
 		return 0, 0, err
@@ -165,11 +171,6 @@ func OCIExec(o OCIExecOptions) (pid, status int, err error) {
 		unix.Kill(pid, unix.SIGKILL)
 		unix.Wait4(pid, nil, 0, nil)
 		return 0, 0, err
-	}
-	for _, f := range procs {
-		if _, err := f.WriteString(strconv.Itoa(pid)); err != nil {
-			return fail(fmt.Errorf("join cgroup %s: %w", f.Name(), err))
-		}
 	}
 	if _, err := unix.Write(sync[1], []byte{1}); err != nil {
 		return fail(err)

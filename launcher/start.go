@@ -30,9 +30,9 @@ type launch struct {
 	lease *imagecache.Lease // the cache mount, until the app's bind of it exists
 
 	fp     *forkPlan  // the child's system calls, every argument made before fork
-	sync   [2]int     // parent → child: one byte once the child is in its cgroup
+	sync   [2]int     // parent → child: one byte releases it
 	errp   [2]int     // child → parent: a childError, or EOF at execve
-	join   []*os.File // cgroup.procs files, opened while host paths still lead there
+	entry  []*os.File // the files the child enters its cgroup by (cgroup.EntryFiles), opened while host paths still lead there
 	exe    *os.File   // this executable, for the slim waiter
 	sealed *os.File   // the sealed copy the init runs from
 	proc   *os.File   // the host's /proc, for the child's id maps
@@ -174,12 +174,7 @@ func (l *launch) prepare() error {
 			return err
 		}
 	}
-	if fd := l.cg.CloneFD(); fd >= 0 {
-		// Born in its cgroup: no window where it runs outside the limits.
-		l.fp.clone3 = &cloneArgs{flags: uint64(l.fp.cloneFlags) | unix.CLONE_INTO_CGROUP, exitSignal: uint64(unix.SIGCHLD), cgroup: uint64(fd)}
-	}
-	// v1, and v2 where clone3 cannot clone into the cgroup.
-	if l.join, err = l.cg.ProcsFiles(); err != nil {
+	if err := l.cgroupEntry(l.cg); err != nil {
 		return err
 	}
 	if l.exe, err = os.Open("/proc/self/exe"); err != nil {
@@ -196,7 +191,7 @@ func (l *launch) prepare() error {
 func (l *launch) close() {
 	closeFDs(l.sync[:])
 	closeFDs(l.errp[:])
-	for _, f := range append(l.join, l.exe, l.sealed, l.proc) {
+	for _, f := range append(l.entry, l.exe, l.sealed, l.proc) {
 		if f != nil {
 			f.Close()
 		}
@@ -235,7 +230,7 @@ func (l *launch) spawn() *launchThread {
 			return
 		}
 		l.opts.mark("fork and set up the child")
-		pid, join, err := l.fork()
+		pid, err := l.fork()
 		if err != nil {
 			t.started <- spawned{err: err}
 			return
@@ -244,18 +239,14 @@ func (l *launch) spawn() *launchThread {
 			err = sd.mainPID(pid)
 		}
 		// A standby start (update's next version) waits here, its root
-		// built and the app's process made (and in its cgroup: a v1 join
-		// waits for an RCU grace period), until the version it replaces
-		// has stopped.
+		// built and the app's process made, in its cgroup, until the
+		// version it replaces has stopped.
 		if h := l.opts.Hold; err == nil && h != nil {
-			if err = joinCgroups(pid, join); err == nil {
-				join = nil
-				l.opts.mark("hold")
-				err = h()
-			}
+			l.opts.mark("hold")
+			err = h()
 		}
 		if err == nil {
-			err = l.releaseChild(pid, join)
+			err = l.releaseChild(pid)
 		}
 		if ce, ok := err.(childError); ok && ce.step == stepExec {
 			// Explained here: this thread sees the files execve saw.
@@ -274,48 +265,52 @@ func (l *launch) spawn() *launchThread {
 	return t
 }
 
-// fork clones the child from the calling (launch) thread. It returns the
-// cgroup.procs files the child still has to be moved with.
-func (l *launch) fork() (int, []*os.File, error) {
-	join := l.join
-	syscall.ForkLock.Lock()
-	pid, errno := forkChild(l.fp)
-	if l.fp.clone3 != nil && (errno == unix.ENOSYS || errno == unix.E2BIG || errno == unix.EINVAL) {
-		// A kernel before 5.7 (no clone3, or no CLONE_INTO_CGROUP): a
-		// plain clone, moved into the cgroup before it is released.
-		l.fp.clone3 = nil
-		pid, errno = forkChild(l.fp)
-	} else if l.fp.clone3 != nil {
-		join = nil // born in it
+// cgroupEntry plans how the child gets into cg (nil: none): born in it
+// where clone3 can (v2), else it enters by itself, first thing
+// (cgroup.EntryFiles).
+func (l *launch) cgroupEntry(cg *cgroup.Cgroup) error {
+	if cg == nil {
+		return nil
 	}
-	syscall.ForkLock.Unlock()
-	if errno != 0 {
-		return 0, nil, fmt.Errorf("clone the app's process: %w", errno)
+	if fd := cg.CloneFD(); fd >= 0 {
+		// Born in its cgroup: no window where it runs outside the limits.
+		l.fp.clone3 = &cloneArgs{flags: uint64(l.fp.cloneFlags) | unix.CLONE_INTO_CGROUP, exitSignal: uint64(unix.SIGCHLD), cgroup: uint64(fd)}
 	}
-	// Our copies of the child's pipe ends go, so that EOF means something.
-	closeFDs([]int{l.sync[0], l.errp[1]})
-	l.sync[0], l.errp[1] = -1, -1
-	return int(pid), join, nil
-}
-
-// joinCgroups moves pid into the cgroups whose cgroup.procs files join
-// are (v1, and v2 without clone3).
-func joinCgroups(pid int, join []*os.File) error {
-	for _, f := range join {
-		if _, err := f.WriteString(strconv.Itoa(pid)); err != nil {
-			return fmt.Errorf("join cgroup %s: %w", f.Name(), err)
-		}
+	var err error
+	if l.entry, err = cg.EntryFiles(); err != nil {
+		return err
+	}
+	for _, f := range l.entry {
+		l.fp.cgroupEntry = append(l.fp.cgroupEntry, int(f.Fd()))
 	}
 	return nil
 }
 
-// releaseChild puts the child in its cgroup (v1), lets it go on, writes
-// its id maps when it asks (user namespace), and waits for its setup: EOF
-// on the error pipe means it reached execve.
-func (l *launch) releaseChild(pid int, join []*os.File) error {
-	if err := joinCgroups(pid, join); err != nil {
-		return err
+// fork clones the child from the calling (launch) thread; the child is in
+// its cgroup before it does anything else.
+func (l *launch) fork() (int, error) {
+	syscall.ForkLock.Lock()
+	pid, errno := forkChild(l.fp)
+	if l.fp.clone3 != nil && (errno == unix.ENOSYS || errno == unix.E2BIG || errno == unix.EINVAL) {
+		// A kernel before 5.7 (no clone3, or no CLONE_INTO_CGROUP): a
+		// plain clone, which enters the cgroup itself.
+		l.fp.clone3 = nil
+		pid, errno = forkChild(l.fp)
 	}
+	syscall.ForkLock.Unlock()
+	if errno != 0 {
+		return 0, fmt.Errorf("clone the app's process: %w", errno)
+	}
+	// Our copies of the child's pipe ends go, so that EOF means something.
+	closeFDs([]int{l.sync[0], l.errp[1]})
+	l.sync[0], l.errp[1] = -1, -1
+	return int(pid), nil
+}
+
+// releaseChild lets the child go on, writes its id maps when it asks
+// (user namespace), and waits for its setup: EOF on the error pipe means
+// it reached execve.
+func (l *launch) releaseChild(pid int) error {
 	if _, err := unix.Write(l.sync[1], []byte{1}); err != nil {
 		return fmt.Errorf("release the child: %w", err)
 	}

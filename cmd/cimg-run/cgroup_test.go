@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,8 +26,11 @@ func TestCgroupLimitsAppliedAndRemoved(t *testing.T) {
 			t.Errorf("%s = %q (%v), want %s", f, b, err, want)
 		}
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	cmd.Wait()
+	// The app ends (signalled itself: a stop request that reaches the
+	// launcher while it turns into the slim waiter ends the launcher by
+	// design, wait.go, leaving the cgroup to the next launch), and its
+	// launcher or waiter removes the cgroup.
+	stopApp(t, cmd, id)
 	for _, c := range []string{"memory", "pids", "cpu"} {
 		if _, err := os.Stat("/sys/fs/cgroup/" + c + "/cimg/" + id); err == nil {
 			t.Errorf("cgroup %s/cimg/%s left behind", c, id)
@@ -72,4 +76,80 @@ func TestMissingCgroupController(t *testing.T) {
 		t.Errorf("exit %d, stderr %q; want 125 and %q", res.code, res.stderr, want)
 	}
 	expectCounts(t, before, "after the refused launch")
+}
+
+// TestAppInItsCgroupsBeforeItRuns (class: a window outside the limits at
+// start): the app's process enters its cgroup itself, first thing after
+// the fork, by a move of its one thread (cgroup.EntryFile: v1's tasks).
+// It must be in the app's cgroup in every hierarchy, as a whole process
+// (cgroup.procs lists it), before anything of its setup: the cgroup
+// namespace it unshares later makes each of those cgroups its "/", which
+// it is only if it was already there.
+func TestAppInItsCgroupsBeforeItRuns(t *testing.T) {
+	state := stateDir(t)
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\nmemory = \"48MiB\"\npids = 16\ncpu = 0.5\n")
+	hierarchies := []string{"memory", "pids", "cpu", "devices"}
+	res := runImage(t, cimgRunCmd(state, img, "--", "cat", "/proc/self/cgroup"))
+	if res.code != 0 {
+		t.Fatalf("probe cat /proc/self/cgroup: exit %d, %q %q", res.code, res.stdout, res.stderr)
+	}
+	for _, c := range hierarchies {
+		if got := cgroupLine(res.stdout, c); got != "/" {
+			t.Errorf("the app's own view of its %s cgroup: %q, want \"/\" (its cgroup, entered before the cgroup namespace was made)\n%s", c, got, res.stdout)
+		}
+	}
+
+	cmd, _ := startSleeping(t, state, img)
+	id := "probe-" + strconv.Itoa(cmd.Process.Pid)
+	defer stopApp(t, cmd, id)
+	b, err := os.ReadFile("/sys/fs/cgroup/pids/cimg/" + id + "/cgroup.procs")
+	procs := strings.Fields(string(b))
+	if err != nil || len(procs) != 1 {
+		t.Fatalf("pids/cimg/%s/cgroup.procs: %q (%v), want the app alone", id, b, err)
+	}
+	app := procs[0]
+	self, err := os.ReadFile("/proc/" + app + "/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range hierarchies {
+		if got := cgroupLine(string(self), c); got != "/cimg/"+id {
+			t.Errorf("the app (pid %s) in the %s hierarchy: %q, want /cimg/%s", app, c, got, id)
+		}
+		b, err := os.ReadFile("/sys/fs/cgroup/" + c + "/cimg/" + id + "/cgroup.procs")
+		if err != nil || strings.Join(strings.Fields(string(b)), " ") != app {
+			t.Errorf("%s/cimg/%s/cgroup.procs: %q (%v), want the app %s as a whole process", c, id, b, err, app)
+		}
+	}
+}
+
+// cgroupLine is the path of the hierarchy with controller c in a
+// /proc/PID/cgroup text ("" when none).
+func cgroupLine(text, c string) string {
+	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) == 3 && slices.Contains(strings.Split(f[1], ","), c) {
+			return f[2]
+		}
+	}
+	return ""
+}
+
+// stopApp sends SIGTERM to the app of launcher cmd (cgroup id), found in
+// its pids cgroup, and waits for the launcher to end.
+func stopApp(t *testing.T, cmd *exec.Cmd, id string) {
+	t.Helper()
+	b, err := os.ReadFile("/sys/fs/cgroup/pids/cimg/" + id + "/cgroup.procs")
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			syscall.Kill(pid, syscall.SIGTERM)
+		}
+	}
+	if err != nil || len(strings.Fields(string(b))) == 0 {
+		t.Errorf("the app of %s: %q (%v); killing its launcher", id, b, err)
+		cmd.Process.Kill()
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("launcher of %s: %v", id, err)
+	}
 }

@@ -125,11 +125,14 @@ func TestNewV1DeviceAllowListAndRemove(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(b)) != want {
 		t.Errorf("devices.list = %q (%v), want %q", b, err, want)
 	}
-	fs, err := cg.ProcsFiles()
+	fs, err := cg.EntryFiles()
 	if err != nil || len(fs) != len(cg.Dirs) {
-		t.Errorf("ProcsFiles: %d files, %v; dirs %v", len(fs), err, cg.Dirs)
+		t.Errorf("EntryFiles: %d files, %v; dirs %v", len(fs), err, cg.Dirs)
 	}
 	for _, f := range fs {
+		if filepath.Base(f.Name()) != "tasks" {
+			t.Errorf("EntryFiles on v1: %s, want the tasks file (a thread moving itself waits for no RCU grace period)", f.Name())
+		}
 		f.Close()
 	}
 	if err := cg.Remove(); err != nil {

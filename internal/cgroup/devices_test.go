@@ -130,15 +130,8 @@ func TestDeviceV1CgroupFilters(t *testing.T) {
 	}
 	defer cg.Remove()
 	got := runDeviceProbe(t, nil, func(pid int) {
-		fs, err := cg.ProcsFiles()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range fs {
-			if _, err := f.WriteString(fmt.Sprint(pid)); err != nil {
-				t.Errorf("join %s: %v", f.Name(), err)
-			}
-			f.Close()
+		if err := cg.Join(pid); err != nil {
+			t.Error(err)
 		}
 	})
 	if got != filtered {

@@ -239,6 +239,14 @@ func main() {
 				os.Stdout.WriteString(p + "=" + v + "\n")
 			}
 			os.Exit(0)
+		case "cat": // cat PATH: the file as it is, or the error
+			b, err := os.ReadFile(args[1])
+			if err != nil {
+				os.Stdout.WriteString("error: " + err.Error() + "\n")
+				os.Exit(1)
+			}
+			os.Stdout.Write(b)
+			os.Exit(0)
 		case "parent-exe": // parent-exe [DELAY]: after DELAY, open the parent's /proc/PID/exe (the launcher's, with pid = "host")
 			if len(args) > 1 {
 				d, _ := time.ParseDuration(args[1])
