@@ -769,11 +769,11 @@ func storeSection(w writer) {
 	w("\nReading it. In an update, cimg-run's gap is neither its stop's tail (%.1f ms against crun's %.1f: the\n", tail("cimg-run stop"), tail("crun kill + wait"))
 	w("supervisor removes the app's cgroups, drains the log pipe, writes exit.json and ends before `cimg-run stop`\n")
 	w("returns) nor a whole start: update runs the new version's launch up to the app's own setup while the old\n")
-	w("version serves (cmd/cimg-run/store.go, startStandby; launcher Options.Hold), including the v1 cgroup join,\n")
-	w("whose write to cgroup.procs waits for an RCU grace period (10–20 ms on this VM, measured while building\n")
-	w("this). After the old app's exit only the child's setup (proc, masks, capabilities, seccomp) and execve\n")
-	w("are left; the new instance takes the name when the old supervisor has gone. crun's stop + run has the\n")
-	w("whole start of `crun run` in its gap.\n\n")
+	w("version serves (cmd/cimg-run/store.go, startStandby; launcher Options.Hold), the new app's process made and\n")
+	w("in its cgroups (which it enters itself, by v1's tasks file: crun's cgroup.procs write of a pid waits for an\n")
+	w("RCU grace period, 13–21 ms on this VM). After the old app's exit only the child's setup (proc, masks,\n")
+	w("capabilities, seccomp) and execve are left; the new instance takes the name when the old supervisor has\n")
+	w("gone. crun's stop + run has the whole start of `crun run` in its gap.\n\n")
 
 	rows := readCSV("install.csv")[1:] // after the header
 	ims, rss := map[string][]float64{}, map[string][]float64{}
