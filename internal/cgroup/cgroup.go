@@ -332,13 +332,27 @@ func (cg *Cgroup) Join(pid int) error {
 func writeFile(p, v string) error {
 	fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0) // as os.WriteFile did (tests use plain directories)
 	if err == nil {
-		_, err = unix.Write(fd, []byte(v))
+		err = writeRetry(fd, v)
 		unix.Close(fd)
 	}
 	if err != nil {
 		return fmt.Errorf("cgroup %s: write %q: %w", p, v, err)
 	}
 	return nil
+}
+
+// writeRetry is one write(2) of v to fd, made again while it fails with
+// EINTR: v1's memory.limit_in_bytes gives up on any pending signal, and
+// the Go runtime sends its threads SIGURG to preempt them (50 launches at
+// once saw "write \"67108864\": interrupted system call"). A write the
+// kernel interrupts has changed nothing.
+func writeRetry(fd int, v string) error {
+	for {
+		_, err := unix.Write(fd, []byte(v))
+		if err != unix.EINTR {
+			return err
+		}
+	}
 }
 
 // hold opens dir and its parent, locks dir and records it as controller

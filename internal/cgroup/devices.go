@@ -60,7 +60,7 @@ func devicesV1(dir string) error {
 	}
 	defer unix.Close(fd)
 	for _, e := range devicesList() {
-		if _, err := unix.Write(fd, []byte(e)); err != nil {
+		if err := writeRetry(fd, e); err != nil {
 			return fmt.Errorf("cgroup %s: write %q: %w", allow, e, err)
 		}
 	}
