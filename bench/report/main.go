@@ -413,6 +413,19 @@ func scale(w writer) {
 	memOK := mem.Meets(1.0)
 	w("| launchers' RssAnon | %.2f× | %s | %s |\n\n", mem.Median, ciRange(mem),
 		judge(fmt.Sprintf("scale, 50 running: launchers' memory %s crun's", ciText(mem)), memOK, "≤ 1.0×, upper end"))
+	if !start.Meets(0.9) {
+		ratio := func(n string) float64 {
+			return median(all(lat[key{n, "cimg-run"}])) / median(all(lat[key{n, "crun"}]))
+		}
+		w("Why the start at N = 50 is short. Alone, a cimg-run launch starts in %.2f× crun's time, and 10 at once\n", ratio("1"))
+		w("in %.2f×; at 50 at once on this %s-core machine it is %.2f×. The RCU grace period a cgroup.procs write\n", ratio("10"), keyValues("machine.csv")["cores"], ratio("50"))
+		w("waits for, which makes crun's lone launch slow, is shared by writes that come close together\n")
+		w("(kernel/rcu/sync.c), and cimg-run's app enters its cgroup itself, by v1's `tasks`, which waits for\n")
+		w("none. What is left is CPU time and its order: the launches queue for the CPUs,\n")
+		w("and each cimg-run launcher turns into its slim waiter 100 ms after its app started (an exec and a Go\n")
+		w("runtime's start, launcher/wait.go) while later instances are still starting, work crun's launch does\n")
+		w("not have.\n\n")
+	}
 	if !memOK {
 		w("What the launchers' extra memory buys. Each foreground `cimg-run IMAGE` stays as its app's parent, as\n")
 		w("`crun run` does, but it is a Go process (its slim waiter, launcher/wait.go): %.0f KiB of private memory\n", median(perRound(rss[c]))/50)
@@ -1158,4 +1171,11 @@ func ociSection(w writer) {
 		w("| %s | runc | %.1f | %.1f | %.2f× | %s | |\n", c.label, median(msRunc["runc"]), p90(msRunc["runc"]), rc.Median, ciRange(rc))
 	}
 	w("\n")
+	_, ms, _ := cell("oci.csv", "cycle")
+	w("Reading the cycle. crun's create moves its container's process into each v1 cgroup by writing its pid to\n")
+	w("cgroup.procs, whose first write after a quiet spell waits for an RCU grace period (13–21 ms on this VM);\n")
+	w("cimg-oci's process enters its cgroups itself, by v1's `tasks` file, which waits for none\n")
+	w("(cgroup.EntryFile): hence %.1f against %.1f ms. Where cimg-oci spends more than crun is in being three\n", median(ms["cimg-oci"]), median(ms["crun"]))
+	w("short Go processes: their own work is small (create's, mounts and cgroups included, about 6 ms; start's\n")
+	w("and delete's 1–2 ms each, timed in the process), so each one's runtime start and exit weighs.\n\n")
 }
