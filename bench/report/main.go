@@ -159,6 +159,15 @@ func launch(w writer) {
 		}
 		dat.WriteString("\n")
 	}
+	w("\n")
+	w("Reading crun's figures. crun moves its container's process into each v1 cgroup by writing its pid to\n")
+	w("cgroup.procs; the first such write after a quiet spell waits for an RCU grace period (13–21 ms on this\n")
+	w("VM), and writes that come within about one grace period of another share it (kernel/rcu/sync.c). So a\n")
+	w("crun launch is faster right after another launcher's cgroup.procs write than on its own. With the tools\n")
+	w("in turn, crun gets that head start only in the rounds where runc (which writes cgroup.procs too) ran just\n")
+	w("before it, never from cimg-run, whose app enters its cgroup itself by v1's `tasks`, which waits for none\n")
+	w("(cgroup.EntryFile). A launch that comes on its own — a service started now and then — pays the wait with\n")
+	w("crun, and not with cimg-run.\n")
 	loadTable(w, "launch-load.csv", "app / page cache")
 	w("Peak RSS during a launch of the static hello (getrusage of the launcher and what it reaped — the hello\n")
 	w("app is tiny, so this is the launcher's own peak; median over the warm and cold runs):\n\n")
@@ -294,8 +303,14 @@ func profile(w writer, wall, crun, bare float64) {
 	w("to execve (clone into a new pid namespace, /proc with 13 masked and 5 read-only paths, seccomp,\n")
 	w("capabilities) weigh most; \"app running\" is the hello itself and its pid namespace's teardown.\n")
 	w("The manifest (TOML) and the cgroup (a directory in each of three v1 hierarchies, devices included)\n")
-	w("follow. Reaching 0.5× crun means losing about %.1f ms, against %.1f ms for all of the launcher's own\n", wall-crun/2, own)
-	w("steps up to the app's exec together. What could get there, largest first: a launcher that is not a Go\n")
+	if wall > crun/2 {
+		w("follow. Reaching 0.5× crun means losing about %.1f ms, against %.1f ms for all of the launcher's own\n", wall-crun/2, own)
+		w("steps up to the app's exec together. What could get there, largest first: a launcher that is not a Go\n")
+	} else {
+		w("follow. The median is within 0.5× crun's, by %.1f ms, but a pass needs the interval's upper end there\n", crun/2-wall)
+		w("too (the launcher's own steps up to the app's exec take %.1f ms). What could widen the margin, largest\n", own)
+		w("first: a launcher that is not a Go\n")
+	}
 	w("process (a small static C or Rust front end exec'd for the warm path), a root and /proc mounted\n")
 	w("once per image and cloned per launch (open_tree/move_mount of a prepared tree instead of ~30\n")
 	w("mounts), and a cgroup kept warm per image instead of made and removed per launch.\n\n")
