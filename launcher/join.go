@@ -161,12 +161,8 @@ func (j *joining) open() error {
 	}
 	// The child enters each directory itself (v2: for a kernel without
 	// clone3).
-	for c, d := range dirs {
-		fd, err := unix.Open(cgroup.EntryFile(d, j.rec.State.CgroupV2), unix.O_WRONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("the app's cgroup (%s): %w", c, err)
-		}
-		j.entry = append(j.entry, fd)
+	if j.entry, err = cgroup.OpenEntry(dirs); err != nil {
+		return fmt.Errorf("the app's cgroup: %w", err)
 	}
 	if err := unix.PidfdSendSignal(j.pidfd, 0, nil, 0); err != nil {
 		return fmt.Errorf("the app ended: %w", err)

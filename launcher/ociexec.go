@@ -93,16 +93,11 @@ func OCIExec(o OCIExecOptions) (pid, status int, err error) {
 	}
 	defer unix.Close(pidNS)
 	// The process enters the container's cgroup itself, first thing.
-	var entry []*os.File
-	_, v2 := o.Cgroup[""]
-	for c, d := range o.Cgroup {
-		f, err := os.OpenFile(cgroup.EntryFile(d, v2), os.O_WRONLY, 0)
-		if err != nil {
-			return 0, 0, fmt.Errorf("the container's cgroup (%s): %w", c, err)
-		}
-		defer f.Close()
-		entry = append(entry, f)
+	entry, err := cgroup.OpenEntry(o.Cgroup)
+	if err != nil {
+		return 0, 0, fmt.Errorf("the container's cgroup: %w", err)
 	}
+	defer closeFDs(entry)
 	// The pid read through /proc must still be the container's process.
 	if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); err != nil {
 		return 0, 0, fmt.Errorf("the container's process ended: %w", err)
@@ -115,9 +110,7 @@ func OCIExec(o OCIExecOptions) (pid, status int, err error) {
 	fp.filter = x.filter
 	ociCaps(fp, x.caps)
 	fp.join = ns
-	for _, f := range entry {
-		fp.cgroupEntry = append(fp.cgroupEntry, int(f.Fd()))
-	}
+	fp.cgroupEntry = entry
 	fp.noPdeathsig = o.Detach
 	if fp.chdir, err = syscall.BytePtrFromString(p.Workdir); err != nil {
 		return 0, 0, err

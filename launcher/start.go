@@ -29,13 +29,12 @@ type launch struct {
 	image *os.File          // the verified image (mounted by the thread with PrivateMount)
 	lease *imagecache.Lease // the cache mount, until the app's bind of it exists
 
-	fp     *forkPlan  // the child's system calls, every argument made before fork
-	sync   [2]int     // parent → child: one byte releases it
-	errp   [2]int     // child → parent: a childError, or EOF at execve
-	entry  []*os.File // the files the child enters its cgroup by (cgroup.EntryFiles), opened while host paths still lead there
-	exe    *os.File   // this executable, for the slim waiter
-	sealed *os.File   // the sealed copy the init runs from
-	proc   *os.File   // the host's /proc, for the child's id maps
+	fp     *forkPlan // the child's system calls, every argument made before fork
+	sync   [2]int    // parent → child: one byte releases it
+	errp   [2]int    // child → parent: a childError, or EOF at execve
+	exe    *os.File  // this executable, for the slim waiter
+	sealed *os.File  // the sealed copy the init runs from
+	proc   *os.File  // the host's /proc, for the child's id maps
 
 	manifest *manifest.Manifest // for the instance record
 	rootHash [32]byte
@@ -191,7 +190,10 @@ func (l *launch) prepare() error {
 func (l *launch) close() {
 	closeFDs(l.sync[:])
 	closeFDs(l.errp[:])
-	for _, f := range append(l.entry, l.exe, l.sealed, l.proc) {
+	if l.fp != nil {
+		closeFDs(l.fp.cgroupEntry)
+	}
+	for _, f := range []*os.File{l.exe, l.sealed, l.proc} {
 		if f != nil {
 			f.Close()
 		}
@@ -266,8 +268,8 @@ func (l *launch) spawn() *launchThread {
 }
 
 // cgroupEntry plans how the child gets into cg (nil: none): born in it
-// where clone3 can (v2), else it enters by itself, first thing
-// (cgroup.EntryFiles).
+// where clone3 can (v2), else it enters by itself, first thing, through
+// files opened now, while host paths still lead there (cgroup.OpenEntry).
 func (l *launch) cgroupEntry(cg *cgroup.Cgroup) error {
 	if cg == nil {
 		return nil
@@ -277,13 +279,8 @@ func (l *launch) cgroupEntry(cg *cgroup.Cgroup) error {
 		l.fp.clone3 = &cloneArgs{flags: uint64(l.fp.cloneFlags) | unix.CLONE_INTO_CGROUP, exitSignal: uint64(unix.SIGCHLD), cgroup: uint64(fd)}
 	}
 	var err error
-	if l.entry, err = cg.EntryFiles(); err != nil {
-		return err
-	}
-	for _, f := range l.entry {
-		l.fp.cgroupEntry = append(l.fp.cgroupEntry, int(f.Fd()))
-	}
-	return nil
+	l.fp.cgroupEntry, err = cgroup.OpenEntry(cg.Dirs)
+	return err
 }
 
 // fork clones the child from the calling (launch) thread; the child is in

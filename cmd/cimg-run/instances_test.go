@@ -283,15 +283,7 @@ func inCgroups(t *testing.T, pid int, cg map[string]string) {
 		t.Fatal(err)
 	}
 	for c, dir := range cg {
-		found := false
-		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			f := strings.SplitN(l, ":", 3)
-			if len(f) != 3 || (c == "" && f[1] != "") || (c != "" && !slices.Contains(strings.Split(f[1], ","), c)) {
-				continue
-			}
-			found = f[2] != "/" && strings.HasSuffix(dir, f[2])
-		}
-		if !found {
+		if got := cgroupLine(string(b), c); got == "" || got == "/" || !strings.HasSuffix(dir, got) {
 			t.Errorf("pid %d is not in its %q cgroup %s: /proc/%d/cgroup:\n%s", pid, c, dir, pid, b)
 		}
 		procs, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))

@@ -278,23 +278,27 @@ func (cg *Cgroup) limitsV1(l manifest.Limits) error {
 	return errors.Join(errs...)
 }
 
-// EntryFiles opens the files a new process enters cg through, one per
-// directory, for the process itself to write "0" to before it runs
-// anything of the app's (v2: used only where clone3 cannot clone into
-// the cgroup). See EntryFile.
-func (cg *Cgroup) EntryFiles() ([]*os.File, error) {
-	var fs []*os.File
-	for c, dir := range cg.Dirs {
-		f, err := os.OpenFile(EntryFile(dir, cg.V2), os.O_WRONLY, 0)
+// OpenEntry opens, write-only, the EntryFile of each directory of dirs
+// (a Cgroup's Dirs: "" for v2), for a new process to write "0" to,
+// itself, before it runs anything of the app's (v2: only where clone3
+// cannot clone into the cgroup). Raw fds: the child writes them with raw
+// system calls, and an *os.File of a cgroup file is registered with the
+// runtime's netpoller (see writeFile). On an error it closes what it
+// opened.
+func OpenEntry(dirs map[string]string) ([]int, error) {
+	_, v2 := dirs[""]
+	var fds []int
+	for c, dir := range dirs {
+		fd, err := unix.Open(EntryFile(dir, v2), unix.O_WRONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			for _, f := range fs {
-				f.Close()
+			for _, fd := range fds {
+				unix.Close(fd)
 			}
 			return nil, fmt.Errorf("open cgroup %s (%s): %w", dir, c, err)
 		}
-		fs = append(fs, f)
+		fds = append(fds, fd)
 	}
-	return fs, nil
+	return fds, nil
 }
 
 // EntryFile is the file of cgroup directory dir that a just-forked
@@ -314,8 +318,8 @@ func EntryFile(dir string, v2 bool) string {
 	return filepath.Join(dir, "tasks")
 }
 
-// Join moves process pid into every directory of cg (from outside it,
-// where ProcsFiles serves a child that cannot open them itself).
+// Join moves process pid into every directory of cg from outside it,
+// by cgroup.procs (a new process enters by itself: OpenEntry).
 func (cg *Cgroup) Join(pid int) error {
 	for c, dir := range cg.Dirs {
 		if err := writeFile(filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid)); err != nil {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"cimg.dev/cimg/manifest"
 )
 
@@ -125,15 +127,16 @@ func TestNewV1DeviceAllowListAndRemove(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(b)) != want {
 		t.Errorf("devices.list = %q (%v), want %q", b, err, want)
 	}
-	fs, err := cg.EntryFiles()
-	if err != nil || len(fs) != len(cg.Dirs) {
-		t.Errorf("EntryFiles: %d files, %v; dirs %v", len(fs), err, cg.Dirs)
+	fds, err := OpenEntry(cg.Dirs)
+	if err != nil || len(fds) != len(cg.Dirs) {
+		t.Errorf("OpenEntry: %d files, %v; dirs %v", len(fds), err, cg.Dirs)
 	}
-	for _, f := range fs {
-		if filepath.Base(f.Name()) != "tasks" {
-			t.Errorf("EntryFiles on v1: %s, want the tasks file (a thread moving itself waits for no RCU grace period)", f.Name())
+	for _, fd := range fds {
+		name, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+		if filepath.Base(name) != "tasks" {
+			t.Errorf("OpenEntry on v1: %s, want the tasks file (a thread moving itself waits for no RCU grace period)", name)
 		}
-		f.Close()
+		unix.Close(fd)
 	}
 	if err := cg.Remove(); err != nil {
 		t.Error(err)
