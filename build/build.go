@@ -108,7 +108,8 @@ func Build(ctx context.Context, spec Spec) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Output: spec.Output, Manifest: spec.Manifest, Records: st.Records(), NeededBy: spec.neededBy}
-	err = writeAtomic(spec.Output, func(f *os.File) error {
+	err = writeAtomic(spec.Output, func(out *os.File) error {
+		f := &earlyWriteback{File: out}
 		sq, err := pack(ctx, f, st.Tree(), &spec)
 		if err != nil {
 			return err
