@@ -173,6 +173,7 @@ func (b *builder) mountImage(m MountSpec) error {
 			return fmt.Errorf("loop-attach the image: %w", err)
 		}
 		err = unix.Mount(dev.Path, b.root, "squashfs", m.Flags, "")
+		dev.LimitReadahead() // the mount raised it
 		dev.Close()
 		if err != nil {
 			return fmt.Errorf("mount squashfs %s on %s: %w", dev.Path, b.root, err)

@@ -231,6 +231,13 @@ func (s *stateDir) mount(name string, f *os.File, img *format.Image, verifyAlway
 	if err := unix.Mount(source, dir, "squashfs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
 		return false, mountAdvice(source, dir, f, err)
 	}
+	// The mount raised the readahead of the device under it.
+	if !useDM {
+		dev.LimitReadahead()
+	} else if vf, err := os.Open(source); err == nil {
+		loop.LimitReadahead(vf.Fd())
+		vf.Close()
+	}
 	return true, nil
 }
 

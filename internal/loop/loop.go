@@ -37,6 +37,23 @@ const maxTries = 16
 // readAhead is the loop device's readahead in bytes.
 const readAhead = 128 << 10
 
+// LimitReadahead gives the block device open at fd the readahead an eMMC
+// or SD card has (readAhead): loop devices start with the backing disk's,
+// 2.5-4 MiB here, and squashfs reads an app's few scattered blocks. A cold
+// curl launch at 10 MB/s read 12.3 MB and took 1171 ms with 4 MiB, 10.9
+// MB and 1036 ms with 128 KiB (scripts/bench-cold.sh's disk). Call it
+// again after the squashfs mount, which raises the readahead of the
+// device it mounts to at least 1 MiB (Linux 6.18: 128 KiB set before the
+// mount read 1024 after); a cold chrooted `python3 -c pass` then read 3.82
+// MB of its image instead of 4.08. Best effort: a device that refuses
+// still works.
+func LimitReadahead(fd uintptr) {
+	unix.IoctlSetInt(int(fd), unix.BLKRASET, readAhead/512)
+}
+
+// LimitReadahead limits the device's readahead (see the function).
+func (d *Device) LimitReadahead() { LimitReadahead(d.f.Fd()) }
+
 // Attach binds [offset, offset+size) of the file behind fd to a new loop
 // device, read-only and autoclear.
 func Attach(fd uintptr, offset, size int64) (*Device, error) {
@@ -60,13 +77,7 @@ func Attach(fd uintptr, offset, size int64) (*Device, error) {
 		}
 		err = configure(int(dev.Fd()), int(fd), offset, size)
 		if err == nil {
-			// Readahead as an eMMC or SD card has it: loop devices start
-			// with the backing disk's, 2.5-4 MiB here, and squashfs reads
-			// an app's few scattered blocks. A cold curl launch at 10 MB/s
-			// read 12.3 MB and took 1171 ms with 4 MiB, 10.9 MB and 1036
-			// ms with 128 KiB (scripts/bench-cold.sh's disk). Best effort:
-			// a device that refuses still works.
-			unix.IoctlSetInt(int(dev.Fd()), unix.BLKRASET, readAhead/512)
+			LimitReadahead(dev.Fd())
 			var st unix.Stat_t
 			unix.Fstat(int(dev.Fd()), &st)
 			return &Device{Path: path, Dev: st.Rdev, f: dev}, nil
