@@ -101,13 +101,13 @@ demo: build bin/hello deps-test
 # or dm target behind (compared with a snapshot taken before them); a
 # failed go test still fails make. The C encoders' golden tests need cgo
 # and the tag, which the main run (pure Go, as cimg-run ships) has not;
-# the BCJ trial runs with both lz4 encoders.
+# the BCJ trial and the metadata test run with both builds' encoders.
 test: deps-test clibs
 	$(GO) vet ./...
 	CGO_ENABLED=1 $(GO) vet -tags cimg_clibs ./internal/squashfs ./cmd/cimg-build
 	@mkdir -p bin && scripts/leakcheck.sh snapshot bin/leakcheck.before
 	status=0; $(GO) test -tags slow -count=1 -timeout 40m ./... || status=$$?; \
-	CGO_ENABLED=1 CGO_CFLAGS=-O3 $(GO) test -tags cimg_clibs -count=1 -run 'Golden|BCJTrial' ./internal/squashfs || status=1; \
+	CGO_ENABLED=1 CGO_CFLAGS=-O3 $(GO) test -tags cimg_clibs -count=1 -run 'Golden|BCJTrial|MetadataCompressed' ./internal/squashfs || status=1; \
 	scripts/fuzz.sh || status=1; \
 	scripts/leakcheck.sh check bin/leakcheck.before || status=1; exit $$status
 

@@ -20,7 +20,9 @@ type metaWriter struct {
 }
 
 func newMetaWriter(enc encoder) *metaWriter {
-	return &metaWriter{enc: enc, cur: make([]byte, 0, metadataSize)}
+	// dst has room for any encoder's output: the C encoders write into
+	// dst's capacity and report "did not fit" without any.
+	return &metaWriter{enc: enc, cur: make([]byte, 0, metadataSize), dst: make([]byte, 0, outCap(metadataSize))}
 }
 
 // pos returns where the next byte goes: the start of its block relative to
