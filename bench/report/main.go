@@ -68,9 +68,19 @@ func main() {
 	w("and decompress squashfs blocks that crun reads as plain files (the mount cache keeps them only while\n")
 	w("the page cache does); an image is compressed in blocks (256 KiB by default), against one stream over\n")
 	w("the whole tar; the hash tree adds about 1%%; each cimg-oci command is a Go process, whose start costs\n")
-	w("more than C's; cimg-build, beside the same encoders, hashes the image for its verity tree and makes it\n")
-	w("durable (fsync) before it is renamed into place, which mksquashfs does not (the fsync alone was 23 ms of\n")
-	w("lz4's 40 ms difference on the 100 MB tree, one `strace -T` run).\n\n")
+	w("more than C's. cimg-build runs the same C encoders as mksquashfs, which do over 90 %% of a gzip or zstd\n")
+	w("build's work (`perf record`: zlib's longest_match alone is 91 %% of a gzip build), so with zstd and gzip\n")
+	w("the two take about the same time and this machine's noise decides whether the interval's upper end\n")
+	w("stays under 1.0×; beside the encoders cimg-build\n")
+	w("hashes the image for its verity tree and makes it durable (fsync) before it is renamed into place, which\n")
+	w("mksquashfs does not. With lz4 the encoder is fast and those costs show: in hand runs of about 0.25 s,\n")
+	w("the hash tree took 27-32 ms after the squashfs was written (its salt depends on the squashfs's size, so\n")
+	w("it cannot be hashed while the squashfs is written), and the fsync 4 ms since the image is written back\n")
+	w("while it is built (29 ms before); the durable write also makes cimg-build's time follow the disk's other\n")
+	w("load, which mksquashfs's page-cache-only write does not (see the spread in bench/results/build.csv).\n")
+	w("xz is faster than mksquashfs because it compresses each block once:\n")
+	w("mksquashfs compresses every block with and without the BCJ filter, cimg-build lets a fast lz4 trial\n")
+	w("choose (internal/squashfs/xz.go).\n\n")
 	w("%s", sections.String())
 	w("## How it was measured\n\n")
 	w("`make bench` installs its peers through apt when missing (crun, runc, umoci, squashfs-tools, debootstrap,\n")
@@ -462,6 +472,7 @@ func scale(w writer) {
 func cold(w writer) {
 	meta := keyValues("cold-meta.csv")
 	cells, tools, ms := cellTimes("cold.csv")
+	pythonShort := false // a throttled python3 cell misses the goal: say why, below
 	// "python3/10" → "python3, 10 MB/s"
 	cellName := func(c string) string {
 		app, rate, _ := strings.Cut(c, "/")
@@ -514,6 +525,9 @@ func cold(w writer) {
 			goal := ""
 			if t == subject && !strings.HasSuffix(c, "/unthrottled") {
 				goal = judge(fmt.Sprintf("cold start, %s: cimg-run --private-mount %s crun", cellName(c), ciText(ci)), ci.Meets(0.7), "≤ 0.7×, upper end")
+				if strings.HasPrefix(c, "python3/") && !ci.Meets(0.7) {
+					pythonShort = true
+				}
 			}
 			w("| %s | %s | %.1f | %.1f | %.2f× | %s | %s |\n", cellName(c), t, median(ms[c][t]), p90(ms[c][t]), ci.Median, refRange(t, ci), goal)
 			if t != "crun" {
@@ -564,7 +578,7 @@ func cold(w writer) {
 		w("| %s | %s | %.2f | %s |\n", r[0], r[1], v/1e6, vs)
 	}
 	w("\n")
-	if a, b := reads["python3/cimg-run --private-mount"], reads["python3/crun"]; b > 0 && a/b > 0.65 {
+	if a, b := reads["python3/cimg-run --private-mount"], reads["python3/crun"]; b > 0 && pythonShort {
 		w("Where a throttled python3 launch misses 0.7×, the bytes say why: at these rates a cold launch's time\n")
 		w("follows what it reads, and `python3 -c pass` reads %.2f MB with cimg-run against crun's %.2f (%.2f×), of\n", a/1e6, b/1e6, a/b)
 		la, lb := reads["launcher alone/cimg-run help"], reads["launcher alone/crun --version"]
