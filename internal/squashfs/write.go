@@ -21,8 +21,8 @@ type Options struct {
 	// (zstd: 15 with the C encoder (cgo), the pure-Go encoder's best
 	// without; gzip: 9; lz4: the fast encoder; xz: the one pure-Go setting).
 	Level int
-	// BCJ is the xz filter for executable code (xz only): each block is
-	// compressed with and without it and the smaller kept.
+	// BCJ is the xz filter for executable code (xz only): each block goes
+	// through it where a fast lz4 trial finds it pays (bcjTrial).
 	BCJ BCJ
 	// MkfsTime goes into the superblock; callers pass SOURCE_DATE_EPOCH.
 	MkfsTime int64
