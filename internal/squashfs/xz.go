@@ -127,6 +127,19 @@ type bcjTrial struct {
 
 func newBCJTrial(bcj BCJ) *bcjTrial { return &bcjTrial{bcj: bcj, judge: newLZ4Encoder(0)} }
 
+// filterFor is the filter to write src with: the trial's where it pays,
+// else none; none too without a trial (t nil: no filter was asked for).
+func (t *bcjTrial) filterFor(src []byte) (BCJ, error) {
+	if t == nil {
+		return BCJNone, nil
+	}
+	pays, err := t.pays(src)
+	if err != nil || !pays {
+		return BCJNone, err
+	}
+	return t.bcj, nil
+}
+
 // pays reports whether src compresses better through the filter.
 func (t *bcjTrial) pays(src []byte) (bool, error) {
 	t.filtered = append(t.filtered[:0], src...)

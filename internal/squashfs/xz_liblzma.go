@@ -79,15 +79,9 @@ func newXZEncoder(level, blockSize int, bcj BCJ) (encoder, error) {
 // encode compresses src once: with the filter where the trial says it
 // pays, else without (see bcjTrial).
 func (e *xzEncoder) encode(dst, src []byte) ([]byte, error) {
-	bcj := BCJNone
-	if e.trial != nil {
-		pays, err := e.trial.pays(src)
-		if err != nil {
-			return nil, err
-		}
-		if pays {
-			bcj = e.bcj
-		}
+	bcj, err := e.trial.filterFor(src)
+	if err != nil {
+		return nil, err
 	}
 	out, err := e.stream(dst[:cap(dst)], src, bcj)
 	if err != nil {

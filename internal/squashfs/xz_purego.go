@@ -57,15 +57,9 @@ func newXZEncoder(level, blockSize int, bcj BCJ) (encoder, error) {
 // encode writes src as one xz stream: through the filter where the trial
 // says it pays, else as it is (see bcjTrial).
 func (e *xzEncoder) encode(dst, src []byte) ([]byte, error) {
-	bcj := BCJNone
-	if e.trial != nil {
-		pays, err := e.trial.pays(src)
-		if err != nil {
-			return nil, err
-		}
-		if pays {
-			bcj = e.bcj
-		}
+	bcj, err := e.trial.filterFor(src)
+	if err != nil {
+		return nil, err
 	}
 	out, err := e.stream(dst[:0], src, bcj)
 	if err != nil {
