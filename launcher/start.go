@@ -100,8 +100,8 @@ func start(l *launch) (int, error) {
 		return 0, nil
 	}
 	// Signal windows around the hand-over are documented at becomeWaiter:
-	// until the exec the relay forwards; a stop deadline set meanwhile
-	// reaches the waiter down its "late" pipe.
+	// the relay forwards until it has handled every stop request that can
+	// still reach it, and the waiter's argv carries the stop deadline.
 	if !sv.exited(slimAfter) {
 		t.slim <- sv
 		if err := <-t.slimFailed; err != nil {

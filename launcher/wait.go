@@ -3,12 +3,10 @@ package launcher
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -45,10 +43,10 @@ type supervisor struct {
 	ended       *instance.Exit     // filled in by finish
 	inst        *instance.Instance // a named instance: its lock and log go to the waiter
 
-	mu   sync.Mutex // stopAt and late, between the relay and the hand-over to the waiter
-	sigs chan os.Signal
-	done chan struct{}
-	late *os.File // during the hand-over: the waiter learns a stop deadline set after its argv
+	sigs    chan os.Signal
+	flush   chan os.Signal // flushSignal, once becomeWaiter asks for it
+	flushed chan struct{}  // the relay has handled every signal taken in before flushSignal
+	done    chan struct{}
 }
 
 // newSupervisor watches the app forked as pid.
@@ -70,6 +68,7 @@ func (s *supervisor) relay() {
 		s.sigs = make(chan os.Signal, 8)
 		signal.Notify(s.sigs, earlysig.Forwarded...)
 	}
+	s.flush, s.flushed = make(chan os.Signal, 1), make(chan struct{}, 1)
 	go func() {
 		var kill <-chan time.Time
 		if !s.stopAt.IsZero() {
@@ -78,21 +77,29 @@ func (s *supervisor) relay() {
 		for {
 			select {
 			case sig := <-s.sigs:
-				s.mu.Lock()
-				stopping := s.stopAt.IsZero()
 				s.forward(sig.(syscall.Signal))
-				if stopping && !s.stopAt.IsZero() && s.late != nil {
-					fmt.Fprintln(s.late, s.stopAt.UnixNano())
+			case <-s.flush:
+				// os/signal hands signals on in the order the runtime took
+				// them in (by number within one batch, and flushSignal's is
+				// above every forwarded one), so all that came before it are
+				// in s.sigs's buffer by now.
+				for drained := false; !drained; {
+					select {
+					case sig := <-s.sigs:
+						s.forward(sig.(syscall.Signal))
+					default:
+						drained = true
+					}
 				}
-				s.mu.Unlock()
-				if !s.stopAt.IsZero() && kill == nil {
-					kill = time.After(time.Until(s.stopAt))
-				}
+				s.flushed <- struct{}{}
 			case <-kill:
 				// Grace period over: everything in the cgroup dies.
 				s.cg.Kill(syscall.SIGKILL)
 			case <-s.done:
 				return
+			}
+			if !s.stopAt.IsZero() && kill == nil {
+				kill = time.After(time.Until(s.stopAt))
 			}
 		}
 	}()
@@ -165,33 +172,40 @@ func (s *supervisor) exited(d time.Duration) bool {
 // new waiter dies of them.
 var stopSignals = [...]os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT}
 
+// flushSignal marks the end of the signals the relay must handle before
+// the exec: a real-time signal nobody else sends (the runtime ignores it
+// while nothing asks for it), numbered above every forwarded one.
+const flushSignal = syscall.Signal(63)
+
+// flushWait bounds the wait for the relay to reach the marker; a relay
+// that late means a machine in trouble, and this fuller process then
+// stays the supervisor rather than exec with a stop request in flight.
+const flushWait = 2 * time.Second
+
 // becomeWaiter replaces this process with the slim waiter, from the thread
 // that forked the app (so the app's parent-death signal stays armed), and
 // returns only if that fails. exe is the cimg-run executable, opened
 // before the thread's root changed.
+//
+// No stop request may be lost across the exec (CI saw one lost when a
+// fixed 1 ms pause stood where the flush is: the relay had not run yet).
+// In order:
+//  1. SIGUSR1/2 are blocked on this thread, the one that survives execve:
+//     those arriving after the other threads are gone stay pending until
+//     the waiter asks for them (a signal mask survives execve).
+//  2. The stop signals get the kernel's default action: from now on one
+//     ends the process, and the app with it by its parent-death signal,
+//     rather than sit in the runtime's queue when execve ends the relay.
+//     The same happens to one arriving before the new waiter asks for it.
+//  3. flushSignal goes to this process and the relay answers it once it
+//     has forwarded everything taken in before it, so the deadline of a
+//     stop forwarded just before step 2 is known when argv is written.
+//
+// What remains: a runtime signal handler already entered for a stop signal
+// before step 2, and stalled past the whole flush before it queues the
+// signal. SIGUSR1/2 taken in by the runtime after the flush are lost:
+// ending the app is not what they ask.
 func (s *supervisor) becomeWaiter(exe *os.File) error {
-	// The relay goes on forwarding until execve ends this process image
-	// (the kernel stops its threads there), so no signal waits for the
-	// waiter. A stop deadline set before now goes in the waiter's argv,
-	// one set later down a pipe only the waiter keeps open.
-	late, lateW, err := os.Pipe()
-	if err != nil {
-		return fmt.Errorf("pipe for the waiter: %w", err)
-	}
-	defer late.Close() // these defers run only if execve failed
-	s.mu.Lock()
-	stopAt := s.stopAt
-	s.late = lateW
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.late = nil
-		s.mu.Unlock()
-		lateW.Close()
-	}()
-	// Blocked on this thread, the thread that survives execve, SIGUSR1/2
-	// arriving after the others are gone stay pending until the waiter
-	// asks for them (a signal mask survives execve).
 	var set, old unix.Sigset_t
 	for _, sig := range earlysig.Forwarded {
 		n, w := uint(sig.(syscall.Signal))-1, uint(unsafe.Sizeof(set.Val[0])*8)
@@ -200,17 +214,36 @@ func (s *supervisor) becomeWaiter(exe *os.File) error {
 	if err := unix.PthreadSigmask(unix.SIG_BLOCK, &set, &old); err != nil {
 		return fmt.Errorf("block signals: %w", err)
 	}
-	defer unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
+	defer unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil) // the defers run only if execve failed
+	// Set under the runtime's feet (not with signal.Reset), so that one
+	// it took in just before still reaches the relay.
+	var saved [len(stopSignals)][4]uint64 // struct sigaction, any arch; all zero is SIG_DFL
+	for i, sig := range stopSignals {
+		var dfl [4]uint64
+		if err := sigaction(sig.(syscall.Signal), &dfl, &saved[i]); err != nil {
+			return err
+		}
+		defer sigaction(sig.(syscall.Signal), &saved[i], nil)
+	}
+	signal.Notify(s.flush, flushSignal)
+	defer signal.Stop(s.flush)
+	if err := syscall.Kill(os.Getpid(), flushSignal); err != nil {
+		return fmt.Errorf("flush the signal relay: %w", err)
+	}
+	select {
+	case <-s.flushed: // and the relay's stopAt is ours to read
+	case <-time.After(flushWait):
+		return fmt.Errorf("the signal relay did not answer in %v: the slim waiter is skipped", flushWait)
+	}
 	argv := []string{"cimg-run", WaitArg, "pid=" + strconv.Itoa(s.pid), "pidfd=" + strconv.Itoa(s.pidfd),
-		"name=" + s.name, "memory=" + s.memory, "stop-timeout=" + s.stopTimeout.String(), "id=" + s.cg.ID,
-		"late=" + strconv.Itoa(int(late.Fd()))}
-	if !stopAt.IsZero() {
-		argv = append(argv, "stop-at="+strconv.FormatInt(stopAt.UnixNano(), 10))
+		"name=" + s.name, "memory=" + s.memory, "stop-timeout=" + s.stopTimeout.String(), "id=" + s.cg.ID}
+	if !s.stopAt.IsZero() {
+		argv = append(argv, "stop-at="+strconv.FormatInt(s.stopAt.UnixNano(), 10))
 	}
 	if s.cg.V2 {
 		argv = append(argv, "v2")
 	}
-	keep := []int{s.pidfd, int(late.Fd())} // exited made sure there is a pidfd
+	keep := []int{s.pidfd} // exited made sure there is a pidfd
 	words, fds := s.cg.HandOver()
 	for _, w := range words {
 		argv = append(argv, "cgroup="+w)
@@ -234,23 +267,6 @@ func (s *supervisor) becomeWaiter(exe *os.File) error {
 	if err != nil {
 		return err
 	}
-	// The last moments of this image: a stop request that arrives from
-	// now on ends the process (and the app, by its parent-death signal)
-	// rather than sit in the runtime's queue when execve ends the relay.
-	// The same happens to one that arrives before the waiter asks for it.
-	// The kernel's default action is set under the runtime's feet (not
-	// with signal.Reset), so that one it took in just before still
-	// reaches the relay, which gets a moment for it. SIGUSR1/2 stay with
-	// the relay: ending the app is not what they ask.
-	var saved [len(stopSignals)][4]uint64 // struct sigaction, any arch; all zero is SIG_DFL
-	for i, sig := range stopSignals {
-		var dfl [4]uint64
-		if err := sigaction(sig.(syscall.Signal), &dfl, &saved[i]); err != nil {
-			return err
-		}
-		defer sigaction(sig.(syscall.Signal), &saved[i], nil)
-	}
-	time.Sleep(time.Millisecond)
 	empty := [1]byte{}
 	_, _, errno := syscall.Syscall6(unix.SYS_EXECVEAT, exe.Fd(), uintptr(unsafe.Pointer(&empty[0])),
 		uintptr(unsafe.Pointer(&append(argvp, nil)[0])), uintptr(unsafe.Pointer(&append(envp, nil)[0])), unix.AT_EMPTY_PATH, 0)
@@ -348,13 +364,6 @@ func parseWaiterArgs(args []string) (*supervisor, error) {
 			s.stopTimeout = d
 		case "stop-at":
 			s.stopAt = time.Unix(0, num(k, v))
-		case "late": // EOF at once: the writer's process image is gone
-			f := os.NewFile(uintptr(num(k, v)), "stop deadline from the launcher")
-			b, _ := io.ReadAll(f)
-			f.Close()
-			if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
-				s.stopAt = time.Unix(0, n)
-			}
 		case "id":
 			id = v
 		case "v2":
