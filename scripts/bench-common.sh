@@ -95,4 +95,6 @@ cold_bytes() {
 	done
 	printf '%s\n' "${v[@]}" | sort -n | sed -n 2p
 }
-dev_read() { awk -v d="$(basename "$dev")" '$3 == d {print $6 * 512}' /proc/diskstats; }
+# %.0f: mawk prints a product past 2^31 as 1.6507e+10, which bash's
+# arithmetic refuses.
+dev_read() { awk -v d="$(basename "$dev")" '$3 == d {printf "%.0f\n", $6 * 512}' /proc/diskstats; }
