@@ -43,8 +43,7 @@ type supervisor struct {
 	ended       *instance.Exit     // filled in by finish
 	inst        *instance.Instance // a named instance: its lock and log go to the waiter
 
-	sigs    chan os.Signal
-	flush   chan os.Signal // flushSignal, once becomeWaiter asks for it
+	sigs    chan os.Signal // the forwarded ones, and flushSignal once becomeWaiter asks for it
 	flushed chan struct{}  // the relay has handled every signal taken in before flushSignal
 	done    chan struct{}
 }
@@ -68,7 +67,7 @@ func (s *supervisor) relay() {
 		s.sigs = make(chan os.Signal, 8)
 		signal.Notify(s.sigs, earlysig.Forwarded...)
 	}
-	s.flush, s.flushed = make(chan os.Signal, 1), make(chan struct{}, 1)
+	s.flushed = make(chan struct{}, 1)
 	go func() {
 		var kill <-chan time.Time
 		if !s.stopAt.IsZero() {
@@ -77,21 +76,15 @@ func (s *supervisor) relay() {
 		for {
 			select {
 			case sig := <-s.sigs:
-				s.forward(sig.(syscall.Signal))
-			case <-s.flush:
-				// os/signal hands signals on in the order the runtime took
-				// them in (by number within one batch, and flushSignal's is
-				// above every forwarded one), so all that came before it are
-				// in s.sigs's buffer by now.
-				for drained := false; !drained; {
-					select {
-					case sig := <-s.sigs:
-						s.forward(sig.(syscall.Signal))
-					default:
-						drained = true
-					}
+				if sig == flushSignal {
+					// os/signal hands signals on in the order the runtime
+					// took them in (by number within one batch, and
+					// flushSignal's is above every forwarded one): all
+					// that came before it are forwarded by now.
+					s.flushed <- struct{}{}
+					continue
 				}
-				s.flushed <- struct{}{}
+				s.forward(sig.(syscall.Signal))
 			case <-kill:
 				// Grace period over: everything in the cgroup dies.
 				s.cg.Kill(syscall.SIGKILL)
@@ -225,8 +218,8 @@ func (s *supervisor) becomeWaiter(exe *os.File) error {
 		}
 		defer sigaction(sig.(syscall.Signal), &saved[i], nil)
 	}
-	signal.Notify(s.flush, flushSignal)
-	defer signal.Stop(s.flush)
+	signal.Notify(s.sigs, flushSignal)
+	defer signal.Reset(flushSignal)
 	if err := syscall.Kill(os.Getpid(), flushSignal); err != nil {
 		return fmt.Errorf("flush the signal relay: %w", err)
 	}

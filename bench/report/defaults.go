@@ -52,6 +52,7 @@ func defaultsSection(w writer) {
 		}
 	}
 	bytes := func(app, v string) float64 { return num(meta[app+" "+v+" bytes"]) }
+	vsZst := func(app, v string) float64 { return bytes(app, v) / num(meta[app+" tar.zst bytes"]) }
 	condName := func(c string) string {
 		if c == "unthrottled" {
 			return "unthrottled (the VM's disk)"
@@ -103,7 +104,7 @@ func defaultsSection(w writer) {
 			} else if !ci.Meets(defaultsLimit) {
 				within = "no"
 			}
-			w("| %s | %.0f | %.3f× | %.3f× | %.2f | %.1f | %.1f | %.3f× | %s | %s |\n", v, b, b/num(meta[c.app+" tar.zst bytes"]),
+			w("| %s | %.0f | %.3f× | %.3f× | %.2f | %.1f | %.1f | %.3f× | %s | %s |\n", v, b, vsZst(c.app, v),
 				b/bytes(c.app, base), num(meta[c.app+" "+v+" cold read bytes"])/1e6, median(ms[c][v]), p90(ms[c][v]), ci.Median, rng, within)
 		}
 		w("\nLoad before and after the cell: %s; %s.\n\n", meta["load "+c.app+"/"+c.cond+" before"], meta["load "+c.app+"/"+c.cond+" after"])
@@ -132,7 +133,7 @@ func defaultsSection(w writer) {
 	for _, v := range variants {
 		w("| %s |", v)
 		for _, a := range apps {
-			w(" %.3f× |", bytes(a, v)/num(meta[a+" tar.zst bytes"]))
+			w(" %.3f× |", vsZst(a, v))
 		}
 		ok := worst[v] <= defaultsLimit
 		within := map[bool]string{true: "yes", false: "no"}[ok]
@@ -168,9 +169,9 @@ func defaultsSection(w writer) {
 		// What taking the rule's pick instead would cost: the size goal
 		// (default ≤ sizeGoalZst× tar.zst) is judged on the same apps.
 		for _, a := range apps {
-			if r := bytes(a, best) / num(meta[a+" tar.zst bytes"]); r > sizeGoalZst {
+			if r := vsZst(a, best); r > sizeGoalZst {
 				w("Making %s the default instead would leave %s's default image at %.3f× its tar.zst, short of the\n", best, a, r)
-				w("≤ %.2f× size goal that %s meets (%.3f×): the two goals cannot both pass on this run's figures.\n", sizeGoalZst, def, bytes(a, def)/num(meta[a+" tar.zst bytes"]))
+				w("≤ %.2f× size goal that %s meets (%.3f×): the two goals cannot both pass on this run's figures.\n", sizeGoalZst, def, vsZst(a, def))
 			}
 		}
 		w("\n")
