@@ -41,8 +41,9 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 P="podman --root $W/storage --runroot $W/run --tmpdir $W/tmp --cgroup-manager cgroupfs --events-backend none"
 
 # cimg-oci puts a container without a cgroupsPath under cimg-oci/ID in each
-# hierarchy and removes ID at delete; the parents the runs made go here.
-cg_before=$(ls -d /sys/fs/cgroup/*/cimg-oci 2>/dev/null || true)
+# hierarchy and removes ID at delete; podman (cgroupfs) leaves
+# libpod_parent/conmon. The parents the runs made go here.
+cg_before=$(ls -d /sys/fs/cgroup/*/cimg-oci /sys/fs/cgroup/*/libpod_parent 2>/dev/null || true)
 
 cleanup() {
 	local left=0 rt d
@@ -56,8 +57,9 @@ cleanup() {
 	$P rm -a -f >/dev/null 2>&1
 	$P system reset -f >/dev/null 2>&1
 	umount "$W/state" "$W/run" 2>/dev/null
-	for d in /sys/fs/cgroup/*/cimg-oci; do
+	for d in /sys/fs/cgroup/*/cimg-oci /sys/fs/cgroup/*/libpod_parent; do
 		[ -d "$d" ] && ! grep -qxF "$d" <<<"$cg_before" || continue
+		[ ! -d "$d/conmon" ] || rmdir "$d/conmon" || left=1
 		rmdir "$d" || { echo "bench-oci: cgroup $d is not empty" >&2; left=1; }
 	done
 	finish_work bench-oci "$W" $left
