@@ -42,7 +42,7 @@ P="podman --root $W/storage --runroot $W/run --tmpdir $W/tmp --cgroup-manager cg
 
 # cimg-oci puts a container without a cgroupsPath under cimg-oci/ID in each
 # hierarchy and removes ID at delete; podman (cgroupfs) leaves
-# libpod_parent/conmon. The parents the runs made go here.
+# libpod_parent/conmon. The trees the runs made go here.
 cg_before=$(ls -d /sys/fs/cgroup/*/cimg-oci /sys/fs/cgroup/*/libpod_parent 2>/dev/null || true)
 
 cleanup() {
@@ -59,8 +59,8 @@ cleanup() {
 	umount "$W/state" "$W/run" 2>/dev/null
 	for d in /sys/fs/cgroup/*/cimg-oci /sys/fs/cgroup/*/libpod_parent; do
 		[ -d "$d" ] && ! grep -qxF "$d" <<<"$cg_before" || continue
-		[ ! -d "$d/conmon" ] || rmdir "$d/conmon" || left=1
-		rmdir "$d" || { echo "bench-oci: cgroup $d is not empty" >&2; left=1; }
+		# Deepest first; a cgroup with a process in it stays, and is the error.
+		find "$d" -depth -type d -exec rmdir {} + || { echo "bench-oci: cgroup $d is not empty" >&2; left=1; }
 	done
 	finish_work bench-oci "$W" $left
 }
