@@ -18,15 +18,17 @@
 //     namespace, /proc with its masked and read-only paths, rlimits,
 //     seccomp, capabilities, ids, the parent-death signal re-armed,
 //     no_new_privs — up to execve, and reports a failure over a pipe
-//     whose close on exec means success. cimg-run exec's child (join.go)
-//     is a vfork on amd64 (vfork_amd64.s): it shares the launcher's
-//     memory until its execve and joins the cgroup itself.
+//     whose close on exec means success. On amd64 the child is a vfork
+//     (vfork_amd64.s) wherever its parent has nothing to do before its
+//     execve: it shares the launcher's memory until then. That is cimg-run
+//     exec's child (join.go), and a launch's, unless it writes id maps
+//     (user namespace), tells systemd the main pid, or holds (update).
 //  4. wait.go: the supervisor relays signals and reaps; an app that
 //     outlives its first 100 ms is watched by the slim waiter, a fresh
 //     exec of cimg-run that only waits, relays and cleans up, to hold
 //     less memory.
 //
-// One Go runtime starts per launch: the child is a fork, not a second
-// cimg-run. init.go is the optional minimal init, run from a sealed
+// One Go runtime starts per launch: the child is a fork (or vfork) of
+// the launcher, not a second cimg-run. init.go is the optional minimal init, run from a sealed
 // memfd copy of cimg-run; doctor.go reports the kernel features used.
 package launcher

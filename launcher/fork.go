@@ -51,7 +51,8 @@ type forkPlan struct {
 	// waits until it execs (CLONE_VM|CLONE_VFORK): no copy of the page
 	// tables, no copy-on-write faults on either side, nothing to tear down
 	// at its execve. There is no sync step: only for a child whose parent
-	// has nothing to do before its execve (exec into an instance).
+	// has nothing to do before its execve (exec into an instance; a launch
+	// without id maps to write, a systemd main pid or a hold: start.go).
 	vfork bool
 	// cgroupEntry: the child enters its cgroup itself, first thing,
 	// writing "0" to each (cgroup.EntryFile: on v1 a move of its one
@@ -197,7 +198,8 @@ func forkChild(p *forkPlan) (pid uintptr, err1 syscall.Errno) {
 	}
 
 	// The child: PID 1 of the new pid namespace, single-threaded, with a
-	// private copy of the parent's memory.
+	// private copy of the parent's memory, or (vfork) the parent's own,
+	// while the forking thread waits for our execve or exit.
 	runtimeAfterForkInChild()
 
 	// Die with the launcher thread; the sync read below catches a launcher

@@ -176,6 +176,12 @@ func (l *launch) prepare() error {
 	if err := l.cgroupEntry(l.cg); err != nil {
 		return err
 	}
+	// Nothing to do between the fork and the app's execve — no id maps
+	// to write, no systemd to tell its main pid, no old version to wait
+	// for: the child shares this address space until then (fork.go's
+	// vfork), so no page tables are copied and neither side takes
+	// copy-on-write faults.
+	l.fp.vfork = canVfork && l.plan.UserNS == nil && l.opts.Systemd == nil && l.opts.Hold == nil
 	if l.exe, err = os.Open("/proc/self/exe"); err != nil {
 		return fmt.Errorf("open this executable for the slim waiter: %w", err)
 	}
@@ -308,8 +314,11 @@ func (l *launch) fork() (int, error) {
 // (user namespace), and waits for its setup: EOF on the error pipe means
 // it reached execve.
 func (l *launch) releaseChild(pid int) error {
-	if _, err := unix.Write(l.sync[1], []byte{1}); err != nil {
-		return fmt.Errorf("release the child: %w", err)
+	// A vfork child waits for nothing: it has exec'd or failed by now.
+	if !l.fp.vfork {
+		if _, err := unix.Write(l.sync[1], []byte{1}); err != nil {
+			return fmt.Errorf("release the child: %w", err)
+		}
 	}
 	for {
 		var report childError
