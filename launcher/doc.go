@@ -29,6 +29,7 @@
 //     less memory.
 //
 // One Go runtime starts per launch: the child is a fork (or vfork) of
-// the launcher, not a second cimg-run. init.go is the optional minimal init, run from a sealed
-// memfd copy of cimg-run; doctor.go reports the kernel features used.
+// the launcher, not a second cimg-run. init.go is the optional minimal
+// init, run from a sealed memfd copy of cimg-run; doctor.go reports the
+// kernel features used.
 package launcher
