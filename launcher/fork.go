@@ -153,6 +153,19 @@ func (e childError) Error() string {
 	return fmt.Sprintf("%s: %v", stepNames[e.step], syscall.Errno(e.errno))
 }
 
+// release lets the child past its sync read (syncW is the parent's end
+// of that pipe). A vfork child has no sync read: by the time its parent
+// runs again it has exec'd or failed.
+func (p *forkPlan) release(syncW int) error {
+	if p.vfork && canVfork {
+		return nil
+	}
+	if _, err := unix.Write(syncW, []byte{1}); err != nil {
+		return fmt.Errorf("release the child: %w", err)
+	}
+	return nil
+}
+
 // forkChild forks the app's process from the calling thread, which must
 // be locked and prepared by enterRoot. It returns the child's pid in the
 // parent; the child never returns.

@@ -277,10 +277,8 @@ func (j *joining) run() (int, error) {
 // release lets the child (in the app's cgroup by now) go on and waits
 // for its execve (EOF on the error pipe).
 func (j *joining) release() error {
-	if !j.fp.vfork {
-		if _, err := unix.Write(j.sync[1], []byte{1}); err != nil {
-			return fmt.Errorf("release the child: %w", err)
-		}
+	if err := j.fp.release(j.sync[1]); err != nil {
+		return err
 	}
 	var report childError
 	buf := (*[unsafe.Sizeof(report)]byte)(unsafe.Pointer(&report))[:]

@@ -314,11 +314,8 @@ func (l *launch) fork() (int, error) {
 // (user namespace), and waits for its setup: EOF on the error pipe means
 // it reached execve.
 func (l *launch) releaseChild(pid int) error {
-	// A vfork child waits for nothing: it has exec'd or failed by now.
-	if !l.fp.vfork {
-		if _, err := unix.Write(l.sync[1], []byte{1}); err != nil {
-			return fmt.Errorf("release the child: %w", err)
-		}
+	if err := l.fp.release(l.sync[1]); err != nil {
+		return err
 	}
 	for {
 		var report childError
