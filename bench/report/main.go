@@ -82,7 +82,12 @@ func main() {
 	w("moved its 25 ms into the compression phase) did not help and were not kept. After the squashfs the tree\n")
 	w("takes 25-30 ms, the fsync about 3 ms (the image is written back while it is built); the durable write\n")
 	w("also makes cimg-build's time follow the disk's other load, which mksquashfs's page-cache-only write\n")
-	w("does not (see the spread in bench/results/build.csv).\n")
+	w("does not (see the spread in bench/results/build.csv). In the 2026-12-04 run, on a tree remade from the\n")
+	w("host's changed /usr (135 files) and a quieter machine (mksquashfs's gzip in 7.2 s, against 9.2 s the run\n")
+	w("before), the CPU was about the same: gzip 14.0-14.7 s of user time for either tool, lz4 0.34-0.41 s of user\n")
+	w("and system time against 0.29-0.39 s (`/usr/bin/time`, 2 and 5 runs each); cimg-build kept the 2 cores\n")
+	w("less busy (lz4: 169-181 %% against 186-192 %%), the hash tree and the fsync being its part after the\n")
+	w("encoders.\n")
 	w("xz is faster than mksquashfs because it compresses each block once:\n")
 	w("mksquashfs compresses every block with and without the BCJ filter, cimg-build lets a fast lz4 trial\n")
 	w("choose (internal/squashfs/xz.go).\n\n")
@@ -1010,7 +1015,14 @@ func build(w writer) {
 		treeBytes = r[8]
 	}
 	w("## Build time\n\n")
-	w("The same tree (%s bytes of the host's libraries and programs), median of %d runs after a warm-up; in each\n", treeBytes, len(secs[keys[0]]))
+	// The fast compressors get more runs than the slow ones (scripts/bench-build.sh), so each names its own count.
+	var counts []string
+	for _, k := range keys {
+		if strings.HasPrefix(k, "cimg-build") {
+			counts = append(counts, fmt.Sprintf("%s %d", strings.TrimSuffix(strings.SplitN(k, "(", 2)[1], ")"), len(secs[k])))
+		}
+	}
+	w("The same tree (%s bytes of the host's libraries and programs), median of the runs after a warm-up (%s); in each\n", treeBytes, strings.Join(counts, ", "))
 	w("run mksquashfs and cimg-build build it in turn, the order swapped every run, so a run is a pair. \"vs\n")
 	w("mksquashfs\" is the median of the pairs' ratios with its 95 %% bootstrap interval (bench/stats).\n")
 	w("Goals: cimg-build's time ≤ 1.0× mksquashfs's (the interval's upper end included) and its peak memory ≤\n")
