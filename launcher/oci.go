@@ -41,6 +41,12 @@ type OCIContainer struct {
 	// (internal/ociseccomp), nil for none: the compiler stays out of this
 	// package, which cimg-run links too.
 	Seccomp *unix.SockFprog
+	// CreateContainer, when set, runs the config's createContainer hooks
+	// (the caller's runner, given the process's pid): on the thread that
+	// built the root, once every mount is in and before pivot_root, so a
+	// hook's path resolves in the runtime's view while the hook runs in
+	// the container's mount, network, UTS, IPC and pid namespaces.
+	CreateContainer func(pid int) error
 }
 
 // ociExtra is what the Plan does not carry for an OCI launch.
@@ -101,10 +107,16 @@ func ociRefuse(s *specs.Spec) error {
 		return errors.New("linux.personality: not supported by cimg-oci")
 	case len(s.Linux.TimeOffsets) > 0:
 		return errors.New("linux.timeOffsets: time namespaces are not supported by cimg-oci")
-	case s.Hooks != nil && len(s.Hooks.CreateContainer) > 0:
-		return errors.New("hooks.createContainer: hooks run in the container's namespaces are not supported by cimg-oci")
-	case s.Hooks != nil && len(s.Hooks.StartContainer) > 0:
-		return errors.New("hooks.startContainer: hooks run in the container's namespaces are not supported by cimg-oci")
+	}
+	if s.Hooks != nil && len(s.Hooks.CreateContainer) > 0 {
+		for _, ns := range s.Linux.Namespaces {
+			if ns.Type == specs.UserNamespace {
+				// The launch thread that runs them cannot enter a user
+				// namespace (the process is multithreaded): they would
+				// run as the host's root.
+				return errors.New("hooks.createContainer with a user namespace: not supported by cimg-oci")
+			}
+		}
 	}
 	if _, ok := ociPropagation[s.Linux.RootfsPropagation]; !ok && s.Linux.RootfsPropagation != "" {
 		return fmt.Errorf("linux.rootfsPropagation %q: not a propagation (want [r]private, [r]shared, [r]slave or [r]unbindable)", s.Linux.RootfsPropagation)
@@ -620,13 +632,54 @@ func (l *launch) ociSpawn(c *OCIContainer, p *Plan, x *ociExtra, joins []*os.Fil
 	// there, mounts it in its pid namespace and waits. Not with a terminal,
 	// which is opened on the container's devpts after the mounts, and the
 	// child must hold it from the fork: then /proc comes last.
-	early := 0
+	early, pts := 0, -1
+	defer func() {
+		if pts >= 0 {
+			unix.Close(pts)
+		}
+	}()
 	atProc := func(root, proc *os.File) (err error) {
+		if c.Spec.Process.Terminal {
+			if pts, err = l.ociTerminal(c, p, int(root.Fd())); err != nil {
+				return err
+			}
+		}
 		early, err = l.forkAtProc(p, root, proc)
 		return err
 	}
-	if c.Spec.Process.Terminal || p.ProcAfter == 0 {
+	switch {
+	case c.CreateContainer != nil:
+		// The hooks want the process (its pid, its pid namespace) before
+		// pivot_root: it is forked there at the latest, and /proc comes
+		// last where it would have come after the pivot.
+		if c.Spec.Process.Terminal || p.ProcAfter == 0 {
+			p.ProcAfter = len(p.Mounts)
+		}
+	case c.Spec.Process.Terminal || p.ProcAfter == 0:
 		atProc = nil
+	}
+	beforePivot := func() error {
+		if c.CreateContainer == nil {
+			return nil
+		}
+		if early == 0 {
+			return errors.New("hooks.createContainer: the process was not forked before pivot_root") // atProc always runs with hooks
+		}
+		// What this thread forks from here on (only the hooks: the
+		// process is forked) starts in the process's pid namespace.
+		pidfd, err := unix.PidfdOpen(early, 0)
+		if err != nil {
+			return fmt.Errorf("hooks.createContainer: the container's process: %w", err)
+		}
+		err = unix.Setns(pidfd, unix.CLONE_NEWPID)
+		unix.Close(pidfd)
+		if err != nil {
+			return fmt.Errorf("hooks.createContainer: join the container's pid namespace: %w", err)
+		}
+		if err := c.CreateContainer(early); err != nil {
+			return fmt.Errorf("hooks.createContainer: %w", err)
+		}
+		return nil
 	}
 	// fail ends a child forked early: never released, it ran nothing of
 	// the container's.
@@ -637,7 +690,7 @@ func (l *launch) ociSpawn(c *OCIContainer, p *Plan, x *ociExtra, joins []*os.Fil
 		}
 		return 0, err
 	}
-	if err := enterRoot(p, nil, "", atProc); err != nil {
+	if err := enterRoot(p, nil, "", atProc, beforePivot); err != nil {
 		return fail(fmt.Errorf("build the container's root: %w", err))
 	}
 	// The command must be there now, as runc checks before it waits for
@@ -646,30 +699,19 @@ func (l *launch) ociSpawn(c *OCIContainer, p *Plan, x *ociExtra, joins []*os.Fil
 	if err := unix.Access(p.Argv[0], unix.X_OK); err != nil {
 		return fail(fmt.Errorf("exec: %q: %w", p.Argv[0], err))
 	}
-	if s := c.Spec.Process; s.Terminal {
-		if c.Console == nil {
-			return 0, errors.New("process.terminal: needs --console-socket")
-		}
-		root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return 0, err
-		}
-		ptm, pts, err := openPTY(root, p, s.ConsoleSize)
-		unix.Close(root)
-		if err != nil {
-			return 0, fmt.Errorf("process.terminal: %w", err)
-		}
-		defer unix.Close(pts)
-		err = sendFD(c.Console, ptm)
-		unix.Close(ptm)
-		if err != nil {
-			return 0, fmt.Errorf("--console-socket: send the terminal: %w", err)
-		}
-		l.fp.stdio = [3]int{pts, pts, pts}
-		l.fp.tty = true
-	}
 	pid := early
 	if pid == 0 {
+		if c.Spec.Process.Terminal {
+			root, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return 0, err
+			}
+			pts, err = l.ociTerminal(c, p, root)
+			unix.Close(root)
+			if err != nil {
+				return 0, err
+			}
+		}
 		var err error
 		if pid, err = l.fork(); err != nil {
 			return 0, err
@@ -684,6 +726,29 @@ func (l *launch) ociSpawn(c *OCIContainer, p *Plan, x *ociExtra, joins []*os.Fil
 		return 0, fmt.Errorf("container setup, %w", err)
 	}
 	return pid, nil
+}
+
+// ociTerminal opens the process's terminal on the devpts below root (the
+// container's root directory), sends its master to the console socket and
+// makes the other side the child's stdio; it returns that side, which the
+// caller closes once the child is forked.
+func (l *launch) ociTerminal(c *OCIContainer, p *Plan, root int) (int, error) {
+	if c.Console == nil {
+		return -1, errors.New("process.terminal: needs --console-socket")
+	}
+	ptm, pts, err := openPTY(root, p, c.Spec.Process.ConsoleSize)
+	if err != nil {
+		return -1, fmt.Errorf("process.terminal: %w", err)
+	}
+	err = sendFD(c.Console, ptm)
+	unix.Close(ptm)
+	if err != nil {
+		unix.Close(pts)
+		return -1, fmt.Errorf("--console-socket: send the terminal: %w", err)
+	}
+	l.fp.stdio = [3]int{pts, pts, pts}
+	l.fp.tty = true
+	return pts, nil
 }
 
 // forkAtProc forks the child while the root is half built, to mount

@@ -22,6 +22,8 @@ type OCIExecOptions struct {
 	Spec    *specs.Spec         // the container's config: namespaces, user namespace
 	Seccomp *unix.SockFprog     // its linux.seccomp, compiled by the caller (internal/ociseccomp)
 	Process *specs.Process      // what to run (--process, or the config's with exec's argv)
+	Argv0   string              // argv[0], when not Process.Args[0] (the path run)
+	Stdio   [3]*os.File         // the process's stdin, stdout, stderr; nil: this process's
 	Cgroup  map[string]string   // the container's cgroup directories (v1: controller → dir)
 	Detach  bool                // return once it runs (conmon reaps it)
 	Console *os.File            // connected --console-socket, when Process.Terminal
@@ -109,6 +111,16 @@ func OCIExec(o OCIExecOptions) (pid, status int, err error) {
 	}
 	fp.filter = x.filter
 	ociCaps(fp, x.caps)
+	if o.Argv0 != "" {
+		if fp.argv[0], err = syscall.BytePtrFromString(o.Argv0); err != nil {
+			return 0, 0, err
+		}
+	}
+	for i, f := range o.Stdio {
+		if f != nil {
+			fp.stdio[i] = int(f.Fd())
+		}
+	}
 	fp.join = ns
 	fp.cgroupEntry = entry
 	fp.noPdeathsig = o.Detach

@@ -21,8 +21,10 @@ import (
 // and the app is forked from it (fork.go). The image is assembled on
 // STATE/root, a directory of the host that only this namespace mounts
 // on. image is the verified image file, mounted here only with
-// PrivateMount; volumes is the operator's volume directory.
-func enterRoot(p *Plan, image *os.File, volumes string, atProc func(root, proc *os.File) error) error {
+// PrivateMount; volumes is the operator's volume directory. atProc and
+// beforePivot are cimg-oci's: the first forks the process where the
+// config lists /proc, the second runs the createContainer hooks.
+func enterRoot(p *Plan, image *os.File, volumes string, atProc func(root, proc *os.File) error, beforePivot func() error) error {
 	root := filepath.Join(p.StateDir, "root")
 
 	// New namespaces for this thread only; the pid and cgroup namespaces
@@ -80,6 +82,13 @@ func enterRoot(p *Plan, image *os.File, volumes string, atProc func(root, proc *
 	}
 	if err := writeSysctls(p.Sysctl); err != nil { // ocimount.go
 		return err
+	}
+	// The last look at the root from outside (cimg-oci's createContainer
+	// hooks).
+	if beforePivot != nil {
+		if err := beforePivot(); err != nil {
+			return err
+		}
 	}
 	// Switch root and drop the old one, so no host path stays reachable.
 	if err := pivot(root); err != nil {

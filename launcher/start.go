@@ -233,7 +233,7 @@ func (l *launch) spawn() *launchThread {
 		// goroutine ends.
 		runtime.LockOSThread()
 		l.opts.mark("build the root")
-		if err := enterRoot(l.plan, l.image, l.opts.VolumeDir, nil); err != nil {
+		if err := enterRoot(l.plan, l.image, l.opts.VolumeDir, nil, nil); err != nil {
 			t.started <- spawned{err: fmt.Errorf("build the app's root: %w", err)}
 			return
 		}

@@ -7,13 +7,10 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"strconv"
@@ -150,7 +147,6 @@ func cmdCreate(args []string) (int, error) {
 	return 0, err
 }
 
-// create makes container id and leaves its process waiting for start.
 // seccompOf compiles the config's seccomp profile (nil: none).
 func seccompOf(spec *specs.Spec) (*unix.SockFprog, error) {
 	if spec.Linux == nil {
@@ -159,6 +155,7 @@ func seccompOf(spec *specs.Spec) (*unix.SockFprog, error) {
 	return ociseccomp.Compile(spec.Linux.Seccomp)
 }
 
+// create makes container id and leaves its process waiting for start.
 func create(id string, c *createFlags) (*state, error) {
 	if c.preserveFDs > 0 {
 		return nil, errors.New("--preserve-fds: not supported by cimg-oci")
@@ -177,6 +174,9 @@ func create(id string, c *createFlags) (*state, error) {
 	}
 	if !strings.HasPrefix(spec.Version, "1.") {
 		return nil, fmt.Errorf("ociVersion %q: cimg-oci runs runtime-spec 1.x configs", spec.Version)
+	}
+	if err := selinuxLabels(spec); err != nil {
+		return nil, err
 	}
 	filter, err := seccompOf(spec)
 	if err != nil {
@@ -239,8 +239,18 @@ func create(id string, c *createFlags) (*state, error) {
 		}
 		defer console.Close()
 	}
-	pid, err := launcher.OCICreate(&launcher.OCIContainer{ID: id, Spec: spec, Rootfs: rootfs, Bundle: bundle, StateDir: dir,
-		Fifo: filepath.Join(dir, fifoName), Console: console, Cgroup: cg, Seccomp: filter})
+	oc := &launcher.OCIContainer{ID: id, Spec: spec, Rootfs: rootfs, Bundle: bundle, StateDir: dir,
+		Fifo: filepath.Join(dir, fifoName), Console: console, Cgroup: cg, Seccomp: filter}
+	if spec.Hooks != nil && len(spec.Hooks.CreateContainer) > 0 {
+		oc.CreateContainer = func(pid int) error {
+			s := *st // creating, with the process's pid
+			s.Pid = pid
+			// In the assembled root: the mounts are below it, not below
+			// root.path as with runc.
+			return runHooks(spec.Hooks.CreateContainer, &s, filepath.Join(dir, "root"))
+		}
+	}
+	pid, err := launcher.OCICreate(oc)
 	if err != nil {
 		return nil, err
 	}
@@ -265,7 +275,7 @@ func create(id string, c *createFlags) (*state, error) {
 	st.Status = specs.StateCreated
 	if spec.Hooks != nil {
 		for _, hs := range [][]specs.Hook{spec.Hooks.CreateRuntime, spec.Hooks.Prestart} { //nolint:staticcheck // prestart: deprecated, still run
-			if err := runHooks(hs, st); err != nil {
+			if err := runHooks(hs, st, ""); err != nil {
 				kill()
 				return nil, err
 			}
@@ -345,35 +355,6 @@ func dialConsole(path string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), path), nil
 }
 
-// runHooks runs hooks in order with the state on stdin, each within its
-// timeout; the first failure stops them.
-func runHooks(hooks []specs.Hook, st *state) error {
-	b, err := json.Marshal(st.State)
-	if err != nil {
-		return err
-	}
-	for _, h := range hooks {
-		ctx := context.Background()
-		if h.Timeout != nil {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, time.Duration(*h.Timeout)*time.Second)
-			defer cancel()
-		}
-		cmd := exec.CommandContext(ctx, h.Path)
-		if len(h.Args) > 0 {
-			cmd.Args = h.Args
-		}
-		cmd.Env = h.Env
-		cmd.Stdin = bytes.NewReader(b)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("hook %s: %w: %s", h.Path, err, strings.TrimSpace(out.String()))
-		}
-	}
-	return nil
-}
-
 func cmdStart(args []string) (int, error) {
 	id, err := oneID(flag.NewFlagSet("start", flag.ContinueOnError), args)
 	if err != nil {
@@ -392,6 +373,15 @@ func cmdStart(args []string) (int, error) {
 func start(st *state) error {
 	if st.Status != specs.StateCreated {
 		return fmt.Errorf("container %s is %s, not created: cannot start", st.ID, st.Status)
+	}
+	// The startContainer hooks run before the process may go on, in the
+	// container; a failed one stops it (the spec: the container is then
+	// stopped, and delete ends its lifecycle).
+	if hooks, err := g.hooks(st.ID); err == nil && hooks != nil && len(hooks.StartContainer) > 0 {
+		if err := startContainerHooks(st, hooks.StartContainer); err != nil {
+			unix.Kill(st.Pid, unix.SIGKILL)
+			return err
+		}
 	}
 	fifo := filepath.Join(g.dir(st.ID), fifoName)
 	fd, err := unix.Open(fifo, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
@@ -420,7 +410,7 @@ func start(st *state) error {
 	os.Remove(fifo)
 	if hooks, err := g.hooks(st.ID); err == nil && hooks != nil {
 		st.Status = specs.StateRunning
-		if err := runHooks(hooks.Poststart, st); err != nil {
+		if err := runHooks(hooks.Poststart, st, ""); err != nil {
 			logLine("warning", err.Error()) // the spec: a poststart failure is a warning
 			fmt.Fprintln(os.Stderr, "cimg-oci: warning:", err)
 		}
@@ -523,7 +513,7 @@ func remove(st *state, force bool) error {
 	}
 	if hooks, err := g.hooks(st.ID); err == nil && hooks != nil {
 		st.Status = specs.StateStopped
-		if err := runHooks(hooks.Poststop, st); err != nil {
+		if err := runHooks(hooks.Poststop, st, ""); err != nil {
 			logLine("warning", err.Error())
 			fmt.Fprintln(os.Stderr, "cimg-oci: warning:", err)
 		}

@@ -151,8 +151,11 @@ func TestSystemdCgroupsPath(t *testing.T) {
 func TestRefusals(t *testing.T) {
 	o := newOCI(t)
 	for field, edit := range map[string]func(*specs.Spec){
-		"linux.intelRdt":        func(s *specs.Spec) { s.Linux.IntelRdt = &specs.LinuxIntelRdt{ClosID: "x"} },
-		"hooks.createContainer": func(s *specs.Spec) { s.Hooks = &specs.Hooks{CreateContainer: []specs.Hook{{Path: "/bin/true"}}} },
+		"linux.intelRdt": func(s *specs.Spec) { s.Linux.IntelRdt = &specs.LinuxIntelRdt{ClosID: "x"} },
+		"hooks.createContainer with a user namespace": func(s *specs.Spec) {
+			s.Hooks = &specs.Hooks{CreateContainer: []specs.Hook{{Path: "/bin/true"}}}
+			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		},
 		"linux.sysctl kernel.panic": func(s *specs.Spec) {
 			s.Linux.Sysctl = map[string]string{"kernel.panic": "1"}
 		},

@@ -27,7 +27,6 @@ var validationKnown = map[string]struct {
 	"linux_cgroups_relative_network": {1, "network resources refused (crun fails it too here)"},
 	"linux_cgroups_memory":           {6, "memory.kernel refused: Linux 6.x takes and ignores kmem limits (crun writes it and fails its check)"},
 	"linux_cgroups_relative_memory":  {1, "memory.kernel refused, as above"},
-	"linux_mount_label":              {1, "an SELinux mount label cannot be applied on this host: refused (crun ignores it and passes)"},
 	"linux_process_apparmor_profile": {1, "AppArmor refused (crun fails it too here)"},
 	"linux_ns_itype":                 {1, "the same check crun fails here"},
 	"misc_props":                     {1, "the same check crun fails here"},
