@@ -42,10 +42,12 @@ type OCIContainer struct {
 	// package, which cimg-run links too.
 	Seccomp *unix.SockFprog
 	// CreateContainer, when set, runs the config's createContainer hooks
-	// (the caller's runner, given the process's pid): on the thread that
-	// built the root, once every mount is in and before pivot_root, so a
-	// hook's path resolves in the runtime's view while the hook runs in
-	// the container's mount, network, UTS, IPC and pid namespaces.
+	// (the caller's runner, given the process's pid; its error is
+	// returned as it is): on the thread that built the root, once every
+	// mount is in and before pivot_root, so a hook's path resolves in the
+	// runtime's view while the hook runs in the container's mount,
+	// network, UTS, IPC and pid namespaces. The hooks due before them
+	// (createRuntime) the runner runs on a goroutine of their own.
 	CreateContainer func(pid int) error
 }
 
@@ -676,10 +678,7 @@ func (l *launch) ociSpawn(c *OCIContainer, p *Plan, x *ociExtra, joins []*os.Fil
 		if err != nil {
 			return fmt.Errorf("hooks.createContainer: join the container's pid namespace: %w", err)
 		}
-		if err := c.CreateContainer(early); err != nil {
-			return fmt.Errorf("hooks.createContainer: %w", err)
-		}
-		return nil
+		return c.CreateContainer(early)
 	}
 	// fail ends a child forked early: never released, it ran nothing of
 	// the container's.

@@ -43,7 +43,8 @@ func readState(t *testing.T, path string) specs.State {
 	return st
 }
 
-// TestContainerHooks: createContainer hooks run at create, with the state
+// TestContainerHooks: the hooks in the spec's order, createRuntime before
+// createContainer in the runtime's namespaces. createContainer hooks run at create, with the state
 // (creating, the process's pid) on stdin, from a path of the runtime's
 // (the host's /bin/sh: the root has none) and in the container's mount,
 // network, UTS, IPC and pid namespaces, in its assembled root (their
@@ -60,10 +61,15 @@ func TestContainerHooks(t *testing.T) {
 		// assembled root, through its /out bind.
 		create := "cat > " + out + "/create.json; readlink " + ns + " > " + out + "/create.ns; " +
 			"cat /proc/sys/kernel/hostname > " + out + "/create.host; echo made > out/created"
+		order := func(name string) specs.Hook {
+			return specs.Hook{Path: "/bin/sh", Args: []string{"sh", "-c", "echo " + name + " >> " + out + "/order; readlink /proc/self/ns/mnt > " + out + "/" + name + ".mnt"}}
+		}
 		s.Hooks = &specs.Hooks{
-			CreateContainer: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", create}}},
+			CreateRuntime:   []specs.Hook{order("createRuntime")},
+			CreateContainer: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "echo createContainer >> " + out + "/order; " + create}}},
 			StartContainer: []specs.Hook{{Path: "/bin/busybox", Args: []string{"sh", "-c",
-				"cat > /out/start.json; for f in " + ns + "; do readlink $f; done > /out/start.ns; echo yes > /out/start-ran"}}},
+				"echo startContainer >> /out/order; cat > /out/start.json; for f in " + ns + "; do readlink $f; done > /out/start.ns; echo yes > /out/start-ran"}}},
+			Poststart: []specs.Hook{order("poststart")},
 		}
 	})
 	id := o.id()
@@ -94,6 +100,14 @@ func TestContainerHooks(t *testing.T) {
 				t.Errorf("%s hook's %s is %v, the app's %q", hook, p, links, app[p])
 			}
 		}
+	}
+	// The spec's order, and createRuntime in the runtime's namespaces.
+	if o, _ := os.ReadFile(filepath.Join(out, "order")); strings.Join(strings.Fields(string(o)), " ") != "createRuntime createContainer startContainer poststart" {
+		t.Errorf("the hooks ran in the order %q", o)
+	}
+	own, _ := os.Readlink("/proc/self/ns/mnt")
+	if m, _ := os.ReadFile(filepath.Join(out, "createRuntime.mnt")); strings.TrimSpace(string(m)) != own {
+		t.Errorf("the createRuntime hook ran in mount namespace %q, not the runtime's %s", m, own)
 	}
 	if h, _ := os.ReadFile(filepath.Join(out, "create.host")); strings.TrimSpace(string(h)) != "hooked" {
 		t.Errorf("createContainer hook's hostname %q, want the container's", h)

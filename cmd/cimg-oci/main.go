@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -241,13 +242,31 @@ func create(id string, c *createFlags) (*state, error) {
 	}
 	oc := &launcher.OCIContainer{ID: id, Spec: spec, Rootfs: rootfs, Bundle: bundle, StateDir: dir,
 		Fifo: filepath.Join(dir, fifoName), Console: console, Cgroup: cg, Seccomp: filter}
+	// The createRuntime and prestart hooks: after the create, or, where
+	// there are createContainer hooks, before those (the spec's order).
+	var early []specs.Hook
+	if spec.Hooks != nil {
+		early = append(slices.Clone(spec.Hooks.CreateRuntime), spec.Hooks.Prestart...) //nolint:staticcheck // prestart: deprecated, still run
+	}
 	if spec.Hooks != nil && len(spec.Hooks.CreateContainer) > 0 {
 		oc.CreateContainer = func(pid int) error {
-			s := *st // creating, with the process's pid
-			s.Pid = pid
+			s := *st
+			s.Pid, s.Status = pid, specs.StateCreated // as they get it without createContainer hooks
+			// In the runtime's namespaces: on a goroutine of their own,
+			// which never runs on this locked thread.
+			errc := make(chan error, 1)
+			go func() { errc <- runHooks(early, &s, "") }()
+			if err := <-errc; err != nil {
+				return err
+			}
+			early = nil
+			s.Status = specs.StateCreating
 			// In the assembled root: the mounts are below it, not below
 			// root.path as with runc.
-			return runHooks(spec.Hooks.CreateContainer, &s, filepath.Join(dir, "root"))
+			if err := runHooks(spec.Hooks.CreateContainer, &s, filepath.Join(dir, "root")); err != nil {
+				return fmt.Errorf("hooks.createContainer: %w", err)
+			}
+			return nil
 		}
 	}
 	pid, err := launcher.OCICreate(oc)
@@ -273,13 +292,9 @@ func create(id string, c *createFlags) (*state, error) {
 		return nil, err
 	}
 	st.Status = specs.StateCreated
-	if spec.Hooks != nil {
-		for _, hs := range [][]specs.Hook{spec.Hooks.CreateRuntime, spec.Hooks.Prestart} { //nolint:staticcheck // prestart: deprecated, still run
-			if err := runHooks(hs, st, ""); err != nil {
-				kill()
-				return nil, err
-			}
-		}
+	if err := runHooks(early, st, ""); err != nil {
+		kill()
+		return nil, err
 	}
 	if c.pidFile != "" {
 		pf, _ := filepath.Abs(c.pidFile)
