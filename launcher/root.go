@@ -177,7 +177,7 @@ func (b *builder) mountImage(m MountSpec) error {
 	if b.plan.PrivateMount {
 		// The image mounted for this launch only, from the fd the parent
 		// verified; it goes (and its loop device with it) when we do.
-		dev, err := loop.Attach(b.image.Fd(), 0, b.plan.PayloadSize, false) // buffered: this mount goes with the launch
+		dev, err := loop.Attach(b.image.Fd(), 0, b.plan.PayloadSize)
 		if err != nil {
 			return fmt.Errorf("loop-attach the image: %w", err)
 		}

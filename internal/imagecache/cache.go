@@ -204,7 +204,7 @@ func (s *stateDir) mount(name string, f *os.File, img *format.Image, verifyAlway
 	if useDM {
 		size = ft.TreeOffset + ft.TreeSize // data and tree, one device
 	}
-	dev, err := loop.Attach(f.Fd(), 0, size, true) // direct: the mount stays, and keeps the pages
+	dev, err := loop.Attach(f.Fd(), 0, size)
 	if err != nil {
 		return false, fmt.Errorf("loop-attach %s: %w", f.Name(), err)
 	}

@@ -55,16 +55,14 @@ func LimitReadahead(fd uintptr) {
 func (d *Device) LimitReadahead() { LimitReadahead(d.f.Fd()) }
 
 // Attach binds [offset, offset+size) of the file behind fd to a new loop
-// device, read-only and autoclear. With direct, the device reads the file
-// with direct I/O where the kernel can (else buffered): the file's
-// compressed pages then stay out of the page cache, where the squashfs
-// mounted on the device keeps its decompressed ones. That is for a mount
-// that stays (the mount cache): a cold curl launch from it took 0.957x the
-// time (95 % CI 0.939-0.993, 60 alternating pairs, 2026-12-04), one
-// memcpy and one cached copy fewer. A mount made per launch
-// (--private-mount) reads the image again every time, from the page cache
-// only with buffered I/O.
-func Attach(fd uintptr, offset, size int64, direct bool) (*Device, error) {
+// device, read-only and autoclear. Buffered, on purpose: with direct I/O
+// (LO_FLAGS_DIRECT_IO) a cold curl launch from the mount cache took 0.957x
+// the time on this VM's fast disk, but at 10 MB/s (scripts/bench-cold.sh)
+// it read 11.31 MB instead of 10.78 and went from 1.04x to 1.11x the
+// private mount's time: the image file's own readahead, which overlaps
+// the next block's read with this one's decompression, was gone
+// (2026-12-04).
+func Attach(fd uintptr, offset, size int64) (*Device, error) {
 	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open /dev/loop-control: %w (is the loop module loaded? modprobe loop)", err)
@@ -83,7 +81,7 @@ func Attach(fd uintptr, offset, size int64, direct bool) (*Device, error) {
 		if err != nil {
 			return nil, err
 		}
-		err = configure(int(dev.Fd()), int(fd), offset, size, direct)
+		err = configure(int(dev.Fd()), int(fd), offset, size)
 		if err == nil {
 			LimitReadahead(dev.Fd())
 			var st unix.Stat_t
@@ -99,21 +97,11 @@ func Attach(fd uintptr, offset, size int64, direct bool) (*Device, error) {
 	return nil, fmt.Errorf("%w: every free device was taken by someone else %d times in a row", ErrNoDevice, maxTries)
 }
 
-func configure(dev, fd int, offset, size int64, direct bool) error {
+func configure(dev, fd int, offset, size int64) error {
 	info := unix.LoopInfo64{
 		Offset:    uint64(offset),
 		Sizelimit: uint64(size),
 		Flags:     unix.LO_FLAGS_READ_ONLY | unix.LO_FLAGS_AUTOCLEAR,
-	}
-	if direct {
-		// A kernel that cannot read this file directly may refuse the
-		// flag rather than fall back: then buffered.
-		dio := info
-		dio.Flags |= unix.LO_FLAGS_DIRECT_IO
-		err := unix.IoctlLoopConfigure(dev, &unix.LoopConfig{Fd: uint32(fd), Info: dio})
-		if err == nil || !errors.Is(err, unix.EINVAL) {
-			return err
-		}
 	}
 	err := unix.IoctlLoopConfigure(dev, &unix.LoopConfig{Fd: uint32(fd), Info: info})
 	if err == nil || !(errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTTY)) {
