@@ -308,12 +308,7 @@ func (j *joining) wait(pid int) (int, error) {
 		go func() { buf := make([]byte, 32<<10); copyFrom(os.Stdout, j.ptm, buf); close(copied) }()
 		go func() { buf := make([]byte, 4<<10); copyFrom(j.ptm, os.Stdin, buf) }()
 	}
-	var ws unix.WaitStatus
-	for {
-		if _, err = unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
-			break
-		}
-	}
+	code, err := Reap(pid)
 	// cfd stays open: the relay may still be sending on it, and the
 	// process ends soon (see Exec).
 	if copied != nil {
@@ -327,10 +322,7 @@ func (j *joining) wait(pid int) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("wait for the command: %w", err)
 	}
-	if ws.Signaled() {
-		return 128 + int(ws.Signal()), nil
-	}
-	return ws.ExitStatus(), nil
+	return code, nil
 }
 
 // relay forwards the signals sent to cimg-run exec to the command.

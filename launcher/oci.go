@@ -649,6 +649,7 @@ func (l *launch) ociSpawn(c *OCIContainer, p *Plan, x *ociExtra, joins []*os.Fil
 		early, err = l.forkAtProc(p, root, proc)
 		return err
 	}
+	var beforePivot func() error
 	switch {
 	case c.CreateContainer != nil:
 		// The hooks want the process (its pid, its pid namespace) before
@@ -657,28 +658,25 @@ func (l *launch) ociSpawn(c *OCIContainer, p *Plan, x *ociExtra, joins []*os.Fil
 		if c.Spec.Process.Terminal || p.ProcAfter == 0 {
 			p.ProcAfter = len(p.Mounts)
 		}
+		beforePivot = func() error {
+			if early == 0 {
+				return errors.New("hooks.createContainer: the process was not forked before pivot_root") // atProc always runs with hooks
+			}
+			// What this thread forks from here on (only the hooks: the
+			// process is forked) starts in the process's pid namespace.
+			pidfd, err := unix.PidfdOpen(early, 0)
+			if err != nil {
+				return fmt.Errorf("hooks.createContainer: the container's process: %w", err)
+			}
+			err = unix.Setns(pidfd, unix.CLONE_NEWPID)
+			unix.Close(pidfd)
+			if err != nil {
+				return fmt.Errorf("hooks.createContainer: join the container's pid namespace: %w", err)
+			}
+			return c.CreateContainer(early)
+		}
 	case c.Spec.Process.Terminal || p.ProcAfter == 0:
 		atProc = nil
-	}
-	beforePivot := func() error {
-		if c.CreateContainer == nil {
-			return nil
-		}
-		if early == 0 {
-			return errors.New("hooks.createContainer: the process was not forked before pivot_root") // atProc always runs with hooks
-		}
-		// What this thread forks from here on (only the hooks: the
-		// process is forked) starts in the process's pid namespace.
-		pidfd, err := unix.PidfdOpen(early, 0)
-		if err != nil {
-			return fmt.Errorf("hooks.createContainer: the container's process: %w", err)
-		}
-		err = unix.Setns(pidfd, unix.CLONE_NEWPID)
-		unix.Close(pidfd)
-		if err != nil {
-			return fmt.Errorf("hooks.createContainer: join the container's pid namespace: %w", err)
-		}
-		return c.CreateContainer(early)
 	}
 	// fail ends a child forked early: never released, it ran nothing of
 	// the container's.

@@ -37,22 +37,33 @@ func RelaySignals() chan os.Signal {
 	return c
 }
 
+// Reap waits for the child pid and returns its exit status, 128+N for
+// signal N, as a shell gives it.
+func Reap(pid int) (int, error) {
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(pid, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		break
+	}
+	if ws.Signaled() {
+		return 128 + int(ws.Signal()), nil
+	}
+	return ws.ExitStatus(), nil
+}
+
 // WaitRelay waits for the child pid, passing sigs on to it, and returns
 // its exit status, 128+N for signal N.
 func WaitRelay(pid int, sigs chan os.Signal) int {
 	done := make(chan int, 1)
 	go func() {
-		var ws unix.WaitStatus
-		for {
-			if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
-				break
-			}
-		}
-		if ws.Signaled() {
-			done <- 128 + int(ws.Signal())
-		} else {
-			done <- ws.ExitStatus()
-		}
+		code, _ := Reap(pid)
+		done <- code
 	}()
 	for {
 		select {

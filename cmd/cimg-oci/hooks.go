@@ -20,9 +20,9 @@ import (
 
 // runHooks runs hooks in order with the state on stdin and dir as their
 // working directory (""; this process's), each within its timeout; the
-// first failure stops them. They are the operator's programs, run as this process runs (the
-// createContainer hooks on the thread that built the container's root,
-// in its namespaces).
+// first failure stops them. They are the operator's programs, run as
+// this process runs (the createContainer hooks on the thread that built
+// the container's root, in its namespaces).
 func runHooks(hooks []specs.Hook, st *state, dir string) error {
 	b, err := json.Marshal(st.State)
 	if err != nil {
@@ -169,21 +169,7 @@ func waitTimeout(pid int, timeout *int) (int, error) {
 		}
 		unix.Close(pidfd)
 	}
-	var ws unix.WaitStatus
-	for {
-		_, err := unix.Wait4(pid, &ws, 0, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return 0, err
-		}
-		break
-	}
-	if ws.Signaled() {
-		return 128 + int(ws.Signal()), nil
-	}
-	return ws.ExitStatus(), nil
+	return launcher.Reap(pid)
 }
 
 // selinuxLabels takes the config's SELinux labels out of spec where the
