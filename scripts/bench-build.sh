@@ -55,19 +55,20 @@ tree_bytes=$(du -sb "$tree" | cut -f1)
 tree_files=$(find "$tree" -type f | wc -l)
 echo "tree: $tree_bytes bytes in $tree_files files; block size $BLOCK" >&2
 
-# measure CMD... → prints "seconds maxrss_kib"
+# measure CMD... → prints "seconds maxrss_kib cpu_seconds" (cpu: user +
+# system, which says whether a difference in time is work or waiting)
 measure() {
 	local t0 t1
 	t0=$(date +%s%N)
-	/usr/bin/time -f "%M" -o "$WORK/time" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
+	/usr/bin/time -f "%M %U %S" -o "$WORK/time" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
 	t1=$(date +%s%N)
-	echo "$(awk -v ns=$((t1 - t0)) 'BEGIN {printf "%.4f", ns / 1e9}') $(cat "$WORK/time")"
+	echo "$(awk -v ns=$((t1 - t0)) 'BEGIN {printf "%.4f", ns / 1e9}') $(awk '{printf "%s %.2f", $1, $2 + $3}' "$WORK/time")"
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 csv=bench/results/build.csv
-echo "tool,compression,block_size,run,seconds,max_rss_kib,image_bytes,squashfs_bytes,tree_bytes" > "$csv"
+echo "tool,compression,block_size,run,seconds,max_rss_kib,image_bytes,squashfs_bytes,tree_bytes,cpu_seconds" > "$csv"
 printf "%-6s %-10s %8s %8s %12s %12s\n" comp tool seconds MiB-RSS image-bytes squashfs >&2
 for comp in $COMPRESSORS; do
 	# The same encoding on both sides: xz with the x86 filter (cimg-build's
@@ -77,11 +78,11 @@ for comp in $COMPRESSORS; do
 	for run in $(seq 0 "$(runs_for "$comp")"); do # run 0 is the warm-up
 		rm -f "$WORK/ref.sqfs" "$WORK/app.cimg"
 		mksq() {
-			read -r ms mm < <(measure mksquashfs "$tree" "$WORK/ref.sqfs" -comp "$comp" "${margs[@]}" -b "$BLOCK" -noappend -no-progress -quiet \
+			read -r ms mm mc < <(measure mksquashfs "$tree" "$WORK/ref.sqfs" -comp "$comp" "${margs[@]}" -b "$BLOCK" -noappend -no-progress -quiet \
 				-all-root -no-xattrs -mkfs-time $EPOCH -all-time $EPOCH)
 		}
 		cimg() {
-			read -r cs cm < <(measure bin/cimg-build --quiet --name bench --rootfs "$tree" --entrypoint "$entry" --compression "$comp" "${cargs[@]}" \
+			read -r cs cm cc < <(measure bin/cimg-build --quiet --name bench --rootfs "$tree" --entrypoint "$entry" --compression "$comp" "${cargs[@]}" \
 				--block-size "$BLOCK" --source-date-epoch $EPOCH -o "$WORK/app.cimg")
 		}
 		if [ $((run % 2)) = 0 ]; then cimg; mksq; else mksq; cimg; fi
@@ -89,8 +90,8 @@ for comp in $COMPRESSORS; do
 		csize=$(stat -c %s "$WORK/app.cimg")
 		csq=$(bin/cimg-build inspect --json "$WORK/app.cimg" | awk -F': ' '/"name": "squashfs"/{getline; getline; gsub(/[^0-9]/,"",$2); print $2; exit}')
 		[ "$run" = 0 ] && continue
-		echo "mksquashfs,$comp,$BLOCK,$run,$ms,$mm,$msize,$msize,$tree_bytes" >> "$csv"
-		echo "cimg-build,$comp,$BLOCK,$run,$cs,$cm,$csize,$csq,$tree_bytes" >> "$csv"
+		echo "mksquashfs,$comp,$BLOCK,$run,$ms,$mm,$msize,$msize,$tree_bytes,$mc" >> "$csv"
+		echo "cimg-build,$comp,$BLOCK,$run,$cs,$cm,$csize,$csq,$tree_bytes,$cc" >> "$csv"
 	done
 done
 
@@ -101,10 +102,10 @@ for run in $(seq 0 "$RUNS"); do
 	umoci init --layout "$WORK/oci" && umoci new --image "$WORK/oci:bench"
 	umoci unpack --image "$WORK/oci:bench" "$WORK/bundle" >/dev/null
 	cp -a "$tree/." "$WORK/bundle/rootfs/"
-	read -r us um < <(measure umoci repack --image "$WORK/oci:bench" "$WORK/bundle")
+	read -r us um uc < <(measure umoci repack --image "$WORK/oci:bench" "$WORK/bundle")
 	usize=$(du -sb "$WORK/oci/blobs" | cut -f1)
 	[ "$run" = 0 ] && continue
-	echo "umoci,gzip-layer,0,$run,$us,$um,$usize,0,$tree_bytes" >> "$csv"
+	echo "umoci,gzip-layer,0,$run,$us,$um,$usize,0,$tree_bytes,$uc" >> "$csv"
 done
 
 echo

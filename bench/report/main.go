@@ -66,18 +66,16 @@ func main() {
 	w("upper end meets it, so a result this shared machine's noise could carry across the line is short.\n\n")
 	w("Where cimg falls short, the reasons as far as we know them: cold launches of a dynamic app read\n")
 	w("and decompress squashfs blocks that crun reads as plain files (the mount cache keeps them only while\n")
-	w("the page cache does; `perf record -a` of one cold curl launch from the mount cache, 2026-12-04: the\n")
-	w("kernel's zstd decompression, in curl's own page faults, is 23 %% of the 77 ms x 2 CPUs sampled, about\n")
-	w("35 ms, nearly all of cimg-run's time over a bare exec of curl (38 ms in the table below), while the\n")
-	w("other core idles; reading\n")
-	w("curl's 33 files from the mount in parallel as the launch starts did not help: 12 alternating cold\n")
-	w("launches each, median 98.6 ms with it against 95.8 ms without); an image is compressed in blocks (256\n")
-	w("KiB by default), against one stream over the whole tar; the hash tree adds about 1%%; each cimg-oci\n")
-	w("command is a Go process, whose start costs\n")
+	w("the page cache does: `perf record -a` of a cold curl launch from the mount cache puts the kernel's zstd\n")
+	w("decompression in curl's own page faults, while the second core idles; the curl/cold rows below show its\n")
+	w("cost as cimg-run's time over a bare exec of curl); an image is compressed in blocks (256 KiB by\n")
+	w("default), against one stream over the whole tar; the hash tree adds about 1%%; each cimg-oci command is a\n")
+	w("Go process, whose start costs\n")
 	w("more than C's. cimg-build runs the same C encoders as mksquashfs, which do over 90 %% of a gzip or zstd\n")
-	w("build's work (`perf record`: zlib's longest_match alone is 91 %% of a gzip build), so with zstd and gzip\n")
-	w("the two take about the same time and this machine's noise decides whether the interval's upper end\n")
-	w("stays under 1.0×; beside the encoders cimg-build\n")
+	w("build's work (`perf record`: zlib's longest_match alone is 91 %% of a gzip build), yet the CPU column\n")
+	w("shows cimg-build using more CPU than mksquashfs with gzip and zstd too, which is not yet accounted for\n")
+	w("(cimg-build's zlib and libzstd are built from pinned sources, mksquashfs links Debian's); beside the\n")
+	w("encoders cimg-build\n")
 	w("hashes the image for its verity tree and makes it durable (fsync) before it is renamed into place, which\n")
 	w("mksquashfs does not. With lz4 the encoder is fast and what else runs shows. Much of it was garbage:\n")
 	w("each file's tail and each fragment had a buffer of its own, 61 MB of garbage and 17 collections per\n")
@@ -88,12 +86,8 @@ func main() {
 	w("moved its 25 ms into the compression phase) did not help and were not kept. After the squashfs the tree\n")
 	w("takes 25-30 ms, the fsync about 3 ms (the image is written back while it is built); the durable write\n")
 	w("also makes cimg-build's time follow the disk's other load, which mksquashfs's page-cache-only write\n")
-	w("does not (see the spread in bench/results/build.csv). In the 2026-12-04 run, on a tree remade from the\n")
-	w("host's changed /usr (135 files) and a quieter machine (mksquashfs's gzip in 7.2 s, against 9.2 s the run\n")
-	w("before), the CPU was about the same: gzip 14.0-14.7 s of user time for either tool, lz4 0.34-0.41 s of user\n")
-	w("and system time against 0.29-0.39 s (`/usr/bin/time`, 2 and 5 runs each); cimg-build kept the 2 cores\n")
-	w("less busy (lz4: 169-181 %% against 186-192 %%), the hash tree and the fsync being its part after the\n")
-	w("encoders.\n")
+	w("does not (see the spread in bench/results/build.csv). The build table's CPU column says how much of a\n")
+	w("difference in time is work.\n")
 	w("xz is faster than mksquashfs because it compresses each block once:\n")
 	w("mksquashfs compresses every block with and without the BCJ filter, cimg-build lets a fast lz4 trial\n")
 	w("choose (internal/squashfs/xz.go).\n\n")
@@ -1007,6 +1001,7 @@ func build(w writer) {
 	rows := readCSV("build.csv")[1:] // it has a header row
 	secs := map[string][]float64{}
 	rssK := map[string][]float64{}
+	cpu := map[string][]float64{} // user + system seconds (a column since 2026-12-04)
 	bytes := map[string]float64{}
 	var keys []string
 	treeBytes := ""
@@ -1017,6 +1012,9 @@ func build(w writer) {
 		}
 		secs[k] = append(secs[k], num(r[4]))
 		rssK[k] = append(rssK[k], num(r[5]))
+		if len(r) > 9 {
+			cpu[k] = append(cpu[k], num(r[9]))
+		}
 		bytes[k] = num(r[6])
 		treeBytes = r[8]
 	}
@@ -1034,7 +1032,9 @@ func build(w writer) {
 	w("Goals: cimg-build's time ≤ 1.0× mksquashfs's (the interval's upper end included) and its peak memory ≤\n")
 	w("mksquashfs's, with the same compressor, level, block size and filter (xz: the x86 BCJ filter on both).\n\n")
 	w("![build](bench/results/build.png)\n\n")
-	w("| tool (compression) | median s | vs mksquashfs, paired | 95 %% CI | goal | peak RSS MiB | goal | output bytes |\n|---|---|---|---|---|---|---|---|\n")
+	w("\"CPU s\" is user plus system time (/usr/bin/time): where it is the same for both tools and the time is not,\n")
+	w("the difference is waiting, not work.\n\n")
+	w("| tool (compression) | median s | CPU s | vs mksquashfs, paired | 95 %% CI | goal | peak RSS MiB | goal | output bytes |\n|---|---|---|---|---|---|---|---|---|\n")
 	var dat strings.Builder
 	dat.WriteString("x\t\"seconds\"\n")
 	for _, k := range keys {
@@ -1049,7 +1049,11 @@ func build(w writer) {
 		} else if strings.HasPrefix(k, "mksquashfs") {
 			ratio = "1.00×"
 		}
-		w("| %s | %.2f | %s | %s | %s | %.0f | %s | %.0f |\n", k, m, ratio, interval, goal, rss/1024, memGoal, bytes[k])
+		cpuCol := "—"
+		if len(cpu[k]) > 0 {
+			cpuCol = fmt.Sprintf("%.2f", median(cpu[k]))
+		}
+		w("| %s | %.2f | %s | %s | %s | %s | %.0f | %s | %.0f |\n", k, m, cpuCol, ratio, interval, goal, rss/1024, memGoal, bytes[k])
 		fmt.Fprintf(&dat, "%q\t%.2f\n", k, m)
 	}
 	w("\n")
