@@ -100,11 +100,17 @@ func start(l *launch) (int, error) {
 		return 0, nil
 	}
 	// Signal windows around the hand-over are documented at becomeWaiter:
-	// the relay forwards until it has handled every stop request that can
-	// still reach it, and the waiter's argv carries the stop deadline.
-	if !sv.exited(slimAfter) {
-		t.slim <- sv
-		if err := <-t.slimFailed; err != nil {
+	// the relay forwards until it has handled every signal that can still
+	// reach it, and the waiter's argv carries the stop deadline. Where
+	// SIGUSR1/2 cannot be deferred across the exec, there is no waiter.
+	if canDeferSignals && !sv.exited(slimAfter) {
+		err := sv.openTasks() // here: the launch thread has the app's root
+		if err == nil {
+			t.slim <- sv
+			err = <-t.slimFailed
+			sv.tasks.Close()
+		}
+		if err != nil {
 			l.opts.Warn(err.Error()) // still supervised, by this fuller process
 			if l.opts.Instance != nil {
 				l.opts.Instance.CopyLog()

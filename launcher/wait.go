@@ -43,6 +43,7 @@ type supervisor struct {
 	ended       *instance.Exit     // filled in by finish
 	inst        *instance.Instance // a named instance: its lock and log go to the waiter
 
+	tasks   *os.File       // /proc/self/task, for becomeWaiter
 	sigs    chan os.Signal // the forwarded ones, and flushSignal once becomeWaiter asks for it
 	flushed chan struct{}  // the relay has handled every signal taken in before flushSignal
 	done    chan struct{}
@@ -175,29 +176,42 @@ const flushSignal = syscall.Signal(63)
 // stays the supervisor rather than exec with a stop request in flight.
 const flushWait = 2 * time.Second
 
+// openTasks opens /proc/self/task for becomeWaiter, from a thread that
+// has the host's root.
+func (s *supervisor) openTasks() error {
+	f, err := os.Open("/proc/self/task")
+	if err != nil {
+		return fmt.Errorf("the slim waiter is skipped: %w", err)
+	}
+	s.tasks = f
+	return nil
+}
+
 // becomeWaiter replaces this process with the slim waiter, from the thread
 // that forked the app (so the app's parent-death signal stays armed), and
 // returns only if that fails. exe is the cimg-run executable, opened
 // before the thread's root changed.
 //
-// No stop request may be lost across the exec (CI saw one lost when a
-// fixed 1 ms pause stood where the flush is: the relay had not run yet).
-// In order:
-//  1. SIGUSR1/2 are blocked on this thread, the one that survives execve:
-//     those arriving after the other threads are gone stay pending until
-//     the waiter asks for them (a signal mask survives execve).
+// No signal may be lost across the exec (CI saw a stop request lost when
+// a fixed 1 ms pause stood where the flush is: the relay had not run yet;
+// and a SIGUSR1 taken in by the runtime after the flush). In order:
+//  1. SIGUSR1/2 are blocked on this thread, the one that survives execve
+//     (a signal mask survives execve).
 //  2. The stop signals get the kernel's default action: from now on one
 //     ends the process, and the app with it by its parent-death signal,
 //     rather than sit in the runtime's queue when execve ends the relay.
 //     The same happens to one arriving before the new waiter asks for it.
-//  3. flushSignal goes to this process and the relay answers it once it
+//  3. SIGUSR1/2 are deferred (sigdefer.go): from now on they end up
+//     pending in the kernel, where they wait for the waiter to ask.
+//  4. flushSignal goes to this process and the relay answers it once it
 //     has forwarded everything taken in before it, so the deadline of a
 //     stop forwarded just before step 2 is known when argv is written.
+//  5. Last before execve, the deferral settles: no thread but this one
+//     can be handed SIGUSR1/2 any more.
 //
-// What remains: a runtime signal handler already entered for a stop signal
-// before step 2, and stalled past the whole flush before it queues the
-// signal. SIGUSR1/2 taken in by the runtime after the flush are lost:
-// ending the app is not what they ask.
+// What remains: a runtime signal handler already entered for a signal
+// before step 2 or 3, and stalled past the whole flush before it queues
+// the signal.
 func (s *supervisor) becomeWaiter(exe *os.File) error {
 	var set, old unix.Sigset_t
 	for _, sig := range earlysig.Forwarded {
@@ -220,6 +234,11 @@ func (s *supervisor) becomeWaiter(exe *os.File) error {
 	}
 	signal.Notify(s.sigs, flushSignal)
 	defer signal.Reset(flushSignal)
+	deferred, err := deferSignals()
+	if err != nil {
+		return err
+	}
+	defer deferred.restore()
 	if err := syscall.Kill(os.Getpid(), flushSignal); err != nil {
 		return fmt.Errorf("flush the signal relay: %w", err)
 	}
@@ -261,6 +280,9 @@ func (s *supervisor) becomeWaiter(exe *os.File) error {
 		return err
 	}
 	empty := [1]byte{}
+	if err := deferred.settle(s.tasks, flushWait); err != nil {
+		return fmt.Errorf("defer SIGUSR1/2 across the exec: %w: the slim waiter is skipped", err)
+	}
 	_, _, errno := syscall.Syscall6(unix.SYS_EXECVEAT, exe.Fd(), uintptr(unsafe.Pointer(&empty[0])),
 		uintptr(unsafe.Pointer(&append(argvp, nil)[0])), uintptr(unsafe.Pointer(&append(envp, nil)[0])), unix.AT_EMPTY_PATH, 0)
 	return fmt.Errorf("exec the waiter: %w", errno)

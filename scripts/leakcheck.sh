@@ -11,7 +11,8 @@
 #
 # Ours (other users of this machine may hold loop devices, mounts and
 # cgroups, so only what appeared since the snapshot counts):
-#   mounts     whose mount point or source is under a test temp dir
+#   mounts     in any process's mount namespace, whose mount point or
+#              source is under a test temp dir
 #              ($TMPDIR/Test*, Benchmark*, Fuzz*, or a path under $TMPDIR
 #              naming cimg: the cimg-run tests' root, test binaries, state
 #              dirs), and
@@ -53,9 +54,12 @@ backing() {
 	done
 }
 
-list() {
-	local id parent devno root mp opts rest fstype src file
-	# /proc/self/mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS ... - FSTYPE SOURCE SUPEROPTS
+# mounts PID: the mounts of ours in PID's mount namespace ("self": this
+# shell's, the host's).
+mounts() {
+	local id parent devno root mp opts rest fstype src file where=""
+	[ "$1" = self ] || where=" (in the mount namespace of pid $1, $(cat "/proc/$1/comm" 2>/dev/null))"
+	# /proc/PID/mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS ... - FSTYPE SOURCE SUPEROPTS
 	while read -r id parent devno root mp opts rest; do
 		rest=" $rest"
 		rest=${rest#* - }
@@ -66,9 +70,28 @@ list() {
 		esac
 		if testpath "$mp" || testpath "$src" ||
 			{ [ "$fstype" = squashfs ] && case $file in "$tmp"/* | *" (deleted)") true ;; *) false ;; esac }; then
-			printf 'mount %s %s\t%s: %s %s%s\n' "$mp" "$src" "$mp" "$fstype" "$src" "${file:+ on $file}"
+			printf 'mount %s %s\t%s: %s %s%s%s\n' "$mp" "$src" "$mp" "$fstype" "$src" "${file:+ on $file}" "$where"
 		fi
-	done </proc/self/mountinfo
+	done <"/proc/$1/mountinfo" 2>/dev/null
+}
+
+list() {
+	local parent file dev
+	# Every mount namespace, not only the host's: a test killed half way
+	# (go test's timeout) leaves processes whose namespaces still hold
+	# images mounted. One process per namespace; a mount seen in several
+	# is listed once.
+	{
+		mounts self
+		local self ns p seen=" "
+		self=$(readlink /proc/self/ns/mnt)
+		for p in /proc/[0-9]*; do
+			ns=$(readlink "$p/ns/mnt" 2>/dev/null) || continue
+			case $seen in *" $ns "*) continue ;; esac
+			seen="$seen$ns "
+			[ "$ns" = "$self" ] || mounts "${p#/proc/}"
+		done
+	} | awk -F'\t' '!seen[$1]++'
 
 	for f in /sys/block/loop*/loop/backing_file; do
 		[ -r "$f" ] || continue

@@ -216,7 +216,7 @@ func TestExecRelaysSignals(t *testing.T) {
 			t.Fatalf("the exec'd probe never got ready: %q", out.String())
 		}
 		cmd.Process.Signal(tc.sig)
-		if !endsWithin(cmd, 30*time.Second) {
+		if !endsWithin(cmd, 30*time.Second, nil) {
 			t.Fatalf("%v: cimg-run exec did not end", tc.sig)
 		}
 		ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
@@ -232,14 +232,17 @@ func TestExecRelaysSignals(t *testing.T) {
 }
 
 // endsWithin waits up to d for the started cmd to end; if it does not, it
-// kills it and returns false.
-func endsWithin(cmd *exec.Cmd, d time.Duration) bool {
+// calls before (if not nil, to look at it), kills it and returns false.
+func endsWithin(cmd *exec.Cmd, d time.Duration, before func()) bool {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
 	case <-done:
 		return true
 	case <-time.After(d):
+		if before != nil {
+			before()
+		}
 		cmd.Process.Kill()
 		<-done
 		return false
@@ -276,7 +279,7 @@ func TestExecIgnoredSignalsNotInherited(t *testing.T) {
 			t.Fatalf("round %d: the exec'd probe never got ready: %q", round, printed())
 		}
 		cmd.Process.Signal(syscall.SIGHUP) // sh has become cimg-run exec
-		if !endsWithin(cmd, 30*time.Second) {
+		if !endsWithin(cmd, 30*time.Second, nil) {
 			t.Fatalf("round %d: SIGHUP relayed, but the command (SIGHUP ignored, inherited?) did not end", round)
 		}
 		if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signaled() || ws.ExitStatus() != 128+int(syscall.SIGHUP) {

@@ -214,6 +214,14 @@ func startSleeping(t *testing.T, state string, args ...string) (*exec.Cmd, *byte
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// A test that fails before it ends the launch must not leave it
+	// running (its mount, loop device and cgroup with it).
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
 	waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
 	return cmd, out
 }

@@ -23,7 +23,9 @@ func TestExitStatusAndSignals(t *testing.T) {
 	}
 	cmd, out := startSleeping(t, state, img)
 	cmd.Process.Signal(syscall.SIGUSR1)
-	cmd.Wait()
+	if err := waitDeadline(cmd, 10*time.Second); err != nil {
+		t.Fatalf("SIGUSR1 %v", err)
+	}
 	if !strings.Contains(out.String(), "got user defined signal 1") {
 		t.Errorf("SIGUSR1 not forwarded: %q", out.String())
 	}
@@ -41,8 +43,8 @@ func TestSlimWaiter(t *testing.T) {
 	cmd, out := startSleeping(t, state, img)
 	waitFor(t, func() bool { return isWaiter(cmd.Process.Pid) })
 	cmd.Process.Signal(syscall.SIGUSR1)
-	if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), "got user defined signal 1") {
-		t.Errorf("through the waiter: %v, %q", err, out.String())
+	if err := waitDeadline(cmd, 10*time.Second); err != nil || !strings.Contains(out.String(), "got user defined signal 1") {
+		t.Errorf("through the waiter: %v, %v, %q", err, cmd.ProcessState, out.String())
 	}
 	expectCounts(t, before, "after the waiter's app exited")
 
@@ -76,24 +78,7 @@ func TestSignalsAcrossWaiterExec(t *testing.T) {
 	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n[limits]\npids = 16\n")
 	runExit0(t, state, img) // the cache mount
 	before := counts(t)
-	// When the exec happens, measured from start (it follows a fixed
-	// poll of the app, so it varies little between launches).
-	var at []time.Duration
-	for range 5 {
-		cmd := cimgRunCmd(state, img, "--", "sleep")
-		start := time.Now()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		for !isWaiter(cmd.Process.Pid) {
-			time.Sleep(100 * time.Microsecond)
-		}
-		at = append(at, time.Since(start))
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	}
-	slices.Sort(at)
-	lo, hi := at[0]-10*time.Millisecond, at[len(at)-1]+2*time.Millisecond
+	lo, hi := waiterExecWindow(t, state, img)
 	var graceful, timedOut, hard int
 	for i := range 60 {
 		mode := []string{"sleep", "deaf"}[i%2]
@@ -130,10 +115,88 @@ func TestSignalsAcrossWaiterExec(t *testing.T) {
 			<-done
 		}
 	}
-	t.Logf("exec at %v–%v after start; SIGTERM sent in %v–%v: %d reached the app, %d apps ignoring it were killed at the stop timeout, %d ended cimg-run",
-		at[0], at[len(at)-1], lo, hi, graceful, timedOut, hard)
+	t.Logf("SIGTERM sent in %v–%v after start: %d reached the app, %d apps ignoring it were killed at the stop timeout, %d ended cimg-run",
+		lo, hi, graceful, timedOut, hard)
 	runExit0(t, state, img) // removes stale cgroups
 	expectCounts(t, before, "after the signalled launches")
+}
+
+// TestUserSignalsAcrossWaiterExec sends SIGUSR1 around the moment the
+// launcher replaces itself with the slim waiter. Unlike a stop signal, it
+// may neither be lost nor end cimg-run: each one must reach the app (CI
+// saw one taken in by the launcher's Go runtime just before the exec, and
+// lost with it, leaving the app waiting for ever).
+func TestUserSignalsAcrossWaiterExec(t *testing.T) {
+	state := stateDir(t)
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n")
+	runExit0(t, state, img) // the cache mount
+	before := counts(t)
+	lo, hi := waiterExecWindow(t, state, img)
+	for i := range 60 {
+		cmd := cimgRunCmd(state, img, "--", "sleep")
+		out, stderr := &bytes.Buffer{}, &bytes.Buffer{}
+		cmd.Stdout, cmd.Stderr = out, stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(lo + time.Duration(rand.Int64N(int64(hi-lo))))
+		cmd.Process.Signal(syscall.SIGUSR1)
+		if err := waitDeadline(cmd, 5*time.Second); err != nil {
+			t.Errorf("launch %d: SIGUSR1 %v (the app said %q) %s", i, err, out.String(), stderr)
+		} else if !strings.Contains(out.String(), "got user defined signal 1") || stderr.Len() > 0 {
+			t.Errorf("launch %d: %v, the app said %q, cimg-run %q", i, cmd.ProcessState, out.String(), stderr)
+		}
+	}
+	expectCounts(t, before, "after the signalled launches")
+}
+
+// waiterExecWindow returns when, after its start, a launch becomes the
+// slim waiter: the earliest of five such moments less 10 ms, and the
+// latest plus 2 ms (the exec follows a fixed poll of the app, so the
+// moment varies little between launches).
+func waiterExecWindow(t *testing.T, state, img string) (lo, hi time.Duration) {
+	t.Helper()
+	var at []time.Duration
+	for range 5 {
+		cmd := cimgRunCmd(state, img, "--", "sleep")
+		stderr := &bytes.Buffer{}
+		cmd.Stderr = stderr
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for !isWaiter(cmd.Process.Pid) {
+			if time.Since(start) > 10*time.Second {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("cimg-run did not become the slim waiter in 10 s: %s", stderr)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		at = append(at, time.Since(start))
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := waitDeadline(cmd, 10*time.Second); err != nil {
+			t.Fatalf("the waiter, sent SIGTERM: %v", err)
+		}
+	}
+	slices.Sort(at)
+	t.Logf("the exec came %v–%v after start", at[0], at[len(at)-1])
+	return at[0] - 10*time.Millisecond, at[len(at)-1] + 2*time.Millisecond
+}
+
+// waitDeadline waits for cmd, and kills it if it has not ended within d:
+// a lost signal fails the test rather than hang it.
+func waitDeadline(cmd *exec.Cmd, d time.Duration) error {
+	var status []byte
+	var waiter bool
+	if endsWithin(cmd, d, func() {
+		status, _ = os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+		waiter = isWaiter(cmd.Process.Pid)
+	}) {
+		return nil
+	}
+	return fmt.Errorf("lost: cimg-run (the slim waiter: %v) still ran %v later; it was killed\n%s", waiter, d,
+		regexp.MustCompile(`(?m)^(Threads|Sig|Shd).*\n`).FindAll(status, -1))
 }
 
 // TestWaiterAsksForSignalsFirst: the slim waiter dies of a stop signal
