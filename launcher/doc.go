@@ -26,7 +26,8 @@
 //  4. wait.go: the supervisor relays signals and reaps; an app that
 //     outlives its first 100 ms is watched by the slim waiter, a fresh
 //     exec of cimg-run that only waits, relays and cleans up, to hold
-//     less memory.
+//     less memory; sigdefer.go keeps SIGUSR1/2 pending across that exec
+//     (a small handler per arch in sigdefer_$GOARCH.s).
 //
 // One Go runtime starts per launch: the child is a fork (or vfork) of
 // the launcher, not a second cimg-run. init.go is the optional minimal
