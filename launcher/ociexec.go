@@ -36,6 +36,10 @@ type OCIExecOptions struct {
 // runs anything, under the process's own capabilities, rlimits, ids and
 // no_new_privs, and the container's seccomp profile. It returns the new
 // process's pid, and with !Detach its exit status (128+N for signal N).
+// The calling goroutine stays locked to that thread, whose children go
+// into the container's pid namespace: a caller that forks anything else
+// afterwards calls it from a goroutine that ends (and takes the thread
+// with it) once the process has.
 func OCIExec(o OCIExecOptions) (pid, status int, err error) {
 	if os.Geteuid() != 0 {
 		return 0, 0, errors.New("cimg-oci must run as root")

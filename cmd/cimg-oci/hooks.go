@@ -69,7 +69,14 @@ func startContainerHooks(st *state, hooks []specs.Hook) error {
 		return err
 	}
 	for _, h := range hooks {
-		if err := startContainerHook(st, spec, filter, h, b); err != nil {
+		// Each on a goroutine of its own, which ends once the hook has:
+		// OCIExec leaves its thread locked, its pid namespace for children
+		// the container's, and the thread goes with the goroutine. Run on
+		// start's own goroutine, the poststart hooks forked after it went
+		// into the container's pid namespace.
+		errc := make(chan error, 1)
+		go func() { errc <- startContainerHook(st, spec, filter, h, b) }()
+		if err := <-errc; err != nil {
 			return fmt.Errorf("hooks.startContainer %s: %w", h.Path, err)
 		}
 	}

@@ -44,7 +44,7 @@ func readState(t *testing.T, path string) specs.State {
 }
 
 // TestContainerHooks: the hooks in the spec's order, createRuntime before
-// createContainer in the runtime's namespaces. createContainer hooks run at create, with the state
+// createContainer and poststart in the runtime's namespaces. createContainer hooks run at create, with the state
 // (creating, the process's pid) on stdin, from a path of the runtime's
 // (the host's /bin/sh: the root has none) and in the container's mount,
 // network, UTS, IPC and pid namespaces, in its assembled root (their
@@ -62,7 +62,7 @@ func TestContainerHooks(t *testing.T) {
 		create := "cat > " + out + "/create.json; readlink " + ns + " > " + out + "/create.ns; " +
 			"cat /proc/sys/kernel/hostname > " + out + "/create.host; echo made > out/created"
 		order := func(name string) specs.Hook {
-			return specs.Hook{Path: "/bin/sh", Args: []string{"sh", "-c", "echo " + name + " >> " + out + "/order; readlink /proc/self/ns/mnt > " + out + "/" + name + ".mnt"}}
+			return specs.Hook{Path: "/bin/sh", Args: []string{"sh", "-c", "echo " + name + " >> " + out + "/order; readlink /proc/self/ns/mnt /proc/self/ns/pid > " + out + "/" + name + ".ns"}}
 		}
 		s.Hooks = &specs.Hooks{
 			CreateRuntime:   []specs.Hook{order("createRuntime")},
@@ -103,11 +103,18 @@ func TestContainerHooks(t *testing.T) {
 	}
 	// The spec's order, and createRuntime in the runtime's namespaces.
 	if o, _ := os.ReadFile(filepath.Join(out, "order")); strings.Join(strings.Fields(string(o)), " ") != "createRuntime createContainer startContainer poststart" {
-		t.Errorf("the hooks ran in the order %q", o)
+		t.Errorf("the hooks ran in the order %q; cimg-oci said %q", o, r.stderr)
 	}
-	own, _ := os.Readlink("/proc/self/ns/mnt")
-	if m, _ := os.ReadFile(filepath.Join(out, "createRuntime.mnt")); strings.TrimSpace(string(m)) != own {
-		t.Errorf("the createRuntime hook ran in mount namespace %q, not the runtime's %s", m, own)
+	// createRuntime and poststart run in the runtime's mount and pid
+	// namespaces. A poststart hook in the container's pid namespace (the
+	// class: a host hook joined to the container) was killed when the
+	// container's process ended, or not started once it had (ENOMEM).
+	ownMnt, _ := os.Readlink("/proc/self/ns/mnt")
+	ownPid, _ := os.Readlink("/proc/self/ns/pid")
+	for _, hook := range []string{"createRuntime", "poststart"} {
+		if m, _ := os.ReadFile(filepath.Join(out, hook+".ns")); strings.Join(strings.Fields(string(m)), " ") != ownMnt+" "+ownPid {
+			t.Errorf("the %s hook ran in the namespaces %q, not the runtime's %s %s", hook, m, ownMnt, ownPid)
+		}
 	}
 	if h, _ := os.ReadFile(filepath.Join(out, "create.host")); strings.TrimSpace(string(h)) != "hooked" {
 		t.Errorf("createContainer hook's hostname %q, want the container's", h)
