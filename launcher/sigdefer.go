@@ -32,8 +32,8 @@ import (
 //
 // One more step closes the gap between the kernel handing a signal to a
 // thread and deferHandler sending it on: execve kills the other threads,
-// and one killed in that gap takes the signal with it (CI saw that, once
-// in 360 launches). So before the exec, settle has every other thread run
+// and one killed in that gap takes the signal with it (once in 360
+// launches of TestUserSignalsAcrossWaiterExec without this step). So before the exec, settle has every other thread run
 // primeHandler (a thread-directed primeSignal: it blocks both, nothing
 // else) until each blocks both outside of any handler. From then on no
 // thread but the exec's can be handed one.
@@ -77,10 +77,11 @@ func deferSignals() (*deferral, error) {
 	// signal nobody asked for, can be primed and seen outside handlers.
 	d := &deferral{asked: make(chan os.Signal, 1)}
 	signal.Notify(d.asked, primeSignal, inHandlerSignal)
+	deferAct, primeAct := handlerActions()
 	for _, h := range []struct {
 		sig syscall.Signal
 		act [4]uint64
-	}{{syscall.SIGUSR1, deferAction()}, {syscall.SIGUSR2, deferAction()}, {primeSignal, primeAction()}} {
+	}{{syscall.SIGUSR1, deferAct}, {syscall.SIGUSR2, deferAct}, {primeSignal, primeAct}} {
 		var old [4]uint64
 		if err := sigaction(h.sig, &h.act, &old); err != nil {
 			d.restore()

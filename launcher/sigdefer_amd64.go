@@ -7,16 +7,11 @@ const canDeferSignals = true
 // of the return trampoline the x86-64 kernel requires (SA_RESTORER).
 func handlerAddrs() (deferH, primeH, restorer uintptr)
 
-// deferAction and primeAction are the kernel's struct sigaction for the
-// handlers: every signal blocked while one runs.
-func deferAction() [4]uint64 {
-	h, _, r := handlerAddrs()
-	return [4]uint64{uint64(h), handlerFlags | saRestorer, uint64(r), ^uint64(0)}
+// handlerActions are the kernel's struct sigaction for the handlers:
+// every signal blocked while one runs.
+func handlerActions() (deferAct, primeAct [4]uint64) {
+	const saRestorer = 0x04000000
+	d, p, r := handlerAddrs()
+	return [4]uint64{uint64(d), handlerFlags | saRestorer, uint64(r), ^uint64(0)},
+		[4]uint64{uint64(p), handlerFlags | saRestorer, uint64(r), ^uint64(0)}
 }
-
-func primeAction() [4]uint64 {
-	_, h, r := handlerAddrs()
-	return [4]uint64{uint64(h), handlerFlags | saRestorer, uint64(r), ^uint64(0)}
-}
-
-const saRestorer = 0x04000000

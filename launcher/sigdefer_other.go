@@ -7,6 +7,4 @@ package launcher
 // lost in its exec.
 const canDeferSignals = false
 
-func deferAction() [4]uint64 { panic("signal deferral: not on this arch") }
-
-func primeAction() [4]uint64 { panic("signal deferral: not on this arch") }
+func handlerActions() (deferAct, primeAct [4]uint64) { panic("signal deferral: not on this arch") }

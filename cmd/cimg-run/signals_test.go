@@ -90,29 +90,22 @@ func TestSignalsAcrossWaiterExec(t *testing.T) {
 		}
 		time.Sleep(lo + time.Duration(rand.Int64N(int64(hi-lo))))
 		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-			ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
-			switch {
-			case mode == "sleep" && ws.Exited() && ws.ExitStatus() == 0 && strings.Contains(out.String(), "got terminated"):
-				graceful++
-			case mode == "deaf" && ws.Exited() && ws.ExitStatus() == 128+int(syscall.SIGKILL):
-				timedOut++
-			case ws.Signaled() && ws.Signal() == syscall.SIGTERM:
-				hard++
-				procs := fmt.Sprintf("/sys/fs/cgroup/pids/cimg/probe-%d/cgroup.procs", cmd.Process.Pid)
-				waitFor(t, func() bool { b, _ := os.ReadFile(procs); return len(b) == 0 })
-			default:
-				t.Errorf("launch %d (%s): %v, %q", i, mode, cmd.ProcessState, out.String())
-			}
-		case <-time.After(5 * time.Second):
-			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
-			t.Errorf("launch %d (%s): SIGTERM lost (waiter: %v, app said %q)\n%s", i, mode, isWaiter(cmd.Process.Pid), out.String(),
-				regexp.MustCompile(`(?m)^(Threads|Sig|Shd).*\n`).FindAll(b, -1))
-			cmd.Process.Kill()
-			<-done
+		if err := waitDeadline(cmd, 5*time.Second); err != nil {
+			t.Errorf("launch %d (%s): SIGTERM %v (app said %q)", i, mode, err, out.String())
+			continue
+		}
+		ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		switch {
+		case mode == "sleep" && ws.Exited() && ws.ExitStatus() == 0 && strings.Contains(out.String(), "got terminated"):
+			graceful++
+		case mode == "deaf" && ws.Exited() && ws.ExitStatus() == 128+int(syscall.SIGKILL):
+			timedOut++
+		case ws.Signaled() && ws.Signal() == syscall.SIGTERM:
+			hard++
+			procs := fmt.Sprintf("/sys/fs/cgroup/pids/cimg/probe-%d/cgroup.procs", cmd.Process.Pid)
+			waitFor(t, func() bool { b, _ := os.ReadFile(procs); return len(b) == 0 })
+		default:
+			t.Errorf("launch %d (%s): %v, %q", i, mode, cmd.ProcessState, out.String())
 		}
 	}
 	t.Logf("SIGTERM sent in %v–%v after start: %d reached the app, %d apps ignoring it were killed at the stop timeout, %d ended cimg-run",
