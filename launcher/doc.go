@@ -6,8 +6,9 @@
 //     emulation), signatures, the operator's grants (grants.go), the plan
 //     (plan.go: the manifest → every mount as data, ids, capabilities,
 //     rlimits — the only place the manifest is read), volumes
-//     (volumes.go), the mount cache (internal/imagecache), the cgroup
-//     (internal/cgroup).
+//     (volumes.go), the mount cache (internal/imagecache), a cold app's
+//     files read ahead on the spare cores (warm.go, internal/warmup), the
+//     cgroup (internal/cgroup).
 //  2. start.go, start: prepare the child's raw system calls (forkPlan),
 //     pipes and host files; spawn the launch thread, which builds the
 //     app's world (root.go, enterRoot: namespaces, the plan's mounts

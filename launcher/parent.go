@@ -129,6 +129,10 @@ func Run(o Options) (int, error) {
 		plan.Image = lease.Dir
 		defer lease.Release() // in case start does not get to it
 	}
+	// A cold page cache: the spare cores decompress the app's program and
+	// libraries while this launch goes on (warm.go).
+	warm := warmUp(plan)
+	defer stopWarmUp(warm)
 	// The cgroup, with limits, before the app exists.
 	o.mark("cgroup")
 	// Under systemd, inside the unit's cgroup (Delegate=yes).
@@ -146,7 +150,7 @@ func Run(o Options) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	l := &launch{plan: plan, opts: &o, cg: cg, image: f, lease: lease, manifest: m, rootHash: img.Footer.RootHash}
+	l := &launch{plan: plan, opts: &o, cg: cg, image: f, lease: lease, manifest: m, rootHash: img.Footer.RootHash, warm: warm}
 	defer func() {
 		if l.handedOff {
 			cg.Keep() // the app lives on in it, systemd's

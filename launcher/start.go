@@ -17,6 +17,7 @@ import (
 	"cimg.dev/cimg/internal/cgroup"
 	"cimg.dev/cimg/internal/imagecache"
 	"cimg.dev/cimg/internal/instance"
+	"cimg.dev/cimg/internal/warmup"
 	"cimg.dev/cimg/manifest"
 )
 
@@ -28,6 +29,7 @@ type launch struct {
 	cg    *cgroup.Cgroup
 	image *os.File          // the verified image (mounted by the thread with PrivateMount)
 	lease *imagecache.Lease // the cache mount, until the app's bind of it exists
+	warm  *warmup.Warmup    // the app's files being read ahead, or nil
 
 	fp     *forkPlan // the child's system calls, every argument made before fork
 	sync   [2]int    // parent → child: one byte releases it
@@ -104,6 +106,8 @@ func start(l *launch) (int, error) {
 	// reach it, and the waiter's argv carries the stop deadline. Where
 	// SIGUSR1/2 cannot be deferred across the exec, there is no waiter.
 	if canDeferSignals && !sv.exited(slimAfter) {
+		// Its threads would hold up the settle and die in the exec.
+		stopWarmUp(l.warm)
 		err := sv.openTasks() // here: the launch thread has the app's root
 		if err == nil {
 			t.slim <- sv

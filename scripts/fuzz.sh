@@ -25,6 +25,7 @@ TARGETS=(
 	"./manifest FuzzParse"
 	"./internal/elfdeps FuzzRead"
 	"./internal/elfdeps FuzzParseCache"
+	"./internal/warmup FuzzReadDyn"
 	"./build FuzzFlattenOCI"
 )
 
