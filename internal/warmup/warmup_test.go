@@ -205,6 +205,24 @@ func TestWarmProgramStartsNothing(t *testing.T) {
 	}
 }
 
+// TestColdCheckBeforeCachestat: on a kernel without cachestat (before
+// 6.5, as many devices run), the mincore path tells cold from warm too.
+func TestColdCheckBeforeCachestat(t *testing.T) {
+	cachestat = func(uint, *unix.CachestatRange, *unix.Cachestat_t, uint) error { return unix.ENOSYS }
+	defer func() { cachestat = unix.Cachestat }()
+	root, _ := hostClosure(t)
+	evict(t, root)
+	w := Start(openRoot(t, root), "/usr/bin/ls", "/", nil, 1)
+	if w == nil {
+		t.Fatal("a cold program started no warm-up")
+	}
+	wait(t, w)
+	if w := Start(openRoot(t, root), "/usr/bin/ls", "/", nil, 1); w != nil {
+		wait(t, w)
+		t.Fatal("a warm program started a warm-up")
+	}
+}
+
 // TestStopEndsEarly: Stop returns with a large file still unread.
 func TestStopEndsEarly(t *testing.T) {
 	root := diskDir(t)
