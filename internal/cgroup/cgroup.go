@@ -481,10 +481,14 @@ func contains(list []string, s string) bool {
 }
 
 // removeStale removes instance cgroups whose launcher is gone. Names end
-// in the launcher's pid; one whose pid is not a live cimg-run and whose
-// lock (the flock on the directory, see Cgroup.held) nobody holds is
-// stale — the pid test covers the moment between a launcher's mkdir and
-// its lock, the lock the moment a launcher turns into the slim waiter.
+// in the launcher's pid. A launcher locks its directory right after its
+// mkdir (the flock, see Cgroup.held) and holds it, or its slim waiter does,
+// until it removes it; so a directory nobody holds is stale, except in the
+// moment between a launcher's mkdir and its lock. That moment is told by
+// the pid and the age: a directory younger than staleAge whose pid is a
+// live process is left alone, whatever that process's executable is called
+// (a renamed cimg-run, or a test binary). An older one whose pid is alive
+// again belongs to a dead launcher whose pid was reused, and goes.
 // Only the directories cimg creates are read: this runs on every launch.
 func removeStale(v2 bool) {
 	parents := []string{filepath.Join(Root, "cimg")}
@@ -503,13 +507,17 @@ func removeStale(v2 bool) {
 			name := e.Name()
 			i := strings.LastIndexByte(name, '-')
 			pid, err := strconv.Atoi(name[i+1:])
+			if i < 0 || err != nil {
+				continue
+			}
 			// A name ending in this process's own pid is a dead
 			// launcher's (the pid was reused): ours is not made yet.
-			if i < 0 || err != nil || (launcherAlive(pid) && pid != os.Getpid()) {
+			dir := filepath.Join(parent, name)
+			if pid != os.Getpid() && processAlive(pid) && young(dir) {
 				continue
 			}
 			stale := newCgroup(name, v2)
-			if stale.hold("", filepath.Join(parent, name)) != nil {
+			if stale.hold("", dir) != nil {
 				stale.release() // in use, or gone already
 				continue
 			}
@@ -519,10 +527,25 @@ func removeStale(v2 bool) {
 	}
 }
 
-// launcherAlive reports whether pid is a running cimg-run.
-func launcherAlive(pid int) bool {
-	exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
-	return err == nil && strings.Contains(filepath.Base(exe), "cimg-run")
+// staleAge: a launcher locks its cgroup well within it of the mkdir, even
+// on a machine starting 50 at once (bench-scale: all 50 up in 0.4 s).
+var staleAge = time.Minute
+
+// young reports whether the cgroup directory dir was made less than
+// staleAge ago, or cannot tell. cgroupfs (kernfs) stamps an inode when it
+// makes it, at the mkdir or at a later lookup, never before: a directory
+// can look younger than it is, which only delays its removal, never older.
+func young(dir string) bool {
+	var st unix.Stat_t
+	if unix.Stat(dir, &st) != nil {
+		return true
+	}
+	return time.Since(time.Unix(st.Ctim.Unix())) < staleAge
+}
+
+// processAlive reports whether a process pid exists (EPERM: it does).
+func processAlive(pid int) bool {
+	return pid > 0 && unix.Kill(pid, 0) != unix.ESRCH
 }
 
 // Mode says how cgroups are mounted and which controllers cimg can use:

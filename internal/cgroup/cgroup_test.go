@@ -3,9 +3,11 @@ package cgroup
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -168,9 +170,79 @@ func TestNewRemovesCgroupWhenALimitIsRefused(t *testing.T) {
 }
 
 // testID names a test's cgroup. It does not end in a pid, as launchers'
-// do: another launch's removeStale, which takes a cgroup whose pid is no
-// cimg-run for a dead launcher's, would remove it between New's mkdir
-// and its lock (cimg-run tests run beside these).
+// do, so that no launch's removeStale (cimg-run tests run beside these)
+// ever takes it for a launcher's.
 func testID(what string) string {
 	return fmt.Sprintf("cgtest-%s-%d-test", what, os.Getpid())
+}
+
+// TestStaleSweepSparesALaunchBeforeItsLock (a time-of-check race: the
+// sweep every launch runs must not take another launch's cgroup between
+// its mkdir and its lock). A young directory whose pid is a live process
+// stays, even though that process's executable is not called cimg-run
+// (a renamed cimg-run, as bench comparisons make: before, concurrent
+// launches of one SIGKILLed each other's apps); an old one whose pid is
+// alive (reused) goes, and so does one whose pid is dead.
+func TestStaleSweepSparesALaunchBeforeItsLock(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (to create cgroups)")
+	}
+	v2 := IsV2()
+	parents := []string{filepath.Join(Root, "cimg")}
+	if !v2 {
+		parents = parents[:0]
+		for _, c := range v1Hierarchies {
+			if _, err := os.Stat(filepath.Join(Root, c, "cgroup.procs")); err == nil {
+				parents = append(parents, filepath.Join(Root, c, "cimg"))
+			}
+		}
+	}
+	live := exec.Command("sleep", "60")
+	if err := live.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { live.Process.Kill(); live.Wait() }()
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	name := func(pid int) string { return fmt.Sprintf("sweeptest-%d-%d", os.Getpid(), pid) }
+	mk := func(n string) {
+		t.Helper()
+		for _, p := range parents {
+			if err := os.MkdirAll(filepath.Join(p, n), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	there := func(n string) (in []string) {
+		for _, p := range parents {
+			if _, err := os.Stat(filepath.Join(p, n)); err == nil {
+				in = append(in, p)
+			}
+		}
+		return in
+	}
+	t.Cleanup(func() {
+		for _, n := range []string{name(live.Process.Pid), name(dead.Process.Pid)} {
+			for _, p := range parents {
+				os.Remove(filepath.Join(p, n))
+			}
+		}
+	})
+	mk(name(live.Process.Pid))
+	mk(name(dead.Process.Pid))
+	removeStale(v2)
+	if got := there(name(live.Process.Pid)); len(got) != len(parents) {
+		t.Errorf("the sweep took a young, unlocked cgroup of a live pid (%s) from %d of %d hierarchies", live.Path, len(parents)-len(got), len(parents))
+	}
+	if got := there(name(dead.Process.Pid)); len(got) != 0 {
+		t.Errorf("the sweep left a cgroup of a dead pid in %v", got)
+	}
+	defer func(age time.Duration) { staleAge = age }(staleAge)
+	staleAge = 0 // every directory is old now
+	removeStale(v2)
+	if got := there(name(live.Process.Pid)); len(got) != 0 {
+		t.Errorf("the sweep left an old, unlocked cgroup of a reused pid in %v", got)
+	}
 }
