@@ -90,6 +90,7 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 [ -d /sys/fs/cgroup/blkio ] || { echo "bench-cold: no v1 blkio hierarchy at /sys/fs/cgroup/blkio" >&2; exit 1; }
 
 cleanup() {
+	clear_unified_shadow # crun's directories on the detached cgroup2 path
 	local left=0
 	set +e
 	rm -f $r/cold*.csv.tmp # a failed run's partial results

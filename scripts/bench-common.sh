@@ -26,6 +26,18 @@ finish_work() {
 	return "$left"
 }
 
+# clear_unified_shadow: the scripts that run crun detach the hugetlb-only
+# cgroup2 mount at /sys/fs/cgroup/unified in their private mount namespace
+# (crun 1.8.1 refuses hybrid hosts). What crun and podman then "create"
+# there are plain directories and cgroup.procs files on /sys/fs/cgroup's
+# tmpfs, shared with the host, where its cgroup2 mount hides them. They
+# are no cgroups and hold no process: remove them, and only when the path
+# is that tmpfs here.
+clear_unified_shadow() {
+	[ "$(stat -f -c %T /sys/fs/cgroup/unified 2>/dev/null)" = tmpfs ] || return 0
+	find /sys/fs/cgroup/unified -mindepth 1 -delete
+}
+
 # from_disk PROGRAM...: each program's file and its shared libraries
 # (ldd) leave the page cache, written back first, so that their next runs
 # read them back by page faults, the state of a device after boot, the

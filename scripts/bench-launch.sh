@@ -127,3 +127,6 @@ echo "launch: profile" >&2
 			tr ' ' '\n' | awk -F= -v run="$i" 'NF == 2 {print run "," $1 "," $2}'
 	done
 } >bench/results/profile.csv
+
+# crun's directories on the detached cgroup2 path (bench-common.sh).
+clear_unified_shadow

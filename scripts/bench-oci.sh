@@ -57,6 +57,7 @@ cleanup() {
 	$P rm -a -f >/dev/null 2>&1
 	$P system reset -f >/dev/null 2>&1
 	umount "$W/state" "$W/run" 2>/dev/null
+	clear_unified_shadow
 	for d in /sys/fs/cgroup/*/cimg-oci /sys/fs/cgroup/*/libpod_parent; do
 		[ -d "$d" ] && ! grep -qxF "$d" <<<"$cg_before" || continue
 		# Deepest first; a cgroup with a process in it stays, and is the error.

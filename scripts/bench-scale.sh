@@ -16,6 +16,7 @@
 # round) and scale-load.csv (n,load_before,load_after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-common.sh
 if [ "${CIMG_BENCH_NS:-}" != 1 ]; then
 	exec unshare --mount --propagation private env CIMG_BENCH_NS=1 "$0" "$@"
 fi
@@ -39,3 +40,6 @@ for n in 1 10 50; do
 	done
 	echo "$n,$load_before,$(cut -d' ' -f1-3 /proc/loadavg)" >>bench/results/scale-load.csv
 done
+
+# crun's directories on the detached cgroup2 path (bench-common.sh).
+clear_unified_shadow

@@ -85,6 +85,7 @@ names_in() { ls "$1/instances" 2>/dev/null || true; }
 jsonkey() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
 
 cleanup() {
+	clear_unified_shadow # crun's directories on the detached cgroup2 path
 	local s left=0
 	set +e
 	for s in "$W/state-exec" "$W/state-ps"; do
