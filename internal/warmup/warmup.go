@@ -226,7 +226,7 @@ func (w *Warmup) findDeps(f *file) {
 		return
 	}
 	if d.interp != "" && path.IsAbs(d.interp) {
-		w.add(d.interp, true)
+		w.add(d.interp)
 	}
 	origin := path.Dir(f.name)
 	var dirs []string
@@ -241,12 +241,12 @@ func (w *Warmup) findDeps(f *file) {
 	for _, lib := range d.needed {
 		if strings.Contains(lib, "/") {
 			if path.IsAbs(lib) {
-				w.add(lib, true)
+				w.add(lib)
 			}
 			continue
 		}
 		for _, dir := range dirs {
-			if w.add(path.Join(dir, lib), true) {
+			if w.add(path.Join(dir, lib)) {
 				break
 			}
 		}
@@ -314,10 +314,10 @@ func (w *Warmup) findProgram(root int, argv0, workdir string) *file {
 	return nil
 }
 
-// add opens name in the image and queues it (for its dependencies too, if parse);
-// false if there is no such regular file. A file seen before counts as
-// found and is not queued again.
-func (w *Warmup) add(name string, parse bool) bool {
+// add opens name in the image and queues it for its dependencies (and
+// then its read); false if there is no such regular file. A file seen
+// before counts as found and is not queued again.
+func (w *Warmup) add(name string) bool {
 	w.mu.Lock()
 	found, tried := w.tried[name]
 	w.mu.Unlock()
@@ -326,13 +326,11 @@ func (w *Warmup) add(name string, parse bool) bool {
 	}
 	f := w.open(w.root, name)
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.tried[name] = f != nil
-	w.mu.Unlock()
 	if f == nil {
 		return false
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	if f.f == nil {
 		return true
 	}
@@ -342,11 +340,7 @@ func (w *Warmup) add(name string, parse bool) bool {
 	}
 	w.files++
 	w.bytes += f.size
-	if parse {
-		w.parse = append(w.parse, f)
-	} else {
-		w.read = append(w.read, f)
-	}
+	w.parse = append(w.parse, f)
 	w.wake.Broadcast()
 	return true
 }
