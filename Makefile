@@ -27,9 +27,10 @@ build: $(TOOLS)
 bin/%: FORCE
 	$(GO) build $(GOFLAGS_BUILD) -tags '$(GOTAGS)' -o $@ ./cmd/$*
 
-# cimg-build alone links C: the reference encoders mksquashfs uses, so its
-# images are as small as mksquashfs's. libzstd's source is bundled by
-# github.com/DataDog/zstd (pinned in go.sum); liblzma and zlib are built
+# cimg-build alone links C: the reference encoders mksquashfs uses (for
+# gzip libdeflate, which beats zlib in time and size), so its images are as
+# small as mksquashfs's. libzstd's source is bundled by
+# github.com/DataDog/zstd (pinned in go.sum); liblzma, libdeflate and liblz4 are built
 # static by scripts/clibs.sh from Debian 12's upstream sources, pinned by
 # SHA-256, into .clibs, and linked with the cimg_clibs tag. Never the
 # host's libraries: the same source writes the same bytes on every host.

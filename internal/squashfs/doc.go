@@ -27,9 +27,10 @@
 //
 // The filesystem is written in Go; the blocks are compressed by the
 // reference C encoders when built with cgo (libzstd, bundled by
-// github.com/DataDog/zstd) and the cimg_clibs tag (liblzma, zlib and
-// liblz4, built by scripts/clibs.sh), so images are as small as
-// mksquashfs's; otherwise by pure-Go encoders (the *_purego.go files).
+// github.com/DataDog/zstd) and the cimg_clibs tag (liblzma, libdeflate
+// and liblz4, built by scripts/clibs.sh), so images are as small as
+// mksquashfs's (gzip's smaller: libdeflate, not zlib, see
+// gzip_libdeflate.go); otherwise by pure-Go encoders (the *_purego.go files).
 // EncoderDescription names the encoder for the image's provenance.
 package squashfs
 

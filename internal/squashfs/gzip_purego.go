@@ -9,7 +9,7 @@ import (
 	"github.com/klauspost/compress/zlib"
 )
 
-// Without the reference encoder (see gzip_zlib.go), gzip blocks are zlib
+// Without the C encoder (see gzip_libdeflate.go), gzip blocks are zlib
 // streams written by github.com/klauspost/compress in pure Go: valid
 // images, about 3.5 % larger than zlib's at level 9.
 
