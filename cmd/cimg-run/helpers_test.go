@@ -206,24 +206,34 @@ func runExit0(t *testing.T, state, img string) {
 }
 
 // startSleeping starts the probe in "sleep" mode and waits until it is up.
-func startSleeping(t *testing.T, state string, args ...string) (*exec.Cmd, *bytes.Buffer) {
+func startSleeping(t *testing.T, state string, args ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
 	cmd := cimgRunCmd(state, append(args, "--", "sleep")...)
-	out := &bytes.Buffer{}
+	return cmd, startReady(t, cmd)
+}
+
+// startReady starts cmd, a launch of the probe, and returns its output
+// once the probe has said "ready" (it has asked for its signals); the
+// launch is killed if the test ends before it does.
+func startReady(t *testing.T, cmd *exec.Cmd) *syncBuffer {
+	t.Helper()
+	out := &syncBuffer{}
 	cmd.Stdout = out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// A test that fails before it ends the launch must not leave it
-	// running (its mount, loop device and cgroup with it).
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			cmd.Process.Kill()
 			cmd.Wait()
 		}
 	})
-	waitFor(t, func() bool { return strings.Contains(out.String(), "ready") })
-	return cmd, out
+	for start := time.Now(); !strings.Contains(out.String(), "ready"); time.Sleep(100 * time.Microsecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("the probe did not say ready in 10 s (it said %q)", out.String())
+		}
+	}
+	return out
 }
 
 // stateDir makes a cimg-run state directory of the test's own (root-only,

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -387,6 +388,26 @@ func (cg *Cgroup) hold(c, dir string) error {
 
 var errHeld = errors.New("cgroup in use")
 
+// sweepWait bounds RemoveLeft's wait for a sweep holding the directory: a
+// sweep holds one for its kill and rmdir, at most Remove's 2 s of retries.
+var sweepWait = 5 * time.Second
+
+// holdWhenFree holds controller c's directory dir once no other process
+// does, waiting up to wait.
+func (cg *Cgroup) holdWhenFree(c, dir string, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		err := cg.hold(c, dir)
+		if err != errHeld {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroup %s: another process has held it for %v: left in place", dir, wait)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // read reads file name of controller c's cgroup.
 func (cg *Cgroup) read(c, name string) string {
 	d, ok := cg.held[c]
@@ -627,22 +648,31 @@ func Adopt(id string, v2 bool, words []string) (*Cgroup, error) {
 
 // RemoveLeft removes the cgroup of an instance whose launcher died
 // (SIGKILL) before it could: what is left in it is killed first. A
-// directory that is gone or that another process holds is left alone.
+// directory that is gone is left alone. One that another process holds is
+// being removed by a launch's sweep of stale cgroups (removeStale; nothing
+// else holds a dead launcher's), and the sweep may leave it if it cannot
+// remove it: RemoveLeft waits for the sweep to let go and removes what is
+// still there, so the cgroup is gone when it returns (CI saw a stop of a
+// lost instance return while a test's launch beside it still held three
+// of its five directories).
 func RemoveLeft(id string, v2 bool, dirs map[string]string) error {
 	cg := newCgroup(id, v2)
+	var errs []error
 	for c, d := range dirs {
 		if filepath.Base(d) != id {
+			cg.release()
 			return fmt.Errorf("cgroup %s is not instance %s's", d, id)
 		}
-		cg.hold(c, d) // held only if it exists and nobody holds it
+		if err := cg.holdWhenFree(c, d, sweepWait); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
 	}
 	if len(cg.held) == 0 {
-		return nil
+		return errors.Join(errs...)
 	}
 	cg.Kill(syscall.SIGKILL)
 	// Sub-cgroups (a delegated app may make them) first: rmdir of a
 	// cgroup with children fails.
-	var errs []error
 	for _, d := range cg.Dirs {
 		errs = append(errs, removeChildren(d))
 	}

@@ -246,3 +246,92 @@ func TestStaleSweepSparesALaunchBeforeItsLock(t *testing.T) {
 		t.Errorf("the sweep left an old, unlocked cgroup of a reused pid in %v", got)
 	}
 }
+
+// TestRemoveLeftWaitsForASweep (a cleanup race: a lost instance's stop
+// returned while another launch's sweep of stale cgroups held some of its
+// directories, which stayed behind). A sweep here holds every directory
+// for 300 ms, removes two hierarchies' and lets go of the rest: RemoveLeft
+// must wait for it and remove what it left, and name a directory still
+// held after its wait.
+func TestRemoveLeftWaitsForASweep(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (to create cgroups)")
+	}
+	v2 := IsV2()
+	id := testID("left")
+	dirs := map[string]string{}
+	if v2 {
+		dirs[""] = filepath.Join(Root, "cimg", id)
+	} else {
+		for _, c := range v1Hierarchies {
+			if _, err := os.Stat(filepath.Join(Root, c, "cgroup.procs")); err == nil {
+				dirs[c] = filepath.Join(Root, c, "cimg", id)
+			}
+		}
+	}
+	t.Cleanup(func() {
+		for _, d := range dirs {
+			os.Remove(d)
+		}
+	})
+	mk := func() {
+		t.Helper()
+		for _, d := range dirs {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	mk()
+	sweep := newCgroup(id, v2)
+	for c, d := range dirs {
+		if err := sweep.hold(c, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	let := make(chan struct{})
+	go func() {
+		defer close(let)
+		time.Sleep(300 * time.Millisecond)
+		n := 0
+		for _, d := range sweep.Dirs {
+			if n++; n <= 2 {
+				os.Remove(d)
+			}
+		}
+		sweep.release()
+	}()
+	start := time.Now()
+	err := RemoveLeft(id, v2, dirs)
+	took := time.Since(start).Round(time.Millisecond)
+	<-let
+	if err != nil {
+		t.Errorf("RemoveLeft beside a sweep: %v", err)
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("RemoveLeft returned after %v with %s still there (a sweep held it)", took, d)
+		}
+	}
+
+	// Held for longer than it waits: named, and left in place.
+	mk()
+	held := newCgroup(id, v2)
+	for c, d := range dirs {
+		if err := held.hold(c, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func(d time.Duration) { sweepWait = d }(sweepWait)
+	sweepWait = 50 * time.Millisecond
+	err = RemoveLeft(id, v2, dirs)
+	held.release()
+	for _, d := range dirs {
+		if err == nil || !strings.Contains(err.Error(), d) {
+			t.Errorf("RemoveLeft of a cgroup held throughout: %v; want an error naming %s", err, d)
+		}
+		if _, serr := os.Stat(d); serr != nil {
+			t.Errorf("RemoveLeft removed %s, which another process held throughout", d)
+		}
+	}
+}
