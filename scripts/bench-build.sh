@@ -12,7 +12,8 @@
 # a pair (bench/report judges the time goal on the pairs' ratios); wall
 # time is read from the nanosecond clock, not time(1)'s 10 ms.
 #
-# Output: a table on stdout and bench/results/build.csv.
+# Output: a table on stdout, bench/results/build.csv and build-meta.csv
+# (when, at which commit, the machine's load before and after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${BUILD_RUNS:-7}
@@ -32,6 +33,7 @@ WORK=${WORK:-/tmp/cimg-bench-build}
 EPOCH=1700000000
 
 mkdir -p "$WORK" bench/results
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 tree=$WORK/tree-$TREE_MB
 if [ ! -d "$tree" ]; then
 	echo "making the tree in $tree" >&2
@@ -119,3 +121,10 @@ for comp in $COMPRESSORS; do
 	awk -v c="$comp" -v mt="$mt" -v ct="$ct" -v ms="$ms" -v cs="$cs" -v mr="$mr" -v cr="$cr" 'BEGIN {
 		printf "| %s | %.2f | %.2f | %.2f× | %d | %d | %.3f× | %.0f | %.0f | %.2f× |\n", c, mt, ct, ct/mt, ms, cs, cs/ms, mr/1024, cr/1024, cr/mr }'
 done
+{
+	echo "key,value"
+	echo "date,$(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo "commit,$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	echo "load before,$load_before"
+	echo "load after,$(cut -d' ' -f1-3 /proc/loadavg)"
+} >bench/results/build-meta.csv

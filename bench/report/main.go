@@ -1034,6 +1034,11 @@ func build(w writer) {
 			counts = append(counts, fmt.Sprintf("%s %d", strings.TrimSuffix(strings.SplitN(k, "(", 2)[1], ")"), len(secs[k])))
 		}
 	}
+	// Results from before bench-build.sh wrote build-meta.csv lack it.
+	if _, err := os.Stat(filepath.Join(*results, "build-meta.csv")); err == nil {
+		meta := keyValues("build-meta.csv")
+		w("Measured by `scripts/bench-build.sh` on %s at commit %s (load %s before, %s after).\n", meta["date"], meta["commit"], meta["load before"], meta["load after"])
+	}
 	w("The same tree (%s bytes of the host's libraries and programs), median of the runs after a warm-up (%s); in each\n", treeBytes, strings.Join(counts, ", "))
 	w("run mksquashfs and cimg-build build it in turn, the order swapped every run, so a run is a pair. \"vs\n")
 	w("mksquashfs\" is the median of the pairs' ratios with its 95 %% bootstrap interval (bench/stats).\n")
