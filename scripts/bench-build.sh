@@ -34,6 +34,7 @@ EPOCH=1700000000
 
 mkdir -p "$WORK" bench/results
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+make -s build # the cimg-build of this source, not whatever bin/ holds
 tree=$WORK/tree-$TREE_MB
 if [ ! -d "$tree" ]; then
 	echo "making the tree in $tree" >&2
