@@ -21,9 +21,9 @@ import (
 // zlib streams written by libdeflate 1.14, built from Debian 12's pinned
 // source by scripts/clibs.sh and linked statically: the same bytes on
 // every host (its CPU-specific code is in the match finder's table
-// resets and the checksum; with all of it turned off, the 100 MB tree of
-// scripts/bench-build.sh compressed to the same bytes); the #error above
-// refuses any other version.
+// resets and the checksum; with all of it turned off, the first 60 files
+// of the 100 MB tree of scripts/bench-build.sh compressed to the same
+// bytes); the #error above refuses any other version.
 //
 // Why not zlib, which mksquashfs links: zlib's deflate at level 9 is one
 // hot loop (longest_match, 91 % of a gzip build) that libdeflate runs
