@@ -108,8 +108,12 @@ func TestColdLaunchReadsLibrariesAhead(t *testing.T) {
 	}
 	cold()
 	launch()
-	if c, n := tailPages(); c != n {
-		t.Errorf("after a cold launch, %d of the %d pages past libc's segments are cached, want all: the libraries were not read ahead", c, n)
+	// Nearly all, not all: the warm-up asks for readahead
+	// (POSIX_FADV_WILLNEED), which the kernel may cut short by a page
+	// under memory pressure (CI saw 1023 of 1024 once, in a loaded run);
+	// without the warm-up, 41 of them are.
+	if c, n := tailPages(); c < n*95/100 {
+		t.Errorf("after a cold launch, %d of the %d pages past libc's segments are cached, want 95 %% or more: the libraries were not read ahead", c, n)
 	}
 	// Warm: only libc's tail is evicted (its program and the rest stay),
 	// so the launch must not read anything ahead.
