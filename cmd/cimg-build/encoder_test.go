@@ -42,6 +42,9 @@ func buildCgo(t *testing.T) string {
 	return out
 }
 
+// dataFiles is how many text-like files encoderTree writes under data/.
+const dataFiles = 40
+
 // encoderTree is the hello binary and text-like data.
 func encoderTree(t *testing.T) string {
 	root := filepath.Join(t.TempDir(), "root")
@@ -49,7 +52,7 @@ func encoderTree(t *testing.T) string {
 	copyFile(t, helloBin, filepath.Join(root, "app"))
 	rng := rand.New(rand.NewPCG(3, 4))
 	words := strings.Fields("the launcher mounts the image and runs the app in its own namespaces with a seccomp filter")
-	for i := 0; i < 40; i++ {
+	for i := 0; i < dataFiles; i++ {
 		var b bytes.Buffer
 		for n := rng.IntN(400000); b.Len() < n; {
 			fmt.Fprintf(&b, "%s %d ", words[rng.IntN(len(words))], rng.IntN(1000))
@@ -167,14 +170,7 @@ func TestCgoEncoders(t *testing.T) {
 		}
 		// The device's decoder is the kernel's, not unsquashfs's.
 		mnt := mounttest.Mount(t, img)
-		for j := 0; j < 40; j++ {
-			p := filepath.Join("data", strconv.Itoa(j))
-			x, _ := os.ReadFile(filepath.Join(root, p))
-			y, err := os.ReadFile(filepath.Join(mnt, p))
-			if err != nil || !bytes.Equal(x, y) {
-				t.Errorf("cgo build, %v: the kernel reads %s other than the source (%v)", c.args, p, err)
-			}
-		}
+		sameData(t, root, mnt, fmt.Sprintf("cgo build, %v, read by the kernel", c.args))
 		ref := filepath.Join(dir, fmt.Sprintf("ref%d.sqfs", i))
 		args := append([]string{tree, ref}, c.ref...)
 		args = append(args, "-b", "131072", "-noappend", "-all-root", "-no-xattrs", "-quiet", "-no-progress")
@@ -201,12 +197,19 @@ func TestCgoEncoders(t *testing.T) {
 	if b, err := exec.Command("unsquashfs", "-q", "-d", ptree, pure).CombinedOutput(); err != nil {
 		t.Fatalf("unsquashfs of the pure-Go image: %v\n%s", err, b)
 	}
-	for i := 0; i < 40; i++ {
+	sameData(t, root, ptree, "pure-Go image")
+}
+
+// sameData fails the test for each of encoderTree's data files that dir
+// does not hold as root does.
+func sameData(t *testing.T, root, dir, what string) {
+	t.Helper()
+	for i := 0; i < dataFiles; i++ {
 		p := filepath.Join("data", strconv.Itoa(i))
 		x, _ := os.ReadFile(filepath.Join(root, p))
-		y, err := os.ReadFile(filepath.Join(ptree, p))
+		y, err := os.ReadFile(filepath.Join(dir, p))
 		if err != nil || !bytes.Equal(x, y) {
-			t.Errorf("pure-Go image: %s differs from the source (%v)", p, err)
+			t.Errorf("%s: %s differs from the source (%v)", what, p, err)
 		}
 	}
 }
