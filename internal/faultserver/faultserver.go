@@ -405,12 +405,17 @@ func (fw *faultWriter) paced(p []byte) (int, error) {
 		if rate > 0 && len(piece) > 8192 {
 			piece = piece[:8192]
 		}
+		// Counted before the write, and what did not go out taken back
+		// after: a client that has read the bytes finds them in
+		// BytesSent, even while this goroutine has yet to run on (CI saw
+		// a test read the count 27180 bytes short, its response read).
+		fw.s.sent.Add(int64(len(piece)))
 		n, err := fw.w.Write(piece)
+		fw.s.sent.Add(int64(n - len(piece)))
 		total += n
 		fw.pos += int64(n)
 		fw.sent += int64(n)
 		fw.rec.Bytes += int64(n)
-		fw.s.sent.Add(int64(n))
 		if err != nil {
 			return total, err
 		}
