@@ -4,8 +4,9 @@
 # lz4_liblz4.go): liblzma and liblz4, the reference encoders mksquashfs
 # links, and libdeflate for gzip (why: gzip_libdeflate.go), static, from
 # the exact upstream sources Debian 12 ships, fetched from Debian's
-# archive and checked against the SHA-256 sums pinned here. Pinned sources, not the host's library: the same
-# cimg-build source then writes the same image bytes on every host.
+# archive and checked against the SHA-256 sums pinned here. Pinned
+# sources, not the host's library: the same cimg-build source then writes
+# the same image bytes on every host.
 #
 # Usage: scripts/clibs.sh [DIR]   (default .clibs; DIR/include, DIR/lib)
 # Nothing fetched is committed: DIR is ignored by git (.gitignore).

@@ -162,12 +162,9 @@ func counts(t *testing.T) map[string]int {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
+	if !pollFor(10*time.Second, 5*time.Millisecond, cond) {
+		t.Fatal("timed out waiting")
 	}
-	t.Fatal("timed out waiting")
 }
 
 // settle polls cond for up to 5 s: the kernel tears down namespaces,
@@ -175,8 +172,12 @@ func waitFor(t *testing.T, cond func() bool) {
 func settle(cond func() bool) bool { return settleFor(5*time.Second, cond) }
 
 // settleFor polls cond for up to d.
-func settleFor(d time.Duration, cond func() bool) bool {
-	for deadline := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
+func settleFor(d time.Duration, cond func() bool) bool { return pollFor(d, 20*time.Millisecond, cond) }
+
+// pollFor calls cond at each interval of every until it holds (true) or d has
+// passed (false); cond is tried once more at the end.
+func pollFor(d, every time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(d); ; time.Sleep(every) {
 		if cond() {
 			return true
 		}
@@ -228,10 +229,9 @@ func startReady(t *testing.T, cmd *exec.Cmd) *syncBuffer {
 			cmd.Wait()
 		}
 	})
-	for start := time.Now(); !strings.Contains(out.String(), "ready"); time.Sleep(100 * time.Microsecond) {
-		if time.Since(start) > 10*time.Second {
-			t.Fatalf("the probe did not say ready in 10 s (it said %q)", out.String())
-		}
+	// Polled finely: the signal tests time their sends from this moment.
+	if !pollFor(10*time.Second, 100*time.Microsecond, func() bool { return strings.Contains(out.String(), "ready") }) {
+		t.Fatalf("the probe did not say ready in 10 s (it said %q)", out.String())
 	}
 	return out
 }
