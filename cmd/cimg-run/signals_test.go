@@ -154,13 +154,10 @@ func waiterExecWindow(t *testing.T, state, img string) (lo, hi time.Duration) {
 		cmd.Stderr = stderr
 		startReady(t, cmd)
 		ready := time.Now()
-		for !isWaiter(cmd.Process.Pid) {
-			if time.Since(ready) > 10*time.Second {
-				cmd.Process.Kill()
-				cmd.Wait()
-				t.Fatalf("cimg-run did not become the slim waiter in 10 s: %s", stderr)
-			}
-			time.Sleep(100 * time.Microsecond)
+		if !pollFor(10*time.Second, 100*time.Microsecond, func() bool { return isWaiter(cmd.Process.Pid) }) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("cimg-run did not become the slim waiter in 10 s: %s", stderr)
 		}
 		at = append(at, time.Since(ready))
 		cmd.Process.Signal(syscall.SIGTERM)
