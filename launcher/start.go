@@ -285,7 +285,8 @@ func (l *launch) spawn() *launchThread {
 
 // cgroupEntry plans how the child gets into cg (nil: none): born in it
 // where clone3 can (v2), else it enters by itself, first thing, through
-// files opened now, while host paths still lead there (cgroup.OpenEntry).
+// files opened now, while the cgroup's directories are still at hand
+// (cgroup.Entry).
 func (l *launch) cgroupEntry(cg *cgroup.Cgroup) error {
 	if cg == nil {
 		return nil
@@ -295,7 +296,7 @@ func (l *launch) cgroupEntry(cg *cgroup.Cgroup) error {
 		l.fp.clone3 = &cloneArgs{flags: uint64(l.fp.cloneFlags) | unix.CLONE_INTO_CGROUP, exitSignal: uint64(unix.SIGCHLD), cgroup: uint64(fd)}
 	}
 	var err error
-	l.fp.cgroupEntry, err = cgroup.OpenEntry(cg.Dirs)
+	l.fp.cgroupEntry, err = cg.Entry()
 	return err
 }
 

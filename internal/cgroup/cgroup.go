@@ -90,11 +90,6 @@ func controllersFor(l manifest.Limits) []string {
 // (a launcher that is a systemd unit's ExecStart), inside the unit's own.
 func New(id string, l manifest.Limits, d *Delegation) (cg *Cgroup, err error) {
 	cg = newCgroup(id, IsV2())
-	// A launcher killed with SIGKILL cannot remove its cgroup; the next
-	// launch does (a unit's is systemd's to remove).
-	if d == nil {
-		removeStale(cg.V2)
-	}
 	defer func() {
 		if err != nil {
 			cg.Remove()
@@ -103,6 +98,11 @@ func New(id string, l manifest.Limits, d *Delegation) (cg *Cgroup, err error) {
 	}()
 	ctrls := controllersFor(l)
 	if cg.V2 {
+		// A launcher killed with SIGKILL cannot remove its cgroup; the
+		// next launch does (a unit's is systemd's to remove).
+		if d == nil {
+			removeStale(true)
+		}
 		parent, chain := filepath.Join(Root, "cimg"), []string{Root, filepath.Join(Root, "cimg")}
 		if d != nil {
 			if err := d.leaveV2Root(); err != nil {
@@ -121,13 +121,35 @@ func New(id string, l manifest.Limits, d *Delegation) (cg *Cgroup, err error) {
 	for _, c := range ctrls {
 		want[c] = true
 	}
+	// Each hierarchy's cimg directory is opened once, for the sweep of
+	// stale cgroups (as on v2 above) and the new cgroup; every later step
+	// goes through fds (see openDir).
+	parents := map[string]*os.File{}
+	defer func() {
+		for _, p := range parents {
+			p.Close()
+		}
+	}()
+	if d == nil {
+		for _, c := range v1Hierarchies {
+			if p, err := openDir(filepath.Join(Root, c, "cimg")); err == nil {
+				parents[c] = p
+			}
+		}
+		removeStaleIn(false, parents)
+	}
 	for c := range want {
 		base := filepath.Join(Root, c)
-		if _, err := os.Stat(filepath.Join(base, "cgroup.procs")); err != nil {
-			if contains(ctrls, c) {
-				return cg, fmt.Errorf("cgroup v1 controller %s is not mounted at %s but the manifest sets limits on it (CONFIG_CGROUP_%s? mount it, or drop the limit)", c, base, strings.ToUpper(c))
+		// A cgroup directory has cgroup.procs; one path lookup only
+		// where the cimg directory did not open as one.
+		var st unix.Stat_t
+		if p := parents[c]; p == nil || unix.Fstatat(int(p.Fd()), "cgroup.procs", &st, 0) != nil {
+			if _, err := os.Stat(filepath.Join(base, "cgroup.procs")); err != nil {
+				if contains(ctrls, c) {
+					return cg, fmt.Errorf("cgroup v1 controller %s is not mounted at %s but the manifest sets limits on it (CONFIG_CGROUP_%s? mount it, or drop the limit)", c, base, strings.ToUpper(c))
+				}
+				continue
 			}
-			continue
 		}
 		parent := filepath.Join(base, "cimg")
 		if d != nil {
@@ -137,12 +159,25 @@ func New(id string, l manifest.Limits, d *Delegation) (cg *Cgroup, err error) {
 				}
 				continue
 			}
+		} else if parents[c] == nil { // the hierarchy's first cimg cgroup
+			if err := os.MkdirAll(parent, 0o755); err != nil {
+				return cg, fmt.Errorf("create cgroup %s: %w", parent, err)
+			}
+		}
+		if parents[c] == nil {
+			p, err := openDir(parent)
+			if err != nil {
+				return cg, fmt.Errorf("open cgroup %s: %w", parent, err)
+			}
+			parents[c] = p
 		}
 		dir := filepath.Join(parent, id)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		p := parents[c]
+		if err := unix.Mkdirat(int(p.Fd()), id, 0o755); err != nil && err != unix.EEXIST {
 			return cg, fmt.Errorf("create cgroup %s: %w", dir, err)
 		}
-		if err := cg.hold(c, dir); err != nil {
+		delete(parents, c) // holdIn owns it now
+		if err := cg.holdIn(c, p, id); err != nil {
 			if err != errHeld {
 				os.Remove(dir) // not held: Remove would not find it
 			}
@@ -194,7 +229,7 @@ func (cg *Cgroup) setupV2(parent string, chain []string, id string, l manifest.L
 		os.Remove(dir) // made just now, but not held: Remove would not find it
 		return err
 	}
-	w := func(f, v string) error { return writeFile(filepath.Join(dir, f), v) }
+	w := func(f, v string) error { return writeAt(cg.held[""], f, v) }
 	var errs []error
 	if l.Memory > 0 {
 		errs = append(errs, w("memory.max", strconv.FormatInt(int64(l.Memory), 10)))
@@ -202,7 +237,7 @@ func (cg *Cgroup) setupV2(parent string, chain []string, id string, l manifest.L
 		if l.MemorySwap > 0 {
 			swap = int64(l.MemorySwap - l.Memory)
 		}
-		if _, err := os.Stat(filepath.Join(dir, "memory.swap.max")); err == nil {
+		if cg.has("", "memory.swap.max") {
 			errs = append(errs, w("memory.swap.max", strconv.FormatInt(swap, 10)))
 		}
 	}
@@ -244,11 +279,11 @@ func subtreeControl(controllers string, need []string) (enable string, missing [
 
 func (cg *Cgroup) limitsV1(l manifest.Limits) error {
 	w := func(ctrl, f, v string) error {
-		dir, ok := cg.Dirs[ctrl]
+		dir, ok := cg.held[ctrl]
 		if !ok {
 			return nil
 		}
-		return writeFile(filepath.Join(dir, f), v)
+		return writeAt(dir, f, v)
 	}
 	var errs []error
 	if l.Memory > 0 {
@@ -257,7 +292,7 @@ func (cg *Cgroup) limitsV1(l manifest.Limits) error {
 		if l.MemorySwap > 0 {
 			memsw = l.MemorySwap
 		}
-		if _, err := os.Stat(filepath.Join(cg.Dirs["memory"], "memory.memsw.limit_in_bytes")); err == nil {
+		if cg.has("memory", "memory.memsw.limit_in_bytes") {
 			errs = append(errs, w("memory", "memory.memsw.limit_in_bytes", strconv.FormatInt(int64(memsw), 10)))
 		}
 	}
@@ -313,10 +348,31 @@ func OpenEntry(dirs map[string]string) ([]int, error) {
 // process. v2 has no per-thread file outside threaded subtrees: there it
 // is cgroup.procs, and clone3's CLONE_INTO_CGROUP the usual way in.
 func EntryFile(dir string, v2 bool) string {
+	return filepath.Join(dir, entryName(v2))
+}
+
+func entryName(v2 bool) string {
 	if v2 {
-		return filepath.Join(dir, "cgroup.procs")
+		return "cgroup.procs"
 	}
-	return filepath.Join(dir, "tasks")
+	return "tasks"
+}
+
+// Entry is OpenEntry for this launcher's own cgroup: through the held
+// directories' fds, not host paths.
+func (cg *Cgroup) Entry() ([]int, error) {
+	var fds []int
+	for c, d := range cg.held {
+		fd, err := unix.Openat(int(d.Fd()), entryName(cg.V2), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			return nil, fmt.Errorf("open cgroup %s (%s): %w", d.Name(), c, err)
+		}
+		fds = append(fds, fd)
+	}
+	return fds, nil
 }
 
 // Join moves process pid into every directory of cg from outside it,
@@ -335,7 +391,18 @@ func (cg *Cgroup) Join(pid int) error {
 // poll) is registered with the runtime's netpoller, four more system
 // calls per file on the launch path.
 func writeFile(p, v string) error {
-	fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0) // as os.WriteFile did (tests use plain directories)
+	return writeIn(unix.AT_FDCWD, p, p, v)
+}
+
+// writeAt is writeFile for file name of the open cgroup directory dir.
+func writeAt(dir *os.File, name, v string) error {
+	return writeIn(int(dir.Fd()), name, filepath.Join(dir.Name(), name), v)
+}
+
+// writeIn writes v to file name of directory fd dirfd (p names it in an
+// error).
+func writeIn(dirfd int, name, p, v string) error {
+	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0) // as os.WriteFile did (tests use plain directories)
 	if err == nil {
 		err = writeRetry(fd, v)
 		unix.Close(fd)
@@ -344,6 +411,37 @@ func writeFile(p, v string) error {
 		return fmt.Errorf("cgroup %s: write %q: %w", p, v, err)
 	}
 	return nil
+}
+
+// has reports whether controller c's held cgroup has file name.
+func (cg *Cgroup) has(c, name string) bool {
+	d, ok := cg.held[c]
+	var st unix.Stat_t
+	return ok && unix.Fstatat(int(d.Fd()), name, &st, 0) == nil
+}
+
+// openDir opens directory p for the fd-relative steps of a launch. A
+// launch goes through fds wherever it can: each lookup in a path under
+// /sys/fs/cgroup takes a read lock of sysfs's, or of the hierarchy's,
+// kernfs tree, which every new network namespace (sysfs, for its
+// loopback device) and every cgroup mkdir takes for writing. With 50
+// launches at once, perf saw cimg-run blocked 20 ms per launch on those
+// locks when each step walked the full path, and the rtnl holders waiting
+// on sysfs's made every other launch's network namespace wait behind
+// them (bench-scale). A raw open and os.NewFile, not os.Open: that would
+// also try to register the directory with the runtime's netpoller, two
+// more system calls.
+func openDir(p string) (*os.File, error) {
+	return openDirAt(unix.AT_FDCWD, p, p)
+}
+
+// openDirAt opens directory name of dirfd; p names it.
+func openDirAt(dirfd int, name, p string) (*os.File, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: p, Err: err}
+	}
+	return os.NewFile(uintptr(fd), p), nil
 }
 
 // writeRetry is one write(2) of v to fd, made again while it fails with
@@ -365,11 +463,18 @@ func writeRetry(fd int, v string) error {
 // Only a held directory is recorded (so Remove never removes one that
 // another launcher holds).
 func (cg *Cgroup) hold(c, dir string) error {
-	p, err := os.Open(filepath.Dir(dir))
+	p, err := openDir(filepath.Dir(dir))
 	if err != nil {
 		return fmt.Errorf("open cgroup %s: %w", filepath.Dir(dir), err)
 	}
-	l, err := os.Open(dir)
+	return cg.holdIn(c, p, filepath.Base(dir))
+}
+
+// holdIn is hold for directory name of parent, which it takes over:
+// recorded with the held directory, or closed on failure.
+func (cg *Cgroup) holdIn(c string, p *os.File, name string) error {
+	dir := filepath.Join(p.Name(), name)
+	l, err := openDirAt(int(p.Fd()), name, dir)
 	if err != nil {
 		p.Close()
 		return fmt.Errorf("open cgroup %s: %w", dir, err)
@@ -516,15 +621,35 @@ func contains(list []string, s string) bool {
 // directory whose pid another cimg-run reused waits for that one to end.
 // Only the directories cimg creates are read: this runs on every launch.
 func removeStale(v2 bool) {
-	parents := []string{filepath.Join(Root, "cimg")}
+	parents := map[string]*os.File{}
+	dirs := map[string]string{"": filepath.Join(Root, "cimg")}
 	if !v2 {
-		parents = parents[:0]
+		dirs = map[string]string{}
 		for _, c := range v1Hierarchies {
-			parents = append(parents, filepath.Join(Root, c, "cimg"))
+			dirs[c] = filepath.Join(Root, c, "cimg")
 		}
 	}
+	for c, d := range dirs {
+		if p, err := openDir(d); err == nil {
+			parents[c] = p
+			defer p.Close()
+		}
+	}
+	removeStaleIn(v2, parents)
+}
+
+// removeStaleIn is removeStale over the open cimg directories parents
+// (hierarchy → directory; read, not closed). A launcher's pid is in each
+// hierarchy's list: it is looked at once.
+func removeStaleIn(v2 bool, parents map[string]*os.File) {
+	const (
+		dead = iota
+		alive
+		launcher // alive and a cimg-run
+	)
+	seen := map[int]int{}
 	for _, parent := range parents {
-		entries, _ := os.ReadDir(parent)
+		entries, _ := parent.ReadDir(-1)
 		for _, e := range entries {
 			if !e.IsDir() {
 				continue
@@ -535,10 +660,22 @@ func removeStale(v2 bool) {
 			if i < 0 || err != nil {
 				continue
 			}
-			// A name ending in this process's own pid is a dead
-			// launcher's (the pid was reused): ours is not made yet.
-			dir := filepath.Join(parent, name)
-			if pid != os.Getpid() && processAlive(pid) && (launcherNamed(pid) || young(dir)) {
+			st, ok := seen[pid]
+			if !ok {
+				switch {
+				// A name ending in this process's own pid is a dead
+				// launcher's (the pid was reused): ours is not made yet.
+				case pid == os.Getpid() || !processAlive(pid):
+					st = dead
+				case launcherNamed(pid):
+					st = launcher
+				default:
+					st = alive
+				}
+				seen[pid] = st
+			}
+			dir := filepath.Join(parent.Name(), name)
+			if st == launcher || st == alive && young(dir) {
 				continue
 			}
 			stale := newCgroup(name, v2)

@@ -48,13 +48,13 @@ func devicesList() []string {
 // devicesV1 denies every device to the v1 devices cgroup dir, then allows
 // the list. ("a" in devices.deny clears the exceptions inherited from the
 // parent; it must come first and only works while dir has no children.)
-func devicesV1(dir string) error {
-	if err := writeFile(filepath.Join(dir, "devices.deny"), "a"); err != nil {
+func devicesV1(dir *os.File) error {
+	if err := writeAt(dir, "devices.deny", "a"); err != nil {
 		return err
 	}
 	// One open for the list: each write(2) is one rule.
-	allow := filepath.Join(dir, "devices.allow")
-	fd, err := unix.Open(allow, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	allow := filepath.Join(dir.Name(), "devices.allow")
+	fd, err := unix.Openat(int(dir.Fd()), "devices.allow", unix.O_WRONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("cgroup %s: %w", allow, err)
 	}
@@ -319,7 +319,7 @@ func (cg *Cgroup) applyDevices() error {
 		}
 		return err
 	}
-	dir, ok := cg.Dirs["devices"]
+	dir, ok := cg.held["devices"]
 	if !ok {
 		cg.Warning = v1DevicesWarning()
 		return nil
