@@ -80,6 +80,10 @@ func start(l *launch) (int, error) {
 		syscall.Wait4(r.pid, nil, 0, nil)
 		return 0, r.err
 	}
+	// Cgroups that SIGKILLed launchers left go now, beside the running app
+	// rather than before it (cgroup.SweepStale says why).
+	swept := l.sweepStale()
+	defer func() { <-swept }()
 	sv.relay()
 	// A named instance: recorded now that the app runs, which is when a
 	// detached start reports success.
@@ -106,8 +110,10 @@ func start(l *launch) (int, error) {
 	// reach it, and the waiter's argv carries the stop deadline. Where
 	// SIGUSR1/2 cannot be deferred across the exec, there is no waiter.
 	if canDeferSignals && !sv.exited(slimAfter) {
-		// Its threads would hold up the settle and die in the exec.
+		// Its threads would hold up the settle and die in the exec; so
+		// would the sweep's.
 		stopWarmUp(l.warm)
+		<-swept
 		err := sv.openTasks() // here: the launch thread has the app's root
 		if err == nil {
 			t.slim <- sv
@@ -124,6 +130,22 @@ func start(l *launch) (int, error) {
 	code, err := sv.finish()
 	l.opts.mark("app reaped")
 	return code, err
+}
+
+// sweepStale runs the cgroup's SweepStale on a goroutine, off the
+// launch thread (which has the app's root); the channel closes when it is
+// done.
+func (l *launch) sweepStale() <-chan struct{} {
+	done := make(chan struct{})
+	if l.cg == nil {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		l.cg.SweepStale()
+	}()
+	return done
 }
 
 // record writes the instance's state: what ps, exec and inspect read.

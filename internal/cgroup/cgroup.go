@@ -37,6 +37,10 @@ type Cgroup struct {
 	// allow-list (the kernel lacks the feature); the launcher prints it.
 	Warning string
 
+	// delegated: inside a systemd unit's cgroup, whose other directories
+	// are systemd's, not cimg's to sweep.
+	delegated bool
+
 	// held and parents hold each controller's cgroup directory and the cimg
 	// directory above it open: reading, killing and removing the cgroup go
 	// through them, so they work where host paths do not (the slim waiter,
@@ -90,6 +94,7 @@ func controllersFor(l manifest.Limits) []string {
 // (a launcher that is a systemd unit's ExecStart), inside the unit's own.
 func New(id string, l manifest.Limits, d *Delegation) (cg *Cgroup, err error) {
 	cg = newCgroup(id, IsV2())
+	cg.delegated = d != nil
 	defer func() {
 		if err != nil {
 			cg.Remove()
@@ -98,11 +103,6 @@ func New(id string, l manifest.Limits, d *Delegation) (cg *Cgroup, err error) {
 	}()
 	ctrls := controllersFor(l)
 	if cg.V2 {
-		// A launcher killed with SIGKILL cannot remove its cgroup; the
-		// next launch does (a unit's is systemd's to remove).
-		if d == nil {
-			removeStale(true)
-		}
 		parent, chain := filepath.Join(Root, "cimg"), []string{Root, filepath.Join(Root, "cimg")}
 		if d != nil {
 			if err := d.leaveV2Root(); err != nil {
@@ -121,37 +121,27 @@ func New(id string, l manifest.Limits, d *Delegation) (cg *Cgroup, err error) {
 	for _, c := range ctrls {
 		want[c] = true
 	}
-	// Each hierarchy's cimg directory is opened once, for the sweep of
-	// stale cgroups (as on v2 above) and the new cgroup; every later step
-	// goes through fds (see openDir).
-	parents := map[string]*os.File{}
-	defer func() {
-		for _, p := range parents {
-			p.Close()
-		}
-	}()
-	if d == nil {
-		for _, c := range v1Hierarchies {
-			if p, err := openDir(filepath.Join(Root, c, "cimg")); err == nil {
-				parents[c] = p
-			}
-		}
-		removeStaleIn(false, parents)
-	}
 	for c := range want {
 		base := filepath.Join(Root, c)
-		// A cgroup directory has cgroup.procs; one path lookup only
-		// where the cimg directory did not open as one.
+		parent := filepath.Join(base, "cimg")
+		var p *os.File
+		if d == nil {
+			p, _ = openDir(parent)
+		}
+		// A cgroup directory has cgroup.procs: a path lookup only where
+		// cimg's directory is not there (yet) or not one.
 		var st unix.Stat_t
-		if p := parents[c]; p == nil || unix.Fstatat(int(p.Fd()), "cgroup.procs", &st, 0) != nil {
+		if p == nil || unix.Fstatat(int(p.Fd()), "cgroup.procs", &st, 0) != nil {
 			if _, err := os.Stat(filepath.Join(base, "cgroup.procs")); err != nil {
+				if p != nil {
+					p.Close()
+				}
 				if contains(ctrls, c) {
 					return cg, fmt.Errorf("cgroup v1 controller %s is not mounted at %s but the manifest sets limits on it (CONFIG_CGROUP_%s? mount it, or drop the limit)", c, base, strings.ToUpper(c))
 				}
 				continue
 			}
 		}
-		parent := filepath.Join(base, "cimg")
 		if d != nil {
 			if parent = d.V1[c]; parent == "" {
 				if contains(ctrls, c) {
@@ -159,24 +149,22 @@ func New(id string, l manifest.Limits, d *Delegation) (cg *Cgroup, err error) {
 				}
 				continue
 			}
-		} else if parents[c] == nil { // the hierarchy's first cimg cgroup
-			if err := os.MkdirAll(parent, 0o755); err != nil {
-				return cg, fmt.Errorf("create cgroup %s: %w", parent, err)
-			}
 		}
-		if parents[c] == nil {
-			p, err := openDir(parent)
-			if err != nil {
+		if p == nil {
+			if d == nil { // the hierarchy's first cimg cgroup
+				if err := os.MkdirAll(parent, 0o755); err != nil {
+					return cg, fmt.Errorf("create cgroup %s: %w", parent, err)
+				}
+			}
+			if p, err = openDir(parent); err != nil {
 				return cg, fmt.Errorf("open cgroup %s: %w", parent, err)
 			}
-			parents[c] = p
 		}
 		dir := filepath.Join(parent, id)
-		p := parents[c]
-		if err := unix.Mkdirat(int(p.Fd()), id, 0o755); err != nil && err != unix.EEXIST {
+		if err := cg.mkdirIn(p, id); err != nil && err != unix.EEXIST { // there already: as MkdirAll
+			p.Close()
 			return cg, fmt.Errorf("create cgroup %s: %w", dir, err)
 		}
-		delete(parents, c) // holdIn owns it now
 		if err := cg.holdIn(c, p, id); err != nil {
 			if err != errHeld {
 				os.Remove(dir) // not held: Remove would not find it
@@ -222,10 +210,15 @@ func (cg *Cgroup) setupV2(parent string, chain []string, id string, l manifest.L
 		}
 	}
 	dir := filepath.Join(parent, id)
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	p, err := openDir(parent)
+	if err != nil {
+		return fmt.Errorf("open cgroup %s: %w", parent, err)
+	}
+	if err := cg.mkdirIn(p, id); err != nil {
+		p.Close()
 		return fmt.Errorf("create cgroup %s: %w", dir, err)
 	}
-	if err := cg.hold("", dir); err != nil {
+	if err := cg.holdIn("", p, id); err != nil {
 		os.Remove(dir) // made just now, but not held: Remove would not find it
 		return err
 	}
@@ -619,39 +612,31 @@ func contains(list []string, s string) bool {
 // skipped by one readlink instead of five opens and a flock per hierarchy
 // (50 such instances would add 1-2 ms to every launch); a dead launcher's
 // directory whose pid another cimg-run reused waits for that one to end.
-// Only the directories cimg creates are read: this runs on every launch.
-func removeStale(v2 bool) {
-	parents := map[string]*os.File{}
-	dirs := map[string]string{"": filepath.Join(Root, "cimg")}
+// self, the caller's own cgroup's name, is left alone. Only the
+// directories cimg creates are read: this runs on every launch.
+func removeStale(v2 bool, self string) {
+	parents := []string{filepath.Join(Root, "cimg")}
 	if !v2 {
-		dirs = map[string]string{}
+		parents = parents[:0]
 		for _, c := range v1Hierarchies {
-			dirs[c] = filepath.Join(Root, c, "cimg")
+			parents = append(parents, filepath.Join(Root, c, "cimg"))
 		}
 	}
-	for c, d := range dirs {
-		if p, err := openDir(d); err == nil {
-			parents[c] = p
-			defer p.Close()
-		}
-	}
-	removeStaleIn(v2, parents)
-}
-
-// removeStaleIn is removeStale over the open cimg directories parents
-// (hierarchy → directory; read, not closed). A launcher's pid is in each
-// hierarchy's list: it is looked at once.
-func removeStaleIn(v2 bool, parents map[string]*os.File) {
 	const (
 		dead = iota
 		alive
 		launcher // alive and a cimg-run
 	)
-	seen := map[int]int{}
+	seen := map[int]int{} // a launcher's pid is in every hierarchy's list: looked at once
 	for _, parent := range parents {
-		entries, _ := parent.ReadDir(-1)
+		d, err := openDir(parent)
+		if err != nil {
+			continue
+		}
+		entries, _ := d.ReadDir(-1)
+		d.Close()
 		for _, e := range entries {
-			if !e.IsDir() {
+			if !e.IsDir() || e.Name() == self {
 				continue
 			}
 			name := e.Name()
@@ -663,8 +648,8 @@ func removeStaleIn(v2 bool, parents map[string]*os.File) {
 			st, ok := seen[pid]
 			if !ok {
 				switch {
-				// A name ending in this process's own pid is a dead
-				// launcher's (the pid was reused): ours is not made yet.
+				// Another name ending in this process's own pid is a
+				// dead launcher's (the pid was reused).
 				case pid == os.Getpid() || !processAlive(pid):
 					st = dead
 				case launcherNamed(pid):
@@ -674,19 +659,51 @@ func removeStaleIn(v2 bool, parents map[string]*os.File) {
 				}
 				seen[pid] = st
 			}
-			dir := filepath.Join(parent.Name(), name)
+			dir := filepath.Join(parent, name)
 			if st == launcher || st == alive && young(dir) {
 				continue
 			}
-			stale := newCgroup(name, v2)
-			if stale.hold("", dir) != nil {
-				stale.release() // in use, or gone already
-				continue
-			}
-			stale.Kill(syscall.SIGKILL)
-			stale.Remove()
+			removeStaleDir(v2, dir)
 		}
 	}
+}
+
+// removeStaleDir kills what runs in the stale cgroup dir and removes it,
+// unless another process holds it (in use, or being removed already).
+func removeStaleDir(v2 bool, dir string) {
+	stale := newCgroup(filepath.Base(dir), v2)
+	if stale.hold("", dir) != nil {
+		stale.release()
+		return
+	}
+	stale.Kill(syscall.SIGKILL)
+	stale.Remove()
+}
+
+// SweepStale removes other instances' cgroups that a launcher killed by
+// SIGKILL could not (removeStale; a unit's are systemd's to remove). A
+// launch runs it beside its running app, not before it: its reads of the
+// cimg directories wait behind every other launch's cgroup mkdir there
+// (perf at 50 launches at once: about 8 ms a launch in getdents), and it
+// costs a lone launch about 1 %.
+func (cg *Cgroup) SweepStale() {
+	if !cg.delegated {
+		removeStale(cg.V2, cg.ID)
+	}
+}
+
+// mkdirIn makes cgroup directory id in parent p. One there already whose
+// name (and so pid) is this process's is a dead launcher's, whose pid
+// this one has now (SweepStale leaves this process's own name alone): it
+// goes, with what runs in it, and the directory is made anew. In a
+// unit's cgroup it stays (EEXIST).
+func (cg *Cgroup) mkdirIn(p *os.File, id string) error {
+	err := unix.Mkdirat(int(p.Fd()), id, 0o755)
+	if err == unix.EEXIST && !cg.delegated {
+		removeStaleDir(cg.V2, filepath.Join(p.Name(), id))
+		err = unix.Mkdirat(int(p.Fd()), id, 0o755)
+	}
+	return err
 }
 
 // staleAge: a launcher locks its cgroup well within it of the mkdir, even

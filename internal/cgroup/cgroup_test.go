@@ -129,14 +129,18 @@ func TestNewV1DeviceAllowListAndRemove(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(b)) != want {
 		t.Errorf("devices.list = %q (%v), want %q", b, err, want)
 	}
-	fds, err := OpenEntry(cg.Dirs)
-	if err != nil || len(fds) != len(cg.Dirs) {
-		t.Errorf("OpenEntry: %d files, %v; dirs %v", len(fds), err, cg.Dirs)
+	byPath, err := OpenEntry(cg.Dirs)
+	if err != nil || len(byPath) != len(cg.Dirs) {
+		t.Errorf("OpenEntry: %d files, %v; dirs %v", len(byPath), err, cg.Dirs)
 	}
-	for _, fd := range fds {
+	byFD, err := cg.Entry()
+	if err != nil || len(byFD) != len(cg.Dirs) {
+		t.Errorf("Entry: %d files, %v; dirs %v", len(byFD), err, cg.Dirs)
+	}
+	for _, fd := range append(byPath, byFD...) {
 		name, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
-		if filepath.Base(name) != "tasks" {
-			t.Errorf("OpenEntry on v1: %s, want the tasks file (a thread moving itself waits for no RCU grace period)", name)
+		if filepath.Base(name) != "tasks" || !strings.Contains(name, "/cimg/"+id+"/") {
+			t.Errorf("entry file on v1: %s, want the tasks file of cgroup %s (a thread moving itself waits for no RCU grace period)", name, id)
 		}
 		unix.Close(fd)
 	}
@@ -145,6 +149,64 @@ func TestNewV1DeviceAllowListAndRemove(t *testing.T) {
 	}
 	if left := leftovers(id); len(left) > 0 {
 		t.Errorf("Remove left cgroup %s in %v", id, left)
+	}
+}
+
+// TestNewReplacesADeadLaunchersCgroup (pid reuse): a cgroup that a
+// SIGKILLed launcher left, whose pid this process has now, bears this
+// launch's own name. New must not adopt it with what still runs there
+// (that would be counted against the app's limits and die with it): that
+// is killed and the cgroup made anew. SweepStale, which a launch runs
+// beside its app, leaves the launch's own cgroup alone.
+func TestNewReplacesADeadLaunchersCgroup(t *testing.T) {
+	requireV1(t, "pids", "memory")
+	id := fmt.Sprintf("cgtest-reuse-%d", os.Getpid()) // a launcher's name: it ends in the pid
+	t.Cleanup(func() {
+		for _, c := range v1Hierarchies {
+			os.Remove(filepath.Join(Root, c, "cimg", id))
+		}
+	})
+	dir := filepath.Join(Root, "pids", "cimg", id)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFile(filepath.Join(dir, "pids.max"), "3"); err != nil {
+		t.Fatal(err)
+	}
+	left := exec.Command("sleep", "60")
+	if err := left.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- left.Wait() }()
+	defer left.Process.Kill()
+	if err := writeFile(filepath.Join(dir, "cgroup.procs"), fmt.Sprint(left.Process.Pid)); err != nil {
+		t.Fatal(err)
+	}
+	cg, err := New(id, manifest.Limits{Pids: 8, Memory: 32 << 20}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Remove()
+	select {
+	case err := <-waited:
+		if err == nil || !strings.Contains(err.Error(), "killed") {
+			t.Errorf("the dead launcher's process ended with %v, want killed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("New adopted the dead launcher's cgroup: its process still runs after 5 s")
+	}
+	if got := strings.TrimSpace(cg.read("pids", "pids.max")); got != "8" {
+		t.Errorf("pids.max = %q, want this launch's 8", got)
+	}
+	if got := strings.TrimSpace(cg.read("pids", "cgroup.procs")); got != "" {
+		t.Errorf("the new cgroup has processes: %q", got)
+	}
+	cg.SweepStale()
+	for _, c := range []string{"pids", "memory"} {
+		if _, err := os.Stat(filepath.Join(Root, c, "cimg", id)); err != nil {
+			t.Errorf("SweepStale took the launch's own %s cgroup: %v", c, err)
+		}
 	}
 }
 
@@ -232,7 +294,7 @@ func TestStaleSweepSparesALaunchBeforeItsLock(t *testing.T) {
 	})
 	mk(name(live.Process.Pid))
 	mk(name(dead.Process.Pid))
-	removeStale(v2)
+	removeStale(v2, "")
 	if got := there(name(live.Process.Pid)); len(got) != len(parents) {
 		t.Errorf("the sweep took a young, unlocked cgroup of a live pid (%s) from %d of %d hierarchies", live.Path, len(parents)-len(got), len(parents))
 	}
@@ -241,7 +303,7 @@ func TestStaleSweepSparesALaunchBeforeItsLock(t *testing.T) {
 	}
 	defer func(age time.Duration) { staleAge = age }(staleAge)
 	staleAge = 0 // every directory is old now
-	removeStale(v2)
+	removeStale(v2, "")
 	if got := there(name(live.Process.Pid)); len(got) != 0 {
 		t.Errorf("the sweep left an old, unlocked cgroup of a reused pid in %v", got)
 	}
