@@ -5,14 +5,14 @@
 # PAIRS (default 100) the alternating pairs of each cell whose goal is a
 # ratio to a peer (launch, exec, throttled cold start; judged on the 95 %
 # bootstrap interval of the pair-by-pair ratio), SCALE_ROUNDS (default
-# 30) the rounds of the scale benchmark, BUILD_RUNS (default 7) the runs per
+# 50) the rounds of the scale benchmark, BUILD_RUNS (default 7) the runs per
 # build-time cell. Any script failing stops make bench (set -e), so no
 # section is left silently stale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUNS=${RUNS:-30}
 export PAIRS=${PAIRS:-100}
-export SCALE_ROUNDS=${SCALE_ROUNDS:-30}
+export SCALE_ROUNDS=${SCALE_ROUNDS:-50}
 r=bench/results
 mkdir -p $r
 first() { "$@" 2>&1 | head -1 | tr ',' ';'; }
