@@ -351,17 +351,24 @@ func entryName(v2 bool) string {
 	return "tasks"
 }
 
-// Entry is OpenEntry for this launcher's own cgroup: through the held
-// directories' fds, not host paths.
+// Entry is OpenEntry for cg's own directories: through the held ones'
+// fds, by path where cg holds none (an OCI container's cgroup, made by
+// another cimg-oci process).
 func (cg *Cgroup) Entry() ([]int, error) {
 	var fds []int
-	for c, d := range cg.held {
-		fd, err := unix.Openat(int(d.Fd()), entryName(cg.V2), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	for c, dir := range cg.Dirs {
+		var fd int
+		var err error
+		if d, ok := cg.held[c]; ok {
+			fd, err = unix.Openat(int(d.Fd()), entryName(cg.V2), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		} else {
+			fd, err = unix.Open(EntryFile(dir, cg.V2), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		}
 		if err != nil {
 			for _, fd := range fds {
 				unix.Close(fd)
 			}
-			return nil, fmt.Errorf("open cgroup %s (%s): %w", d.Name(), c, err)
+			return nil, fmt.Errorf("open cgroup %s (%s): %w", dir, c, err)
 		}
 		fds = append(fds, fd)
 	}
