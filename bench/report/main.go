@@ -329,7 +329,8 @@ func profile(w writer, wall, crun, bare float64, met bool) {
 	w("launcher's own steps, building the root (unshare copies the host's mounts; then the image bind,\n")
 	w("/dev, /tmp, /run, each opened below the root and mounted through its fd) and the child's setup up\n")
 	w("to execve (a vfork into a new pid namespace, /proc with 13 masked and 5 read-only paths, seccomp,\n")
-	w("capabilities) weigh most; \"app running\" is the hello itself and its pid namespace's teardown.\n")
+	w("capabilities) weigh most; \"app running\" is the hello itself and its pid namespace's teardown, with\n")
+	w("the sweep of stale cgroups beside it on another thread (cgroup.SweepStale).\n")
 	w("The manifest (TOML) and the cgroup (a directory in each of three v1 hierarchies, devices included)\n")
 	if wall > crun/2 {
 		w("follow. Reaching 0.5× crun means losing about %.1f ms, against %.1f ms for all of the launcher's own\n", wall-crun/2, own)

@@ -92,6 +92,7 @@ func controllersFor(l manifest.Limits) []string {
 // stop can kill the whole app. On any error it removes what it made.
 // The cgroup goes under cimg/ in each hierarchy, or, with a delegation
 // (a launcher that is a systemd unit's ExecStart), inside the unit's own.
+// Other launchers' stale cgroups are SweepStale's, once the app runs.
 func New(id string, l manifest.Limits, d *Delegation) (cg *Cgroup, err error) {
 	cg = newCgroup(id, IsV2())
 	cg.delegated = d != nil
