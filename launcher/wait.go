@@ -57,16 +57,15 @@ func newSupervisor(pid int, l *launch) *supervisor {
 	if err != nil {
 		pidfd = -1
 	}
-	return &supervisor{pid: pid, pidfd: pidfd, cg: l.cg, name: l.plan.Name, memory: l.plan.Memory,
+	return &supervisor{pid: pid, pidfd: pidfd, sigs: l.sigs, cg: l.cg, name: l.plan.Name, memory: l.plan.Memory,
 		stopTimeout: l.opts.StopTimeout, warn: l.opts.Warn, ended: &l.ended, inst: l.opts.Instance}
 }
 
 // relay forwards signals until finish; it returns at once.
 func (s *supervisor) relay() {
 	s.done = make(chan struct{})
-	if s.sigs = earlysig.Waiter; s.sigs == nil {
-		s.sigs = make(chan os.Signal, 8)
-		signal.Notify(s.sigs, earlysig.Forwarded...)
+	if s.sigs == nil { // the slim waiter's come from its init
+		s.sigs = earlysig.Waiter
 	}
 	s.flushed = make(chan struct{}, 1)
 	go func() {
