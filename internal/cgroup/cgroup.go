@@ -131,8 +131,7 @@ func New(id string, l manifest.Limits, d *Delegation) (cg *Cgroup, err error) {
 		}
 		// A cgroup directory has cgroup.procs: a path lookup only where
 		// cimg's directory is not there (yet) or not one.
-		var st unix.Stat_t
-		if p == nil || unix.Fstatat(int(p.Fd()), "cgroup.procs", &st, 0) != nil {
+		if p == nil || !hasFile(p, "cgroup.procs") {
 			if _, err := os.Stat(filepath.Join(base, "cgroup.procs")); err != nil {
 				if p != nil {
 					p.Close()
@@ -317,9 +316,21 @@ func (cg *Cgroup) limitsV1(l manifest.Limits) error {
 // opened.
 func OpenEntry(dirs map[string]string) ([]int, error) {
 	_, v2 := dirs[""]
+	return openEntry(dirs, v2, nil)
+}
+
+// openEntry is OpenEntry, through the fd in held where it has the
+// directory's controller, by path elsewhere.
+func openEntry(dirs map[string]string, v2 bool, held map[string]*os.File) ([]int, error) {
 	var fds []int
 	for c, dir := range dirs {
-		fd, err := unix.Open(EntryFile(dir, v2), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		var fd int
+		var err error
+		if d, ok := held[c]; ok {
+			fd, err = unix.Openat(int(d.Fd()), entryName(v2), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		} else {
+			fd, err = unix.Open(EntryFile(dir, v2), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		}
 		if err != nil {
 			for _, fd := range fds {
 				unix.Close(fd)
@@ -356,24 +367,7 @@ func entryName(v2 bool) string {
 // fds, by path where cg holds none (an OCI container's cgroup, made by
 // another cimg-oci process).
 func (cg *Cgroup) Entry() ([]int, error) {
-	var fds []int
-	for c, dir := range cg.Dirs {
-		var fd int
-		var err error
-		if d, ok := cg.held[c]; ok {
-			fd, err = unix.Openat(int(d.Fd()), entryName(cg.V2), unix.O_WRONLY|unix.O_CLOEXEC, 0)
-		} else {
-			fd, err = unix.Open(EntryFile(dir, cg.V2), unix.O_WRONLY|unix.O_CLOEXEC, 0)
-		}
-		if err != nil {
-			for _, fd := range fds {
-				unix.Close(fd)
-			}
-			return nil, fmt.Errorf("open cgroup %s (%s): %w", dir, c, err)
-		}
-		fds = append(fds, fd)
-	}
-	return fds, nil
+	return openEntry(cg.Dirs, cg.V2, cg.held)
 }
 
 // Join moves process pid into every directory of cg from outside it,
@@ -417,8 +411,13 @@ func writeIn(dirfd int, name, p, v string) error {
 // has reports whether controller c's held cgroup has file name.
 func (cg *Cgroup) has(c, name string) bool {
 	d, ok := cg.held[c]
+	return ok && hasFile(d, name)
+}
+
+// hasFile reports whether the open directory d has file name.
+func hasFile(d *os.File, name string) bool {
 	var st unix.Stat_t
-	return ok && unix.Fstatat(int(d.Fd()), name, &st, 0) == nil
+	return unix.Fstatat(int(d.Fd()), name, &st, 0) == nil
 }
 
 // openDir opens directory p for the fd-relative steps of a launch. A
