@@ -25,7 +25,8 @@
 //     exec's child (join.go), and a launch's, unless it writes id maps
 //     (user namespace), tells systemd the main pid, or holds (update).
 //  4. wait.go: the supervisor relays signals and reaps; an app that
-//     outlives its first 100 ms is watched by the slim waiter, a fresh
+//     outlives its first 100 ms (up to a second while other launches are
+//     starting) is watched by the slim waiter, a fresh
 //     exec of cimg-run that only waits, relays and cleans up, to hold
 //     less memory; sigdefer.go keeps SIGUSR1/2 pending across that exec
 //     (a small handler per arch in sigdefer_$GOARCH.s).

@@ -56,8 +56,9 @@ type launch struct {
 //     while this process still sees the host.
 //  2. spawn: the launch thread builds the app's root, forks the child and
 //     releases it into its cgroup; it reports once the child exec'd.
-//  3. supervise: relay signals; an app still running after slimAfter is
-//     handed to the slim waiter; reap and report.
+//  3. supervise: relay signals; an app still running after slimAfter
+//     (longer while other launches are starting: slimDue) is handed to
+//     the slim waiter; reap and report.
 func start(l *launch) (int, error) {
 	defer l.close()
 	l.opts.mark("prepare the child")
@@ -118,7 +119,7 @@ func start(l *launch) (int, error) {
 	// the relay forwards until it has handled every signal that can still
 	// reach it, and the waiter's argv carries the stop deadline. Where
 	// SIGUSR1/2 cannot be deferred across the exec, there is no waiter.
-	if canDeferSignals && !sv.exited(slimAfter) {
+	if canDeferSignals && sv.slimDue(l.plan.StateDir) {
 		// Its threads would hold up the settle and die in the exec; so
 		// would the sweep's.
 		stopWarmUp(l.warm)

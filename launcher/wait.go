@@ -15,6 +15,7 @@ import (
 
 	"cimg.dev/cimg/internal/cgroup"
 	"cimg.dev/cimg/internal/earlysig"
+	"cimg.dev/cimg/internal/imagecache"
 	"cimg.dev/cimg/internal/instance"
 )
 
@@ -28,6 +29,11 @@ const WaitArg = earlysig.WaitArg
 // slimAfter: an app still running this long after its start gets the
 // slim waiter. Short-lived apps never pay for the exec.
 const slimAfter = 100 * time.Millisecond
+
+// slimLatest: while other launches in the state directory are building
+// their roots, the hand-over waits, in steps of slimAfter, up to this
+// long after the app's start (slimDue).
+const slimLatest = time.Second
 
 // supervisor waits for the app: it relays signals, SIGKILLs the cgroup a
 // stop timeout after SIGTERM or SIGINT, and reports an OOM kill.
@@ -146,6 +152,25 @@ func (s *supervisor) finish() (int, error) {
 
 // exited waits up to d for the app to exit, without reaping it (without
 // a pidfd it does not wait, and says yes: no slim waiter then).
+// slimDue waits until the app has run slimAfter, and then for as long as
+// other launches in state are building their roots (up to slimLatest):
+// the exec and the waiter's Go start, some 2 ms of CPU, would be taken
+// from them. When many apps start at once, as at boot, every launch
+// would otherwise pay for the hand-overs of those that started before
+// it (50 launches at once on 2 cores: measured in bench/results/scale).
+// It returns false if the app ended first.
+func (s *supervisor) slimDue(state string) bool {
+	for waited := slimAfter; ; waited += slimAfter {
+		if s.exited(slimAfter) {
+			return false
+		}
+		if waited >= slimLatest || !imagecache.Launching(state) {
+			return true
+		}
+	}
+}
+
+// exited waits up to d for the app to end, and says whether it did.
 func (s *supervisor) exited(d time.Duration) bool {
 	if s.pidfd < 0 {
 		return true

@@ -473,11 +473,11 @@ func scale(w writer) {
 		w("for: each lookup of a path under /sys/fs/cgroup read-locks sysfs's kernfs tree, which every new\n")
 		w("network namespace write-locks while it holds rtnl, so the cgroup steps go through directory fds\n")
 		w("(internal/cgroup, openDir); and the sweep of stale cgroups read the cimg directories while other launches\n")
-		w("made theirs there, so it runs beside the app (SweepStale). What is left is CPU time and its order: the\n")
-		w("launches queue for the CPUs,\n")
-		w("and each cimg-run launcher turns into its slim waiter 100 ms after its app started (an exec and a Go\n")
-		w("runtime's start, launcher/wait.go) while later instances are still starting, work crun's launch does\n")
-		w("not have.\n\n")
+		w("made theirs there, so it runs beside the app (SweepStale). And a launcher turns into its slim waiter\n")
+		w("(an exec and a Go runtime's start, some 2 ms of CPU) only once no other launch in its state directory\n")
+		w("is starting, or a second after its app started (launcher/wait.go, slimDue), not 100 ms after, when it\n")
+		w("took the CPU from the launches still starting. What is left is CPU time and its order: the launches\n")
+		w("queue for the CPUs.\n\n")
 	}
 	if !memOK {
 		w("What the launchers' extra memory buys. Each foreground `cimg-run IMAGE` stays as its app's parent, as\n")

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestExitStatusAndSignals(t *testing.T) {
@@ -135,6 +138,61 @@ func TestUserSignalsAcrossWaiterExec(t *testing.T) {
 		}
 	}
 	expectCounts(t, before, "after the signalled launches")
+}
+
+// TestWaiterWaitsForStartingLaunches: while another launch in the same
+// state directory builds its root (it holds byte 1 of
+// STATE/images/.gc.lock shared, as this test does), a launch hands its app
+// to the slim waiter only once that is over, or a second after the app
+// started at the latest: the hand-over's exec would take CPU from the
+// apps that are starting (launcher/wait.go, slimDue). Without the wait
+// the hand-over comes 100 ms after the start.
+func TestWaiterWaitsForStartingLaunches(t *testing.T) {
+	state := stateDir(t)
+	img := probeImage(t, "[app]\ncommand = [\"/usr/bin/probe\"]\n")
+	runExit0(t, state, img) // the state directory and its cache lock
+	before := counts(t)
+	starting := func() (done func()) {
+		fd, err := unix.Open(filepath.Join(state, "images", ".gc.lock"), unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lk := unix.Flock_t{Type: unix.F_RDLCK, Start: 1, Len: 1}
+		if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk); err != nil {
+			t.Fatalf("a launch's hold on the cache: %v", err)
+		}
+		return func() { unix.Close(fd) }
+	}
+	for _, throughout := range []bool{false, true} {
+		done := starting()
+		cmd := cimgRunCmd(state, img, "--", "sleep")
+		startReady(t, cmd)
+		ready := time.Now()
+		time.Sleep(500 * time.Millisecond)
+		if isWaiter(cmd.Process.Pid) {
+			t.Errorf("the launch handed its app to the slim waiter within 500 ms, while another launch was starting")
+		}
+		if !throughout {
+			done()
+		}
+		if !pollFor(10*time.Second, time.Millisecond, func() bool { return isWaiter(cmd.Process.Pid) }) {
+			t.Errorf("no slim waiter 10 s after the app said ready (the other launch still starting: %v)", throughout)
+		} else {
+			t.Logf("the other launch still starting: %v; the slim waiter came %v after the app said ready", throughout, time.Since(ready))
+		}
+		if throughout {
+			done()
+		}
+		// SIGUSR1, not SIGTERM, ends it: the waiter has just been seen,
+		// and a stop signal in the exec's window ends cimg-run instead
+		// (TestSignalsAcrossWaiterExec), leaving the cgroup to the next
+		// launch.
+		cmd.Process.Signal(syscall.SIGUSR1)
+		if err := waitDeadline(cmd, 10*time.Second); err != nil {
+			t.Fatalf("SIGUSR1: %v", err)
+		}
+	}
+	expectCounts(t, before, "after the launches")
 }
 
 // waiterExecWindow returns when, after its app said "ready", a launch

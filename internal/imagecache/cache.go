@@ -11,7 +11,8 @@
 // in its own mount namespace (Mount to Lease.Release), and exclusive by
 // GC. So GC never unmounts a cache mount that a launch has seen but not
 // yet bound, and may remove the per-image lock files, which only holders
-// of the shared lock create. The per-image lock (STATE/images/HASH.lock)
+// of the shared lock create. Launching only tests the cache lock, and
+// takes none. The per-image lock (STATE/images/HASH.lock)
 // serialises concurrent first launches of one image.
 package imagecache
 
@@ -98,6 +99,24 @@ func lockState(s *stateDir, exclusive, nowait bool) (*os.File, error) {
 		return nil, fmt.Errorf("mount cache lock %s: %w", f.Name(), err)
 	}
 	return f, nil
+}
+
+// Launching reports whether a launch in state is between Mount and
+// Release (building its root) or GC holds the cache. It only tests the
+// lock (F_OFD_GETLK) and takes none, so neither waits for it. The
+// launcher's hand-over to its slim waiter waits while it is true
+// (launcher/wait.go, slimDue, says why).
+func Launching(state string) bool {
+	if state == "" {
+		return false
+	}
+	fd, err := unix.Open(filepath.Join(state, "images", gcLock), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false // no launch has used this state directory yet
+	}
+	defer unix.Close(fd)
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: cacheByte, Len: 1}
+	return unix.FcntlFlock(uintptr(fd), unix.F_OFD_GETLK, &lk) == nil && lk.Type != unix.F_UNLCK
 }
 
 // openLocked opens the state directory and locks the cache (see

@@ -292,3 +292,41 @@ func BenchmarkMountWarm(b *testing.B) {
 		l.Release()
 	}
 }
+
+// TestLaunchingSeesLeasesAndGC: Launching is true exactly while a launch
+// holds its lease (Mount to Release) or GC holds the cache, and testing
+// it neither takes the lock nor waits for it.
+func TestLaunchingSeesLeasesAndGC(t *testing.T) {
+	imgPath, f, img := testImage(t, []byte("launching"))
+	state := filepath.Join(t.TempDir(), "state")
+	if Launching(state) {
+		t.Error("Launching is true for a state directory no launch has used")
+	}
+	lease, err := Mount(state, f, img, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !Launching(state) {
+		t.Error("Launching is false while a launch holds its lease")
+	}
+	// A second launch's lease is granted beside it: Launching took none.
+	second, err := Mount(state, f, img, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second.Release()
+	lease.Release()
+	if Launching(state) {
+		t.Error("Launching is true after every lease was released")
+	}
+	s, lock, err := openLocked(state, false, true, true)
+	if err != nil {
+		t.Fatalf("GC's lock after Launching: %v (did Launching leave a lock?)", err)
+	}
+	if !Launching(state) {
+		t.Error("Launching is false while GC holds the cache")
+	}
+	lock.Close()
+	s.close()
+	gcUntilClean(t, state, imgPath)
+}
