@@ -110,7 +110,7 @@ func Launching(state string) bool {
 	if state == "" {
 		return false
 	}
-	fd, err := unix.Open(filepath.Join(state, "images", gcLock), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(filepath.Join(imagesDir(state), gcLock), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false // no launch has used this state directory yet
 	}

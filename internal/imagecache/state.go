@@ -27,7 +27,10 @@ func (s *stateDir) close() {
 	unix.Close(s.fd)
 }
 
-func (s *stateDir) imagesPath() string { return filepath.Join(s.path, "images") }
+func (s *stateDir) imagesPath() string { return imagesDir(s.path) }
+
+// imagesDir is where the state directory state keeps the cache.
+func imagesDir(state string) string { return filepath.Join(state, "images") }
 
 // CheckStateDir checks that dir, dir/images and dir/verified are
 // directories owned by root, not writable by group or others, and not
