@@ -5,7 +5,8 @@
 # PAIRS (default 100) the alternating pairs of each cell whose goal is a
 # ratio to a peer (launch, exec, throttled cold start; judged on the 95 %
 # bootstrap interval of the pair-by-pair ratio), SCALE_ROUNDS (default
-# 50) the rounds of the scale benchmark, BUILD_RUNS (default 7) the runs per
+# 50) and SCALE_ROUNDS_50 (default 100) the rounds of the scale benchmark
+# at N = 1 and 10 and at N = 50, BUILD_RUNS (default 7) the runs per
 # build-time cell. Any script failing stops make bench (set -e), so no
 # section is left silently stale.
 set -euo pipefail
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 export RUNS=${RUNS:-30}
 export PAIRS=${PAIRS:-100}
 export SCALE_ROUNDS=${SCALE_ROUNDS:-50}
+export SCALE_ROUNDS_50=${SCALE_ROUNDS_50:-100}
 r=bench/results
 mkdir -p $r
 first() { "$@" 2>&1 | head -1 | tr ',' ';'; }
@@ -33,6 +35,7 @@ first() { "$@" 2>&1 | head -1 | tr ',' ';'; }
 	echo "runs per cell,$RUNS"
 	echo "pairs per ratio cell,$PAIRS"
 	echo "scale rounds,$SCALE_ROUNDS"
+	echo "scale rounds at 50,$SCALE_ROUNDS_50"
 } >$r/machine.tmp
 scripts/bench-launch.sh
 scripts/bench-scale.sh # after bench-launch.sh: it uses its image and bundle

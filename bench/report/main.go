@@ -379,7 +379,8 @@ func scale(w writer) {
 	// from before rounds were recorded have no round column: one round.
 	type key struct{ n, tool string }
 	lat := map[key]map[string][]float64{}
-	var rounds []string
+	var rounds []string               // every round number seen, at any N
+	roundsAt := map[string][]string{} // n → its rounds: N = 50 may run more
 	for _, r := range readCSV("scale.csv") {
 		k, round := key{r[1], r[0]}, "1"
 		if len(r) > 4 {
@@ -391,6 +392,9 @@ func scale(w writer) {
 		lat[k][round] = append(lat[k][round], num(r[3]))
 		if !contains(rounds, round) {
 			rounds = append(rounds, round)
+		}
+		if !contains(roundsAt[k.n], round) {
+			roundsAt[k.n] = append(roundsAt[k.n], round)
 		}
 	}
 	pss, rss := map[key]map[string]float64{}, map[key]map[string]float64{}
@@ -421,7 +425,7 @@ func scale(w writer) {
 	w("## Scale: instances started at once\n\n")
 	w("N instances of the static app launched together; time from the common start until each says ready, and\n")
 	w("the memory all N hold once every one is up (sum of Pss over every process of every instance, and of the\n")
-	w("launchers' RssAnon). %d rounds per N, cimg-run then crun in each round; start times are over every\n", len(rounds))
+	w("launchers' RssAnon). %s, cimg-run then crun in each round; start times are over every\n", roundCounts(roundsAt))
 	w("instance of every round, memory the median over the rounds.\n\n![scale](bench/results/scale.png)\n\n")
 	w("| N | tool | median start ms | slowest ms | total Pss KiB | launchers' RssAnon KiB | RssAnon per instance KiB |\n|---|---|---|---|---|---|---|\n")
 	var dat strings.Builder
@@ -446,7 +450,7 @@ func scale(w writer) {
 	// round, the median of those ratios and its 95 %% bootstrap interval.
 	c, k := key{"50", "cimg-run"}, key{"50", "crun"}
 	var startRatios []float64
-	for _, round := range rounds {
+	for _, round := range roundsAt["50"] {
 		if a, b := lat[c][round], lat[k][round]; len(a) > 0 && len(b) > 0 {
 			startRatios = append(startRatios, median(a)/median(b))
 		}
@@ -493,6 +497,20 @@ func scale(w writer) {
 	}
 	loadTable(w, "scale-load.csv", "N")
 	plot("scale.png", dat.String(), "median start time (ms) at N instances", 2)
+}
+
+// roundCounts says how many rounds each N ran: "50 rounds per N" when
+// they agree, else "50 rounds at N = 1, 50 at N = 10 and 100 at N = 50".
+func roundCounts(roundsAt map[string][]string) string {
+	ns := []string{"1", "10", "50"}
+	same := true
+	for _, n := range ns[1:] {
+		same = same && len(roundsAt[n]) == len(roundsAt[ns[0]])
+	}
+	if same {
+		return fmt.Sprintf("%d rounds per N", len(roundsAt[ns[0]]))
+	}
+	return fmt.Sprintf("%d rounds at N = 1, %d at N = 10 and %d at N = 50", len(roundsAt["1"]), len(roundsAt["10"]), len(roundsAt["50"]))
 }
 
 // cold: cold starts from storage throttled to eMMC/SD-class read
