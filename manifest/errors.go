@@ -2,10 +2,8 @@ package manifest
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 )
 
 // Error is one problem in a manifest, at a key path and, when the key is
@@ -45,22 +43,9 @@ func (e *Errors) Error() string {
 	return strings.Join(lines, "\n")
 }
 
-// lazyRegexp compiles on first use: the launcher parses manifests on
-// every start, and most of these are needed only for errors.
-func lazyRegexp(expr string) func() *regexp.Regexp {
-	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
-}
-
 func (m *Manifest) errAt(key, format string, args ...any) *Error {
 	return &Error{Source: m.source, Line: findLine(m.text, key), Key: key, Msg: fmt.Sprintf(format, args...)}
 }
-
-var (
-	tableHdr = lazyRegexp(`^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$`)
-	arrayHdr = lazyRegexp(`^\s*\[\[\s*([^\[\]]+?)\s*\]\]\s*(#.*)?$`)
-	keyLine  = lazyRegexp(`^\s*((?:[A-Za-z0-9_-]+|"[^"]*")(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"))*)\s*=`)
-	indexRe  = lazyRegexp(`\[(\d+)\]`)
-)
 
 func normKey(k string) string {
 	parts := strings.Split(k, ".")
@@ -81,9 +66,8 @@ func findLine(text []byte, key string) int {
 	// Only array-of-table indexes matter for placing a key; an index on
 	// the last part (an element of an inline array) points at its key.
 	want := key
-	if loc := indexRe().FindAllStringIndex(want, -1); len(loc) > 0 {
-		last := loc[len(loc)-1]
-		if last[1] == len(want) {
+	if spans := indexSpans(want); len(spans) > 0 {
+		if last := spans[len(spans)-1]; last[1] == len(want) {
 			want = want[:last[0]]
 		}
 	}
@@ -91,15 +75,15 @@ func findLine(text []byte, key string) int {
 	strip := !strings.Contains(want, "[")
 	match := func(k string) string {
 		if strip {
-			return indexRe().ReplaceAllString(k, "")
+			return stripIndexes(k)
 		}
 		return k
 	}
 	table := ""
 	counts := map[string]int{}
 	for i, line := range strings.Split(string(text), "\n") {
-		if m := arrayHdr().FindStringSubmatch(line); m != nil {
-			name := normKey(m[1])
+		if name, ok := tableHeader(line, 2); ok {
+			name = normKey(name)
 			table = name + "[" + strconv.Itoa(counts[name]) + "]"
 			counts[name]++
 			if match(table) == want {
@@ -107,15 +91,15 @@ func findLine(text []byte, key string) int {
 			}
 			continue
 		}
-		if m := tableHdr().FindStringSubmatch(line); m != nil {
-			table = normKey(m[1])
+		if name, ok := tableHeader(line, 1); ok {
+			table = normKey(name)
 			if table == want {
 				return i + 1
 			}
 			continue
 		}
-		if m := keyLine().FindStringSubmatch(line); m != nil {
-			full := normKey(m[1])
+		if k, ok := lineKey(line); ok {
+			full := normKey(k)
 			if table != "" {
 				full = table + "." + full
 			}
@@ -128,4 +112,131 @@ func findLine(text []byte, key string) int {
 		return findLine(text, want[:strings.LastIndex(want, ".")])
 	}
 	return 0
+}
+
+// The line matchers below are written out by hand rather than as regular
+// expressions: package regexp, and the unicode tables it keeps reachable,
+// made 266 KB of the 4.30 MB cimg-run, and a cold launch reads nearly all
+// of the binary from the device: the Go runtime's start touches almost
+// every 128 KiB readahead window of it before main runs (a cold
+// `cimg-run help` read 3926 KiB before, 3662 after; at 40 MB/s it took
+// 0.95x the time). errors_test.go checks each matcher against the
+// expression it replaced.
+
+// isSpace is regexp's \s: ASCII space, tab, newline, form feed, return.
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r'
+}
+
+func skipSpace(s string, i int) int {
+	for i < len(s) && isSpace(s[i]) {
+		i++
+	}
+	return i
+}
+
+// tableHeader matches a table header line, "[name]" for depth 1 and
+// "[[name]]" for depth 2, with spaces around and a comment after; name is
+// what is between the brackets (no bracket in it), trimmed.
+func tableHeader(line string, depth int) (string, bool) {
+	i := skipSpace(line, 0)
+	for range depth {
+		if i == len(line) || line[i] != '[' {
+			return "", false
+		}
+		i++
+	}
+	start := i
+	for i < len(line) && line[i] != '[' && line[i] != ']' {
+		i++
+	}
+	inner := line[start:i]
+	if inner == "" {
+		return "", false
+	}
+	for range depth {
+		if i == len(line) || line[i] != ']' {
+			return "", false
+		}
+		i++
+	}
+	if i = skipSpace(line, i); i < len(line) && line[i] != '#' {
+		return "", false
+	}
+	return strings.TrimFunc(inner, func(r rune) bool { return r < 0x80 && isSpace(byte(r)) }), true
+}
+
+// lineKey matches a line that assigns a key: a dotted key of bare
+// (A-Za-z0-9_-) or "quoted" parts, spaces allowed around the dots, then
+// "=". It returns the key as written.
+func lineKey(line string) (string, bool) {
+	start := skipSpace(line, 0)
+	i := start
+	for {
+		if i < len(line) && line[i] == '"' {
+			end := strings.IndexByte(line[i+1:], '"')
+			if end < 0 {
+				return "", false
+			}
+			i += end + 2
+		} else {
+			j := i
+			for j < len(line) && isBareKey(line[j]) {
+				j++
+			}
+			if j == i {
+				return "", false
+			}
+			i = j
+		}
+		key := line[start:i]
+		switch j := skipSpace(line, i); {
+		case j < len(line) && line[j] == '.':
+			i = skipSpace(line, j+1)
+		case j < len(line) && line[j] == '=':
+			return key, true
+		default:
+			return "", false
+		}
+	}
+}
+
+func isBareKey(c byte) bool {
+	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+}
+
+// indexSpans returns where each "[N]" (N decimal digits) is in s, left to
+// right, as [start, end) pairs.
+func indexSpans(s string) [][2]int {
+	var spans [][2]int
+	for i := 0; i < len(s); i++ {
+		if s[i] != '[' {
+			continue
+		}
+		j := i + 1
+		for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+			j++
+		}
+		if j > i+1 && j < len(s) && s[j] == ']' {
+			spans = append(spans, [2]int{i, j + 1})
+			i = j
+		}
+	}
+	return spans
+}
+
+// stripIndexes removes every "[N]" from s.
+func stripIndexes(s string) string {
+	spans := indexSpans(s)
+	if len(spans) == 0 {
+		return s
+	}
+	var b strings.Builder
+	at := 0
+	for _, sp := range spans {
+		b.WriteString(s[at:sp[0]])
+		at = sp[1]
+	}
+	b.WriteString(s[at:])
+	return b.String()
 }

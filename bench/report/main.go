@@ -628,7 +628,7 @@ func cold(w writer) {
 		w("Where a throttled python3 launch misses 0.7×, the bytes say why: at these rates a cold launch's time\n")
 		w("follows what it reads, and `python3 -c pass` reads %.2f MB with cimg-run against crun's %.2f (%.2f×), of\n", a/1e6, b/1e6, a/b)
 		la, lb := reads["launcher alone/cimg-run help"], reads["launcher alone/crun --version"]
-		w("which each launcher's own binary is about %.1f MB (launcher alone, above), the same on both sides. Only\n", la/1e6)
+		w("which the launcher's own binary is about %.1f MB with cimg-run and %.1f with crun (launcher alone, above). Only\n", la/1e6, lb/1e6)
 		w("the app's part gains from the image's compression: %.2f MB against %.2f (%.2f×).\n\n", (a-la)/1e6, (b-lb)/1e6, (a-la)/(b-lb))
 	}
 	ratioPlot("cold.png", dat.String(), "time over crun's (paired median, 95 % CI)", 0.7)
