@@ -63,14 +63,30 @@ func findLine(text []byte, key string) int {
 	if len(text) == 0 || key == "" {
 		return 0
 	}
-	// Only array-of-table indexes matter for placing a key; an index on
-	// the last part (an element of an inline array) points at its key.
 	want := key
-	if spans := indexSpans(want); len(spans) > 0 {
-		if last := spans[len(spans)-1]; last[1] == len(want) {
-			want = want[:last[0]]
+	// An index on the last part is an element of an array of tables
+	// (mounts[1]: its header's line) or of an inline array (command[0]:
+	// its key's line). Only array-of-table indexes matter for placing a key.
+	if spans := indexSpans(key); len(spans) > 0 {
+		if last := spans[len(spans)-1]; last[1] == len(key) {
+			if n := scanFor(text, key); n > 0 {
+				return n
+			}
+			want = key[:last[0]]
 		}
 	}
+	if n := scanFor(text, want); n > 0 {
+		return n
+	}
+	if strings.Contains(want, ".") {
+		return findLine(text, want[:strings.LastIndex(want, ".")])
+	}
+	return 0
+}
+
+// scanFor returns the line of the table header or key line that is want
+// (or, for a key line, the key want is below), or 0.
+func scanFor(text []byte, want string) int {
 	// Unknown keys of [[mounts]] come without an index: match any.
 	strip := !strings.Contains(want, "[")
 	match := func(k string) string {
@@ -107,9 +123,6 @@ func findLine(text []byte, key string) int {
 				return i + 1
 			}
 		}
-	}
-	if strings.Contains(want, ".") {
-		return findLine(text, want[:strings.LastIndex(want, ".")])
 	}
 	return 0
 }

@@ -83,7 +83,9 @@ func TestLineMatchersAgreeWithTheirRegexps(t *testing.T) {
 
 // TestFindLinePlacesKeys: keys in tables, arrays of tables, dotted and
 // quoted keys, an element of an inline array, and a key findLine cannot
-// place.
+// place. An unwritten key of the second [[mounts]] used to be placed at
+// the first one's header: its trailing index was taken for an inline
+// array's.
 func TestFindLinePlacesKeys(t *testing.T) {
 	text := []byte(`name = "x"
 [app]
@@ -105,6 +107,8 @@ memory.high = "64MiB"
 		"app.user":             4,
 		"mounts[0]":            6,
 		"mounts[0].type":       7,
+		"mounts[1]":            8, // an element of an array of tables: its header
+		"mounts[1].size":       8, // not written: its table's line
 		"mounts[1].target":     9,
 		"mounts.target":        9, // an unknown key of [[mounts]] comes without an index
 		"limits.memory.high":   11,
