@@ -136,10 +136,10 @@ func scanFor(text []byte, want string) int {
 // 0.95x the time). errors_test.go checks each matcher against the
 // expression it replaced.
 
-// isSpace is regexp's \s: ASCII space, tab, newline, form feed, return.
-func isSpace(c byte) bool {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r'
-}
+// spaces are regexp's \s: ASCII space, tab, newline, form feed, return.
+const spaces = " \t\n\f\r"
+
+func isSpace(c byte) bool { return strings.IndexByte(spaces, c) >= 0 }
 
 func skipSpace(s string, i int) int {
 	for i < len(s) && isSpace(s[i]) {
@@ -176,7 +176,7 @@ func tableHeader(line string, depth int) (string, bool) {
 	if i = skipSpace(line, i); i < len(line) && line[i] != '#' {
 		return "", false
 	}
-	return strings.TrimFunc(inner, func(r rune) bool { return r < 0x80 && isSpace(byte(r)) }), true
+	return strings.Trim(inner, spaces), true
 }
 
 // lineKey matches a line that assigns a key: a dotted key of bare
@@ -215,7 +215,7 @@ func lineKey(line string) (string, bool) {
 }
 
 func isBareKey(c byte) bool {
-	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+	return isLower(c) || isUpper(c) || isDigit(c) || c == '_' || c == '-'
 }
 
 // indexSpans returns where each "[N]" (N decimal digits) is in s, left to
@@ -227,7 +227,7 @@ func indexSpans(s string) [][2]int {
 			continue
 		}
 		j := i + 1
-		for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+		for j < len(s) && isDigit(s[j]) {
 			j++
 		}
 		if j > i+1 && j < len(s) && s[j] == ']' {
