@@ -115,6 +115,7 @@ func Build(ctx context.Context, spec Spec) (*Result, error) {
 			return err
 		}
 		res.Squashfs = sq
+		f.start() // the payload's tail goes to disk while the tree is hashed
 		res.Compression = spec.Compression
 		res.Footer, res.Size, err = format.Finish(f, int64(sq.Size), format.FinishOptions{
 			Manifest: manifestBytes,

@@ -18,6 +18,11 @@ const writebackEvery = 8 << 20
 // bench-build's 100 MB tree with lz4, the fsync took 29 ms of a 290 ms
 // build (strace -T), most of cimg-build's lead over mksquashfs, which does
 // not make its output durable. A hint only: the fsync still decides.
+//
+// Build also calls start once the squashfs is complete, so that its last
+// MiB go to disk while the verity tree is hashed (25 ms with lz4) rather
+// than during the fsync: that took the fsync from 4 to 1 ms (strace -T, 6
+// lz4 builds of bench-build's tree each way).
 type earlyWriteback struct {
 	*os.File
 	since int64
@@ -39,6 +44,11 @@ func (w *earlyWriteback) wrote(n int) {
 	if w.since += int64(n); w.since < writebackEvery {
 		return
 	}
+	w.start()
+}
+
+// start asks for writeback of what is dirty now.
+func (w *earlyWriteback) start() {
 	w.since = 0
 	// Offset 0 and length 0: the whole file; pages already clean or under
 	// writeback are skipped. An error here only loses the head start.
