@@ -68,14 +68,14 @@ func Run(o Options) (int, error) {
 	if os.Geteuid() != 0 {
 		return 0, ErrNotRoot
 	}
-	// One P: the launch is one thread of work, and a second P only wakes
-	// idle threads that compete with the app and with other launches (50
-	// launched at once each started in 0.91x the time, median of 7 paired
-	// rounds). Verification, its one parallel step, takes every core while
-	// it runs (imagecache).
-	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(1)
-	}
+	// One P from the root's building on (start): the launch is one thread
+	// of work then, and a second P only wakes idle threads that compete
+	// with the app and with other launches (50 launched at once each
+	// started in 0.91x the time, median of 7 paired rounds). Until then
+	// the runtime's own count: the launch thread makes the app's
+	// namespaces beside this thread's work (spawn), and verification takes
+	// every core while it runs (imagecache).
+	oneP := os.Getenv("GOMAXPROCS") == ""
 	o.defaults()
 	// Not dumpable: no process in the container may open this process's
 	// /proc/PID/exe (the host's cimg-run) or its fds without
@@ -112,6 +112,17 @@ func Run(o Options) (int, error) {
 	if err := os.MkdirAll(filepath.Join(o.StateDir, "root"), 0o700); err != nil {
 		return 0, fmt.Errorf("state directory: %w", err)
 	}
+	// The launch thread makes the app's namespaces now, while this one
+	// mounts, makes the cgroup and prepares the child (start lets it go
+	// on; a launch that fails before gives it up).
+	l := &launch{plan: plan, opts: &o, image: f, manifest: m, rootHash: img.Footer.RootHash, oneP: oneP}
+	t := l.spawn()
+	defer func() {
+		select {
+		case t.proceed <- false:
+		default:
+		}
+	}()
 	o.mark("mount cache")
 	// The mount cache: verify and mount on first use, bind later. The
 	// lease keeps gc off the cache mount until our bind of it exists.
@@ -128,10 +139,17 @@ func Run(o Options) (int, error) {
 	} else {
 		plan.Image = lease.Dir
 		defer lease.Release() // in case start does not get to it
+		// What the launch thread's copy of the host's mounts must show
+		// there (spawn).
+		var st unix.Stat_t
+		if err := unix.Stat(lease.Dir, &st); err != nil {
+			return 0, fmt.Errorf("mount cache: %w", err)
+		}
+		l.imageDev = st.Dev
 	}
 	// A cold page cache: the spare cores decompress the app's program and
 	// libraries while this launch goes on (warm.go).
-	warm := warmUp(plan)
+	warm := warmUp(plan, oneP)
 	defer stopWarmUp(warm)
 	// The cgroup, with limits, before the app exists.
 	o.mark("cgroup")
@@ -150,7 +168,7 @@ func Run(o Options) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	l := &launch{plan: plan, opts: &o, cg: cg, image: f, lease: lease, manifest: m, rootHash: img.Footer.RootHash, warm: warm}
+	l.cg, l.lease, l.warm = cg, lease, warm
 	defer func() {
 		if l.handedOff {
 			cg.Keep() // the app lives on in it, systemd's
@@ -168,7 +186,7 @@ func Run(o Options) (int, error) {
 	if cg.Warning != "" {
 		o.Warn(cg.Warning)
 	}
-	return start(l)
+	return start(l, t)
 }
 
 // mark tells o.Mark that step begins.

@@ -25,12 +25,27 @@ import (
 // beforePivot are cimg-oci's: the first forks the process where the
 // config lists /proc, the second runs the createContainer hooks.
 func enterRoot(p *Plan, image *os.File, volumes string, atProc func(root, proc *os.File) error, beforePivot func() error) error {
-	root := filepath.Join(p.StateDir, "root")
+	if err := enterNamespaces(p); err != nil {
+		return err
+	}
+	return buildRoot(p, image, volumes, atProc, beforePivot)
+}
 
+// enterNamespaces is enterRoot's first half, which needs nothing but the
+// plan: cimg-run's launch thread runs it while the parent is still
+// mounting the image and making the cgroup (launch.spawn).
+func enterNamespaces(p *Plan) error {
+	return unshareNamespaces(p, p.Unshare)
+}
+
+// unshareNamespaces puts this thread in new namespaces of the kinds
+// flags names, with a copy of its mounts that receives nothing from the
+// host's.
+func unshareNamespaces(p *Plan, flags uintptr) error {
 	// New namespaces for this thread only; the pid and cgroup namespaces
 	// come at fork and in the child (they take effect for children, and
 	// after the cgroup join).
-	if err := unix.Unshare(int(p.Unshare)); err != nil {
+	if err := unix.Unshare(int(flags)); err != nil {
 		return fmt.Errorf("unshare namespaces: %w", err)
 	}
 	// A private / first (slave, if asked: the host's mounts still come
@@ -42,6 +57,24 @@ func enterRoot(p *Plan, image *os.File, volumes string, atProc func(root, proc *
 	if err := unix.Mount("", "/", "", unix.MS_REC|prop, ""); err != nil {
 		return fmt.Errorf("make / %s: %w", name, err)
 	}
+	return nil
+}
+
+// remountNamespace replaces this thread's mount namespace, copied from
+// the host's before the image's cache mount was made there, by a new
+// copy that has it: cimg-run's launch thread made its namespaces while
+// the parent mounted (launch.spawn). host is the host's mount namespace.
+func remountNamespace(p *Plan, host int) error {
+	if err := unix.Setns(host, unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("back to the host's mount namespace: %w", err)
+	}
+	return unshareNamespaces(p, unix.CLONE_NEWNS)
+}
+
+// buildRoot is enterRoot's second half, in the namespaces enterNamespaces
+// made: the mounts, the names and the pivot.
+func buildRoot(p *Plan, image *os.File, volumes string, atProc func(root, proc *os.File) error, beforePivot func() error) error {
+	root := filepath.Join(p.StateDir, "root")
 	// Every mount of the plan, in order. Targets are opened below the
 	// new root without following any symlink, so nothing the image or a
 	// writable volume holds can point a mount at the host.

@@ -31,7 +31,11 @@ type launch struct {
 	cg    *cgroup.Cgroup
 	image *os.File          // the verified image (mounted by the thread with PrivateMount)
 	lease *imagecache.Lease // the cache mount, until the app's bind of it exists
-	warm  *warmup.Warmup    // the app's files being read ahead, or nil
+	oneP  bool              // the launch runs on one P once the root is built (Run)
+	// imageDev is the device number of the lease's mount, as the parent
+	// sees it.
+	imageDev uint64
+	warm     *warmup.Warmup // the app's files being read ahead, or nil
 
 	fp     *forkPlan // the child's system calls, every argument made before fork
 	sync   [2]int    // parent → child: one byte releases it
@@ -54,12 +58,13 @@ type launch struct {
 //
 //  1. prepare: everything the child and the slim waiter will need, made
 //     while this process still sees the host.
-//  2. spawn: the launch thread builds the app's root, forks the child and
-//     releases it into its cgroup; it reports once the child exec'd.
+//  2. proceed: the launch thread (spawn), in the app's namespaces since
+//     Run made it, builds the app's root, forks the child and releases
+//     it into its cgroup; it reports once the child exec'd.
 //  3. supervise: relay signals; an app still running after slimAfter
 //     (longer while other launches are starting: slimDue) is handed to
 //     the slim waiter; reap and report.
-func start(l *launch) (int, error) {
+func start(l *launch, t *launchThread) (int, error) {
 	defer l.close()
 	l.opts.mark("prepare the child")
 	if err := l.prepare(); err != nil {
@@ -71,13 +76,19 @@ func start(l *launch) (int, error) {
 	// (TestExitStatusAndSignals lost one so, about 1 run in 30).
 	l.sigs = make(chan os.Signal, 8)
 	signal.Notify(l.sigs, earlysig.Forwarded...)
-	t := l.spawn()
+	t.proceed <- true
 	// Once start returns, the launch thread ends, and the app's mount
 	// namespace is torn down on its way out, beside the rest of the
 	// clean-up rather than in the process's exit.
 	defer close(t.slim)
 	r := <-t.started
 	l.opts.mark("app running")
+	// One P from here on (Run says why), set once the launch thread is
+	// parked: stopping the world while it was in a system call waited
+	// for that call's end. A warm-up keeps its own until it stops.
+	if l.oneP && l.warm == nil {
+		runtime.GOMAXPROCS(1)
+	}
 	// The child's namespace has its bind of the cache mount now (or never
 	// will): gc may unmount what it sees unused.
 	l.lease.Release()
@@ -251,6 +262,7 @@ func (l *launch) close() {
 // launchThread is the thread the app is forked from, and how to talk to
 // it once it reported.
 type launchThread struct {
+	proceed    chan bool // true: build the root and fork; false: give up
 	started    chan spawned
 	slim       chan *supervisor // the supervisor to become the slim waiter
 	slimFailed chan error       // why it could not (it returns only then)
@@ -261,21 +273,51 @@ type spawned struct {
 	err error
 }
 
-// spawn starts the launch thread: one locked OS thread builds the app's
-// namespaces and root (enterRoot), forks the child from them, releases it,
-// and then stays parked until the app is gone — the child's parent-death
+// spawn starts the launch thread: one locked OS thread makes the app's
+// namespaces at once, and once proceed says so builds its root
+// (enterRoot's two halves), forks the child from them, releases it, and
+// then stays parked until the app is gone — the child's parent-death
 // signal is tied to this thread, and its root is the container's, so it
 // never runs anything else. If the app outlives slimAfter, this thread
 // execs the slim waiter, so the parent-death signal stays armed across
-// the exec.
+// the exec. Until proceed, it reads nothing of l but the plan and the
+// options.
 func (l *launch) spawn() *launchThread {
-	t := &launchThread{started: make(chan spawned, 1), slim: make(chan *supervisor), slimFailed: make(chan error)}
+	t := &launchThread{proceed: make(chan bool, 1), started: make(chan spawned, 1), slim: make(chan *supervisor), slimFailed: make(chan error)}
 	go func() {
 		// Never unlocked: the thread leaves with its namespaces when this
 		// goroutine ends.
 		runtime.LockOSThread()
+		// The host's mount namespace, for a launch whose copy of it comes
+		// before the cache mount (below). (Run sets plan.PrivateMount
+		// after it started this thread; the option is set before.)
+		host := -1
+		if !l.opts.PrivateMount {
+			host, _ = unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		}
+		// The namespaces first, beside the parent's mount cache, cgroup
+		// and preparation: a new network namespace alone is the launch's
+		// most costly system call (about 0.5 ms, CPU profile of warm
+		// launches).
+		err := enterNamespaces(l.plan)
+		if !<-t.proceed {
+			unix.Close(host)
+			return // the launch failed before the fork
+		}
 		l.opts.mark("build the root")
-		if err := enterRoot(l.plan, l.image, l.opts.VolumeDir, nil, nil); err != nil {
+		// The copy of the host's mounts must hold the cache mount the
+		// parent leased (l.imageDev): not when this launch or another
+		// made it after the copy (the first launch of an image, or one
+		// beside gc), which a new copy then has.
+		var st unix.Stat_t
+		if err == nil && !l.plan.PrivateMount && (unix.Stat(l.plan.Image, &st) != nil || st.Dev != l.imageDev) {
+			err = remountNamespace(l.plan, host)
+		}
+		unix.Close(host)
+		if err == nil {
+			err = buildRoot(l.plan, l.image, l.opts.VolumeDir, nil, nil)
+		}
+		if err != nil {
 			t.started <- spawned{err: fmt.Errorf("build the app's root: %w", err)}
 			return
 		}

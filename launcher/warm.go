@@ -20,10 +20,10 @@ const maxWarmers = 3
 // time, 95 % CI 0.888–0.949, 40 pairs; warm unchanged, 0.994×). nil, with
 // nothing started, when warm, on one core, with a private mount (the
 // image is mounted later, by the launch thread), or when GOMAXPROCS is
-// the caller's.
-func warmUp(p *Plan) *warmup.Warmup {
+// the caller's (oneP false).
+func warmUp(p *Plan, oneP bool) *warmup.Warmup {
 	workers := min(runtime.NumCPU()-1, maxWarmers)
-	if workers < 1 || p.Image == "" || len(p.Argv) == 0 || runtime.GOMAXPROCS(0) != 1 {
+	if workers < 1 || p.Image == "" || len(p.Argv) == 0 || !oneP {
 		return nil
 	}
 	root, err := unix.Open(p.Image, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -40,7 +40,7 @@ func warmUp(p *Plan) *warmup.Warmup {
 	return w
 }
 
-// stopWarmUp ends a warm-up and gives Run back its one P.
+// stopWarmUp ends a warm-up and gives the launch back its one P.
 func stopWarmUp(w *warmup.Warmup) {
 	if w != nil {
 		w.Stop()
