@@ -6,15 +6,16 @@
 //     emulation), signatures, the operator's grants (grants.go), the plan
 //     (plan.go: the manifest → every mount as data, ids, capabilities,
 //     rlimits — the only place the manifest is read), volumes
-//     (volumes.go), the mount cache (internal/imagecache), a cold app's
+//     (volumes.go); the launch thread spawned (start.go, spawn), which
+//     makes the app's namespaces at once (root.go, enterNamespaces) while
+//     Run goes on: the mount cache (internal/imagecache), a cold app's
 //     files read ahead on the spare cores (warm.go, internal/warmup), the
 //     cgroup (internal/cgroup).
 //  2. start.go, start: prepare the child's raw system calls (forkPlan),
-//     pipes and host files; spawn the launch thread, which builds the
-//     app's world (root.go, enterRoot: namespaces, the plan's mounts
-//     through fds opened below the new root, pivot_root, workdir and
-//     command checks from exec.go), forks the child and releases it into
-//     its cgroup.
+//     pipes and host files; then the launch thread goes on: it builds the
+//     app's world (root.go, buildRoot: the plan's mounts through fds
+//     opened below the new root, pivot_root, workdir and command checks
+//     from exec.go), forks the child and releases it into its cgroup.
 //  3. fork.go, forkChild: the child runs raw system calls only — cgroup
 //     namespace, /proc with its masked and read-only paths, rlimits,
 //     seccomp, capabilities, ids, the parent-death signal re-armed,

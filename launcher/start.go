@@ -31,7 +31,7 @@ type launch struct {
 	cg    *cgroup.Cgroup
 	image *os.File          // the verified image (mounted by the thread with PrivateMount)
 	lease *imagecache.Lease // the cache mount, until the app's bind of it exists
-	oneP  bool              // the launch runs on one P once the root is built (Run)
+	oneP  bool              // the launch runs on one P once the app runs (Run)
 	// imageDev is the device number of the lease's mount, as the parent
 	// sees it.
 	imageDev uint64
