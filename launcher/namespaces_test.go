@@ -18,7 +18,8 @@ import (
 
 // TestRemountNamespaceSeesALaterMount: a mount the host makes after the
 // thread's copy is missing from it, and present after remountNamespace;
-// both copies are private (no mount propagates either way).
+// both copies are private (no mount propagates either way), and the
+// thread keeps its working directory.
 func TestRemountNamespaceSeesALaterMount(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root (mount namespaces and mounts)")
@@ -37,20 +38,20 @@ func TestRemountNamespaceSeesALaterMount(t *testing.T) {
 		t.Fatal(err)
 	}
 	marker := filepath.Join(dir, "marker")
+	cwd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
 	copied, mounted, done := make(chan error, 1), make(chan struct{}), make(chan []string, 1)
 	go func() {
 		// Never unlocked: the thread goes with its namespace.
 		runtime.LockOSThread()
 		var found []string
 		defer func() { done <- found }()
-		host, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			copied <- err
-			return
-		}
-		defer unix.Close(host)
+		host := openHostView()
+		defer host.close()
 		p := &Plan{Unshare: unix.CLONE_NEWNS}
-		err = enterNamespaces(p)
+		err := enterNamespaces(p)
 		if copied <- err; err != nil {
 			return
 		}
@@ -64,6 +65,12 @@ func TestRemountNamespaceSeesALaterMount(t *testing.T) {
 		}
 		if _, err := os.Stat(marker); err == nil {
 			found = append(found, "new copy")
+		}
+		// setns alone leaves the thread in the namespace's root: a
+		// relative --state-dir then missed (make demo's "bind ... on
+		// bin/demo-state/root: no such file or directory").
+		if wd, err := os.Getwd(); err != nil || wd != cwd {
+			found = append(found, "working directory "+wd)
 		}
 		// Private: a mount of the new copy stays out of the host's.
 		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, ""); err != nil {

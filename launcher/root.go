@@ -60,13 +60,46 @@ func unshareNamespaces(p *Plan, flags uintptr) error {
 	return nil
 }
 
+// hostView is what remountNamespace returns the thread to: the host's
+// mount namespace, and the thread's root and working directory in it,
+// opened before the thread's first unshare (-1: not opened).
+type hostView struct{ ns, root, cwd int }
+
+func openHostView() *hostView {
+	h := &hostView{-1, -1, -1}
+	h.ns, _ = unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	h.root, _ = unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	h.cwd, _ = unix.Open(".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	return h
+}
+
+func (h *hostView) close() {
+	for _, fd := range []int{h.ns, h.root, h.cwd} {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+}
+
 // remountNamespace replaces this thread's mount namespace, copied from
 // the host's before the image's cache mount was made there, by a new
 // copy that has it: cimg-run's launch thread made its namespaces while
-// the parent mounted (launch.spawn). host is the host's mount namespace.
-func remountNamespace(p *Plan, host int) error {
-	if err := unix.Setns(host, unix.CLONE_NEWNS); err != nil {
+// the parent mounted (launch.spawn). setns moves the thread's root and
+// working directory to the namespace's root, so both are set back
+// first: a relative --state-dir is resolved from the working directory,
+// and a chrooted cimg-run must stay in its chroot.
+func remountNamespace(p *Plan, h *hostView) error {
+	if err := unix.Setns(h.ns, unix.CLONE_NEWNS); err != nil {
 		return fmt.Errorf("back to the host's mount namespace: %w", err)
+	}
+	if err := unix.Fchdir(h.root); err != nil {
+		return fmt.Errorf("back to the root directory: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("back to the root directory: %w", err)
+	}
+	if err := unix.Fchdir(h.cwd); err != nil {
+		return fmt.Errorf("back to the working directory: %w", err)
 	}
 	return unshareNamespaces(p, unix.CLONE_NEWNS)
 }

@@ -288,12 +288,13 @@ func (l *launch) spawn() *launchThread {
 		// Never unlocked: the thread leaves with its namespaces when this
 		// goroutine ends.
 		runtime.LockOSThread()
-		// The host's mount namespace, for a launch whose copy of it comes
-		// before the cache mount (below). (Run sets plan.PrivateMount
-		// after it started this thread; the option is set before.)
-		host := -1
+		// The host's mount namespace, root and working directory, for a
+		// launch whose copy of it comes before the cache mount (below).
+		// (Run sets plan.PrivateMount after it started this thread; the
+		// option is set before.)
+		host := &hostView{-1, -1, -1}
 		if !l.opts.PrivateMount {
-			host, _ = unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			host = openHostView()
 		}
 		// The namespaces first, beside the parent's mount cache, cgroup
 		// and preparation: a new network namespace alone is the launch's
@@ -301,7 +302,7 @@ func (l *launch) spawn() *launchThread {
 		// launches).
 		err := enterNamespaces(l.plan)
 		if !<-t.proceed {
-			unix.Close(host)
+			host.close()
 			return // the launch failed before the fork
 		}
 		l.opts.mark("build the root")
@@ -313,7 +314,7 @@ func (l *launch) spawn() *launchThread {
 		if err == nil && !l.plan.PrivateMount && (unix.Stat(l.plan.Image, &st) != nil || st.Dev != l.imageDev) {
 			err = remountNamespace(l.plan, host)
 		}
-		unix.Close(host)
+		host.close()
 		if err == nil {
 			err = buildRoot(l.plan, l.image, l.opts.VolumeDir, nil, nil)
 		}
