@@ -138,13 +138,6 @@ func Run(o Options) (int, error) {
 	} else {
 		plan.Image = lease.Dir
 		defer lease.Release() // in case start does not get to it
-		// What the launch thread's copy of the host's mounts must show
-		// there (spawn).
-		var st unix.Stat_t
-		if err := unix.Stat(lease.Dir, &st); err != nil {
-			return 0, fmt.Errorf("mount cache: %w", err)
-		}
-		l.imageDev = st.Dev
 	}
 	// A cold page cache: the spare cores decompress the app's program and
 	// libraries while this launch goes on (warm.go).

@@ -62,7 +62,8 @@ func unshareNamespaces(p *Plan, flags uintptr) error {
 
 // hostView is what remountNamespace returns the thread to: the host's
 // mount namespace, and the thread's root and working directory in it,
-// opened before the thread's first unshare (-1: not opened).
+// opened before the thread's first unshare (-1: not opened; nil: none
+// needed, with a private mount).
 type hostView struct{ ns, root, cwd int }
 
 func openHostView() *hostView {
@@ -74,6 +75,9 @@ func openHostView() *hostView {
 }
 
 func (h *hostView) close() {
+	if h == nil {
+		return
+	}
 	for _, fd := range []int{h.ns, h.root, h.cwd} {
 		if fd >= 0 {
 			unix.Close(fd)

@@ -32,10 +32,7 @@ type launch struct {
 	image *os.File          // the verified image (mounted by the thread with PrivateMount)
 	lease *imagecache.Lease // the cache mount, until the app's bind of it exists
 	oneP  bool              // the launch runs on one P once the app runs (Run)
-	// imageDev is the device number of the lease's mount, as the parent
-	// sees it.
-	imageDev uint64
-	warm     *warmup.Warmup // the app's files being read ahead, or nil
+	warm  *warmup.Warmup    // the app's files being read ahead, or nil
 
 	fp     *forkPlan // the child's system calls, every argument made before fork
 	sync   [2]int    // parent → child: one byte releases it
@@ -292,7 +289,7 @@ func (l *launch) spawn() *launchThread {
 		// launch whose copy of it comes before the cache mount (below).
 		// (Run sets plan.PrivateMount after it started this thread; the
 		// option is set before.)
-		host := &hostView{-1, -1, -1}
+		var host *hostView
 		if !l.opts.PrivateMount {
 			host = openHostView()
 		}
@@ -307,11 +304,11 @@ func (l *launch) spawn() *launchThread {
 		}
 		l.opts.mark("build the root")
 		// The copy of the host's mounts must hold the cache mount the
-		// parent leased (l.imageDev): not when this launch or another
-		// made it after the copy (the first launch of an image, or one
-		// beside gc), which a new copy then has.
+		// parent leased (its Dev): not when this launch or another made
+		// it after the copy (the first launch of an image, or one beside
+		// gc), which a new copy then has.
 		var st unix.Stat_t
-		if err == nil && !l.plan.PrivateMount && (unix.Stat(l.plan.Image, &st) != nil || st.Dev != l.imageDev) {
+		if err == nil && !l.plan.PrivateMount && (unix.Stat(l.plan.Image, &st) != nil || st.Dev != l.lease.Dev) {
 			err = remountNamespace(l.plan, host)
 		}
 		host.close()

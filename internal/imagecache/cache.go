@@ -38,6 +38,7 @@ const gcLock = ".gc.lock"
 // Release.
 type Lease struct {
 	Dir   string // the cache mount, to bind
+	Dev   uint64 // its device number, as this mount namespace sees it
 	lock  *os.File
 	state string
 	cold  bool // this launch mounted Dir
@@ -155,12 +156,19 @@ func cacheName(root [32]byte) string { return hex.EncodeToString(root[:16]) }
 
 // isMounted reports whether STATE/images/name is a squashfs mount point.
 func (s *stateDir) isMounted(name string) bool {
+	_, ok := s.mountDev(name)
+	return ok
+}
+
+// mountDev is the device number of the squashfs mounted at
+// STATE/images/name; false when none is.
+func (s *stateDir) mountDev(name string) (uint64, bool) {
 	var st unix.Stat_t
 	if unix.Fstatat(s.images, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil || st.Dev == s.imagesDev {
-		return false
+		return 0, false
 	}
 	var fs unix.Statfs_t
-	return unix.Statfs(filepath.Join(s.imagesPath(), name), &fs) == nil && fs.Type == unix.SQUASHFS_MAGIC
+	return st.Dev, unix.Statfs(filepath.Join(s.imagesPath(), name), &fs) == nil && fs.Type == unix.SQUASHFS_MAGIC
 }
 
 // Mount returns a lease on the cache mount of img, creating the mount
@@ -176,13 +184,15 @@ func Mount(state string, f *os.File, img *format.Image, verifyAlways bool) (*Lea
 	name := cacheName(img.Footer.RootHash)
 	l := &Lease{Dir: filepath.Join(s.imagesPath(), name), lock: lock, state: state}
 	// Warm start: a mount appears whole, and GC waits for our Release.
-	if !verifyAlways && s.isMounted(name) {
+	if dev, ok := s.mountDev(name); ok && !verifyAlways {
+		l.Dev = dev
 		return l, nil
 	}
 	if l.cold, err = s.mount(name, f, img, verifyAlways); err != nil {
 		l.Release()
 		return nil, err
 	}
+	l.Dev, _ = s.mountDev(name)
 	return l, nil
 }
 
