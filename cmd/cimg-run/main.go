@@ -26,6 +26,7 @@ import (
 	"flag"
 
 	"cimg.dev/cimg/internal/imagecache"
+	"cimg.dev/cimg/internal/instance"
 	"cimg.dev/cimg/internal/store"
 	"cimg.dev/cimg/launcher"
 )
@@ -153,6 +154,7 @@ func run(args []string) (int, error) {
 	if err := imageArgs(fs, verify, &o); err != nil {
 		return 2, err
 	}
+	given := o.Image
 	// An installed app's name, not a file: the app's current version,
 	// anonymous (cimg-run run NAME names the instance).
 	if err := resolveApp(&o, defaultStore, nil, false, false); err != nil {
@@ -161,7 +163,36 @@ func run(args []string) (int, error) {
 	if os.Getenv("CIMG_PROFILE") != "" {
 		defer profile(&o)()
 	}
-	return launcher.Run(o)
+	code, err := launcher.Run(o)
+	if err != nil && o.Image == given && errors.Is(err, os.ErrNotExist) {
+		err = missingImage(given, defaultStore, err)
+	}
+	return code, err
+}
+
+// subcommands are run's cases: an IMAGE argument of one of these names
+// is a subcommand put after the flags (TestSubcommandsListed keeps the
+// two in step).
+var subcommands = []string{"help", "doctor", "gc", "run", "ps", "stop", "kill", "inspect", "logs", "rm", "exec",
+	"unit", "install", "update", "rollback", "remove", "list", "reset", "boot", "unit-stop", "unit-exited"}
+
+// missingImage turns a launch's "no such file" for its IMAGE argument
+// into advice when the argument is a subcommand's name (cimg-run
+// --state-dir D gc) or could name an installed app. On the error path
+// only: a launch that finds its image pays nothing for it.
+func missingImage(image, storeRoot string, err error) error {
+	if _, serr := os.Stat(image); !errors.Is(serr, os.ErrNotExist) {
+		return err // the image is there: something else was missing
+	}
+	for _, sub := range subcommands {
+		if image == sub {
+			return fmt.Errorf("no image file %q here, and no app %q installed: the subcommand %s goes first, before any flag: cimg-run %s [flags]", image, image, sub, sub)
+		}
+	}
+	if instance.CheckName(image) == nil {
+		return fmt.Errorf("image %s: no such file here, and no app of that name is installed in %s (cimg-run list shows the installed apps)", image, storeRoot)
+	}
+	return err
 }
 
 // runFlags are the flags of a launch, into o; verify is --verify's value.
