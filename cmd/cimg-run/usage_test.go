@@ -69,7 +69,7 @@ func TestSubcommandsListed(t *testing.T) {
 	if len(cases) == 0 {
 		t.Fatal("no switch of subcommands found in main.go's run")
 	}
-	got, want := slices.Sorted(slices.Values(subcommands)), slices.Sorted(slices.Values(cases))
+	got, want := slices.Sorted(slices.Values(subcommands())), slices.Sorted(slices.Values(cases))
 	if !slices.Equal(got, want) {
 		t.Errorf("subcommands %v; run's cases %v", got, want)
 	}
