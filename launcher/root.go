@@ -62,15 +62,25 @@ func unshareNamespaces(p *Plan, flags uintptr) error {
 
 // hostView is what remountNamespace returns the thread to: the host's
 // mount namespace, and the thread's root and working directory in it,
-// opened before the thread's first unshare (-1: not opened; nil: none
-// needed, with a private mount).
-type hostView struct{ ns, root, cwd int }
+// opened before the thread's first unshare (-1: not opened, err says
+// why; nil: none needed, with a private mount).
+type hostView struct {
+	ns, root, cwd int
+	err           error // the first open that failed, for remountNamespace to report
+}
 
 func openHostView() *hostView {
-	h := &hostView{-1, -1, -1}
-	h.ns, _ = unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	h.root, _ = unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	h.cwd, _ = unix.Open(".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	h := &hostView{ns: -1, root: -1, cwd: -1}
+	open := func(path string, flags int) int {
+		fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0)
+		if err != nil && h.err == nil {
+			h.err = fmt.Errorf("open %s: %w", path, err)
+		}
+		return fd
+	}
+	h.ns = open("/proc/thread-self/ns/mnt", unix.O_RDONLY)
+	h.root = open("/", unix.O_PATH|unix.O_DIRECTORY)
+	h.cwd = open(".", unix.O_PATH|unix.O_DIRECTORY)
 	return h
 }
 
@@ -93,6 +103,9 @@ func (h *hostView) close() {
 // first: a relative --state-dir is resolved from the working directory,
 // and a chrooted cimg-run must stay in its chroot.
 func remountNamespace(p *Plan, h *hostView) error {
+	if h.err != nil {
+		return fmt.Errorf("back to the host's mounts: %w", h.err)
+	}
 	if err := unix.Setns(h.ns, unix.CLONE_NEWNS); err != nil {
 		return fmt.Errorf("back to the host's mount namespace: %w", err)
 	}

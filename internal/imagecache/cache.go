@@ -184,33 +184,34 @@ func Mount(state string, f *os.File, img *format.Image, verifyAlways bool) (*Lea
 	name := cacheName(img.Footer.RootHash)
 	l := &Lease{Dir: filepath.Join(s.imagesPath(), name), lock: lock, state: state}
 	// Warm start: a mount appears whole, and GC waits for our Release.
-	if dev, ok := s.mountDev(name); ok && !verifyAlways {
-		l.Dev = dev
-		return l, nil
+	if !verifyAlways {
+		var ok bool
+		if l.Dev, ok = s.mountDev(name); ok {
+			return l, nil
+		}
 	}
-	if l.cold, err = s.mount(name, f, img, verifyAlways); err != nil {
+	if l.Dev, l.cold, err = s.mount(name, f, img, verifyAlways); err != nil {
 		l.Release()
 		return nil, err
 	}
-	l.Dev, _ = s.mountDev(name)
 	return l, nil
 }
 
 // mount mounts the image at STATE/images/name unless it is there
 // already (then, with verifyAlways, it only verifies), under the image's
-// own lock. It reports whether it mounted.
-func (s *stateDir) mount(name string, f *os.File, img *format.Image, verifyAlways bool) (bool, error) {
+// own lock. It returns the mount's device number and whether it mounted.
+func (s *stateDir) mount(name string, f *os.File, img *format.Image, verifyAlways bool) (uint64, bool, error) {
 	dir := filepath.Join(s.imagesPath(), name)
 	fd, err := unix.Openat(s.images, name+".lock", unix.O_CREAT|unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return false, fmt.Errorf("mount cache lock %s.lock: %w", dir, err)
+		return 0, false, fmt.Errorf("mount cache lock %s.lock: %w", dir, err)
 	}
 	defer unix.Close(fd)
 	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
-		return false, fmt.Errorf("mount cache lock %s.lock: %w", dir, err)
+		return 0, false, fmt.Errorf("mount cache lock %s.lock: %w", dir, err)
 	}
-	if s.isMounted(name) && !verifyAlways {
-		return false, nil
+	if d, ok := s.mountDev(name); ok && !verifyAlways {
+		return d, false, nil
 	}
 	// Nothing reaches mount(2) before the payload is known good: the
 	// kernel's dm-verity checks each block as it is read (with the
@@ -219,14 +220,14 @@ func (s *stateDir) mount(name string, f *os.File, img *format.Image, verifyAlway
 	useDM := dmverity.Available()
 	if !useDM || verifyAlways {
 		if err := s.verify(f, img, verifyAlways); err != nil {
-			return false, err
+			return 0, false, err
 		}
 	}
-	if s.isMounted(name) {
-		return false, nil
+	if d, ok := s.mountDev(name); ok {
+		return d, false, nil
 	}
 	if err := unix.Mkdirat(s.images, name, 0o700); err != nil && err != unix.EEXIST {
-		return false, fmt.Errorf("mount cache %s: %w", dir, err)
+		return 0, false, fmt.Errorf("mount cache %s: %w", dir, err)
 	}
 	ft := img.Footer
 	size := ft.PayloadSize
@@ -235,7 +236,7 @@ func (s *stateDir) mount(name string, f *os.File, img *format.Image, verifyAlway
 	}
 	dev, err := loop.Attach(f.Fd(), 0, size)
 	if err != nil {
-		return false, fmt.Errorf("loop-attach %s: %w", f.Name(), err)
+		return 0, false, fmt.Errorf("loop-attach %s: %w", f.Name(), err)
 	}
 	defer dev.Close() // autoclear: the mount holds the device from here on
 	source := dev.Path
@@ -250,7 +251,7 @@ func (s *stateDir) mount(name string, f *os.File, img *format.Image, verifyAlway
 				HashStart: ft.TreeOffset / format.BlockSize, RootHash: ft.RootHash[:], Salt: ft.Salt})
 		}
 		if err != nil {
-			return false, err
+			return 0, false, err
 		}
 		// Deferred: the device goes away with the mount, or now if the
 		// mount fails.
@@ -258,7 +259,7 @@ func (s *stateDir) mount(name string, f *os.File, img *format.Image, verifyAlway
 		source = vd.Path()
 	}
 	if err := unix.Mount(source, dir, "squashfs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
-		return false, mountAdvice(source, dir, f, err)
+		return 0, false, mountAdvice(source, dir, f, err)
 	}
 	// The mount raised the readahead of the device under it.
 	if !useDM {
@@ -267,7 +268,11 @@ func (s *stateDir) mount(name string, f *os.File, img *format.Image, verifyAlway
 		loop.LimitReadahead(vf.Fd())
 		vf.Close()
 	}
-	return true, nil
+	var st unix.Stat_t
+	if err := unix.Fstatat(s.images, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return 0, false, fmt.Errorf("mount cache %s: %w", dir, err)
+	}
+	return st.Dev, true, nil
 }
 
 // mountAdvice turns a failed squashfs mount into what to do about it.
