@@ -68,12 +68,13 @@ func Run(o Options) (int, error) {
 	if os.Geteuid() != 0 {
 		return 0, ErrNotRoot
 	}
-	// One P once the app runs (start): a second P then only wakes idle
-	// threads that compete with the app and with other launches (50
-	// launched at once each started in 0.91x the time, median of 7 paired
-	// rounds). Until then the runtime's own count: the launch thread makes
-	// the app's namespaces beside this thread's work (spawn), and
-	// verification takes every core while it runs (imagecache).
+	// One P once the app runs, if other launches are starting (start): a
+	// second P then only wakes idle threads that compete with the app and
+	// with them (50 launched at once each started in 0.91x the time,
+	// median of 7 paired rounds). Until then the runtime's own count: the
+	// launch thread makes the app's namespaces beside this thread's work
+	// (spawn), and verification takes every core while it runs
+	// (imagecache).
 	oneP := os.Getenv("GOMAXPROCS") == ""
 	o.defaults()
 	// Not dumpable: no process in the container may open this process's

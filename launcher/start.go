@@ -80,15 +80,19 @@ func start(l *launch, t *launchThread) (int, error) {
 	defer close(t.slim)
 	r := <-t.started
 	l.opts.mark("app running")
-	// One P from here on (Run says why), set once the launch thread is
-	// parked: stopping the world while it was in a system call waited
-	// for that call's end. A warm-up keeps its own until it stops.
-	if l.oneP && l.warm == nil {
-		runtime.GOMAXPROCS(1)
-	}
 	// The child's namespace has its bind of the cache mount now (or never
 	// will): gc may unmount what it sees unused.
 	l.lease.Release()
+	// One P from here on (Run says why) while other launches in the state
+	// directory build their roots, set once the launch thread is parked:
+	// stopping the world while it was in a system call waited for that
+	// call's end. A launch on its own keeps both: the call stops the world
+	// and frees the second P's caches, 0.1 to 0.5 ms that a short app's
+	// reaping waited for (CIMG_PROFILE marks). A warm-up keeps its own
+	// until it stops.
+	if l.oneP && l.warm == nil && imagecache.Launching(l.plan.StateDir) {
+		runtime.GOMAXPROCS(1)
+	}
 	if r.pid == 0 {
 		return 0, r.err
 	}
@@ -132,6 +136,12 @@ func start(l *launch, t *launchThread) (int, error) {
 		// would the sweep's.
 		stopWarmUp(l.warm)
 		<-swept
+		// One P for the hand-over, as before the exec of every waiter: an
+		// idle second P is one more way for the runtime to start a thread
+		// (with SIGUSR1/2 unblocked) after the settle.
+		if l.oneP {
+			runtime.GOMAXPROCS(1)
+		}
 		err := sv.openTasks() // here: the launch thread has the app's root
 		if err == nil {
 			t.slim <- sv
