@@ -252,7 +252,7 @@ func keyPath(k toml.Key) string {
 func plainKey(k toml.Key) bool {
 	for _, part := range k {
 		for i := 0; i < len(part); i++ {
-			if c := part[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			if c := part[i]; !isLower(c) && !isDigit(c) && c != '_' {
 				return false
 			}
 		}

@@ -172,9 +172,7 @@ func run(args []string) (int, error) {
 
 // subcommands are run's cases: an IMAGE argument of one of these names
 // is a subcommand put after the flags (TestSubcommandsListed keeps the
-// two in step). A function, not a package variable: as a variable it
-// moved the runtime's .bss, and a warm launch measured 1.7 % slower
-// (1,000 interleaved launches, twice); as a function it is in the text.
+// two in step). Only the error path calls it.
 func subcommands() []string {
 	return []string{"help", "doctor", "gc", "run", "ps", "stop", "kill", "inspect", "logs", "rm", "exec",
 		"unit", "install", "update", "rollback", "remove", "list", "reset", "boot", "unit-stop", "unit-exited"}
